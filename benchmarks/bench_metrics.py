@@ -1,0 +1,225 @@
+"""Benchmark the metric recorder: record cost, flush throughput, quantile accuracy, memory.
+
+Run ``python benchmarks/bench_metrics.py`` (``--quick`` for a short run). Prints one table:
+each figure beside its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from safeserve.metrics import Recorder
+from safeserve.metrics._recorder import _columns_fast
+
+
+def best_of(fn: Callable[[], Any], repeat: int) -> float:
+    """Best wall time of ``repeat`` runs, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_append(n: int, repeat: int) -> dict[str, float]:
+    """ns per request: the router's append (tuple built from locals) and its baseline loop."""
+    rec = Recorder(["v1", "v2"], clock=time.monotonic)
+    app = rec.append
+    buf = app.__self__  # type: ignore[attr-defined]
+
+    def loop_append() -> None:
+        lat, out = 0.0123, 0.5
+        for rid in range(n):
+            app((rid, 1, lat, 0, False, out, False))
+
+    def loop_tuple_only() -> None:
+        lat, out = 0.0123, 0.5
+        for rid in range(n):
+            (rid, 1, lat, 0, False, out, False)  # noqa: B018
+
+    def loop_prebuilt() -> None:
+        row = (1, 1, 0.0123, 0, False, 0.5, False)
+        for _ in range(n):
+            app(row)
+
+    out = {}
+    for name, fn in (
+        ("append (tuple built + list.append)", loop_append),
+        ("loop building the tuple only", loop_tuple_only),
+        ("list.append of a prebuilt tuple", loop_prebuilt),
+    ):
+        times = []
+        for _ in range(repeat):
+            buf.clear()
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = min(times) / n * 1e9
+    buf.clear()
+    return out
+
+
+def make_rows(n: int, seed: int = 0) -> list[tuple[Any, ...]]:
+    rng = np.random.default_rng(seed)
+    lat = rng.lognormal(-4.0, 1.0, n).tolist()
+    vi = rng.integers(0, 2, n).tolist()
+    err = (rng.random(n) < 0.01).tolist()
+    out = rng.normal(size=n).tolist()
+    return [
+        (i, vi[i], lat[i], 1 if err[i] else 0, False, None if err[i] else out[i], False)
+        for i in range(n)
+    ]
+
+
+def bench_flush(n: int, repeat: int) -> dict[str, float]:
+    """Flush cost per record: tuple->columns conversion, vectorized ingest, and batches."""
+    rows = make_rows(n)
+    rec = Recorder(["v1", "v2"], clock=lambda: 0.0)
+    conv = best_of(lambda: _columns_fast(rows), repeat)
+
+    def full() -> None:
+        rec._buf.extend(rows)
+        t0 = time.perf_counter()
+        rec.flush()
+        full.t = min(getattr(full, "t", 1e9), time.perf_counter() - t0)  # type: ignore[attr-defined]
+
+    for _ in range(repeat):
+        full()
+    flush_t = full.t  # type: ignore[attr-defined]
+    cols = _columns_fast(rows)
+
+    def ingest() -> None:
+        rec._ingest(cols, 0.0)
+
+    ingest_t = best_of(ingest, repeat)
+    rng = np.random.default_rng(1)
+    ids = np.arange(n, dtype=np.int64)
+    vi = rng.integers(0, 2, n)
+    lat = rng.lognormal(-4.0, 1.0, n)
+    st = np.zeros(n, np.int8)
+    fb = np.zeros(n, np.bool_)
+    outs = rng.normal(size=n)
+
+    def batch() -> None:
+        rec.append_batch(ids, vi, lat, st, fb, outs, fb)
+        rec.flush()
+
+    batch_t = best_of(batch, repeat)
+    return {
+        "conversion ns/rec": conv / n * 1e9,
+        "ingest ns/rec": ingest_t / n * 1e9,
+        "flush (tuples) ns/rec": flush_t / n * 1e9,
+        "flush (tuples) rec/s": n / flush_t,
+        "ingest only rec/s": n / ingest_t,
+        "flush (append_batch) rec/s": n / batch_t,
+    }
+
+
+def bench_quantiles(n: int) -> list[tuple[str, str, float, float, float]]:
+    """Histogram quantiles against numpy's exact 'lower' quantiles."""
+    from safeserve.metrics import LogHistogram
+
+    rng = np.random.default_rng(42)
+    dists = {
+        "lognormal(-4, 1) s": rng.lognormal(-4.0, 1.0, n),
+        "Pareto(a=1.5) x 2 ms": 0.002 * (1.0 + rng.pareto(1.5, n)),
+    }
+    rows = []
+    for name, x in dists.items():
+        h = LogHistogram().update_many(x)
+        for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("p99.9", 0.999)):
+            exact = float(np.quantile(x, q, method="lower"))
+            est = h.quantile(q)
+            rows.append((name, label, exact, est, abs(est / exact - 1)))
+    return rows
+
+
+def bench_memory(n: int, chunk: int) -> tuple[dict[str, int], int, int]:
+    """Bytes held per variant and metric after ``n`` observations, and the whole recorder."""
+    clock = [0.0]
+    tracemalloc.start()
+    rec = Recorder(["v1", "v2"], clock=lambda: clock[0], outcome_capacity=100_000)
+    rng = np.random.default_rng(3)
+    labels = np.array(["a", "b", "c"])
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        rec.append_batch(
+            np.arange(start, start + m),
+            rng.integers(0, 2, m),
+            rng.lognormal(-4.0, 1.0, m),
+            np.zeros(m, np.int8),
+            np.zeros(m, np.bool_),
+            rng.normal(size=m) if start % (2 * chunk) else list(labels[rng.integers(0, 3, m)]),
+            np.zeros(m, np.bool_),
+        )
+        rec.flush()
+        clock[0] += 3.0
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    ring = rec._rings[0]
+    slices = [*ring._slices, ring._closed]
+    per_metric = {
+        "latency histogram": sum(s.latency.counts.nbytes for s in slices),
+        "latency + log-latency moments": 2 * len(slices) * 3 * 8,
+        "output signed histogram": sum(s.output_hist.counts.nbytes for s in slices),
+        "output class counts": sum(s.labels.counts.nbytes for s in slices),
+        "request counters": sum(s.counts.counts.nbytes for s in slices),
+    }
+    o = rec._ring
+    ring_bytes = o.ids.nbytes + o.variant.nbytes + o.override.nbytes + o.time.nbytes
+    return per_metric, current, ring_bytes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="short run")
+    args = ap.parse_args()
+    q = args.quick
+    n_app = 200_000 if q else 2_000_000
+    n_flush = 100_000 if q else 1_000_000
+    n_mem = 1_000_000 if q else 10_000_000
+    n_q = 200_000 if q else 2_000_000
+    repeat = 3 if q else 7
+
+    app = bench_append(n_app, repeat)
+    fl = bench_flush(n_flush, repeat)
+    fl4k = bench_flush(4096, repeat * 5)
+    qrows = bench_quantiles(n_q)
+    mem, traced, ring_bytes = bench_memory(n_mem, 100_000)
+
+    w = 44
+    print(f"{'measure':<{w}} {'value':>14}   target")
+    print("-" * (w + 30))
+    for k, v in app.items():
+        tgt = "<= 300 ns" if k.startswith("append") else ""
+        print(f"{'record: ' + k:<{w}} {v:>11.1f} ns   {tgt}")
+    for label, d in ((f"flush {n_flush:,} tuples", fl), ("flush 4,096 tuples", fl4k)):
+        for k, v in d.items():
+            unit = "" if "rec/s" in k else " ns"
+            val = f"{v / 1e6:>10.2f} M/s" if "rec/s" in k else f"{v:>11.1f}{unit}"
+            tgt = ">= 5 M/s" if "rec/s" in k else ""
+            print(f"{label + ': ' + k:<{w}} {val:>14}   {tgt}")
+    print("-" * (w + 30))
+    print(f"{'quantile accuracy':<{w}} {'rel. error':>14}   <= 1%")
+    for name, label, exact, est, err in qrows:
+        text = f"{name} {label} ({exact:.4g} vs {est:.4g})"
+        print(f"{text:<{w}} {err * 100:>13.3f}%")
+    print("-" * (w + 30))
+    print(f"memory after {n_mem:,} observations (one variant, whole window)")
+    for k, v in mem.items():
+        print(f"{'  ' + k:<{w}} {v / 1024:>11.1f} KB   <= 1024 KB")
+    print(f"{'  outcome ring (100k ids, all variants)':<{w}} {ring_bytes / 1024:>11.1f} KB")
+    print(f"{'  whole recorder, traced (2 variants)':<{w}} {traced / 1024:>11.1f} KB")
+
+
+if __name__ == "__main__":
+    main()

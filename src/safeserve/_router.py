@@ -1,0 +1,690 @@
+"""The Router: per request, pick a variant by hash, call it, count what happened."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, NamedTuple
+
+import attrs
+import numpy as np
+import structlog
+import xxhash
+from numpy.typing import NDArray
+
+from ._allocation import Allocation
+from ._errors import ConfigError, InvalidOutputError
+from ._hashing import BUCKETS, HASH_VERSION, Key, buckets_of, key_bytes, salt_seed
+from ._rollout import Phase
+from .metrics import MetricsSnapshot, Recorder
+from .strategies import Strategy
+
+__all__ = ["Routed", "RoutedBatch", "Router", "Status"]
+
+_xxh3 = xxhash.xxh3_64_intdigest
+_new_tuple = tuple.__new__
+_log = structlog.get_logger("safeserve")
+
+# Record status codes (see safeserve.metrics.Status).
+_OK, _ERROR, _INVALID = 0, 1, 2
+
+#: How many requests go by between two automatic flushes of the metric buffer (a power of 2).
+FLUSH_EVERY = 4096
+_FLUSH_MASK = FLUSH_EVERY - 1
+
+Model = Callable[[Any], Any]
+Validator = Callable[[Any], bool]
+OverrideFn = Callable[[Key | None, Any], str | None]
+
+
+class Routed(NamedTuple):
+    """What :meth:`Router.route` returns.
+
+    Attributes:
+        value: The answer returned to the caller.
+        variant: The variant the key was routed to. Delayed outcomes are attributed to it
+            (intention to treat), even when ``fallback`` is true.
+        request_id: Pass it to :meth:`Router.record_outcome` to join a delayed outcome.
+        fallback: True when the variant failed and the baseline answered instead.
+        version: The routing-table version that made the decision.
+    """
+
+    value: Any
+    variant: str
+    request_id: int
+    fallback: bool = False
+    version: int = 0
+
+
+class RoutedBatch(NamedTuple):
+    """What :meth:`Router.route_batch` returns: values, variants and ids in input order."""
+
+    values: Any
+    variants: NDArray[np.str_]
+    request_ids: NDArray[np.int64]
+    fallback: NDArray[np.bool_]
+    version: int
+
+
+@attrs.frozen
+class Status:
+    """A point-in-time view of a router, as plain data.
+
+    Attributes:
+        name: The rollout's name.
+        phase: The rollout phase.
+        version: The routing-table version (grows by one per change).
+        weights: Percent of traffic per variant.
+        step: Index of the current step, or None when the strategy has no steps.
+        decisions: The recent decisions, oldest first.
+        metrics: The per-variant metric windows.
+        keyless: Requests that came without a key (random bucket, counted apart).
+    """
+
+    name: str
+    phase: Phase
+    version: int
+    weights: dict[str, float]
+    step: int | None
+    decisions: tuple[Any, ...]
+    metrics: MetricsSnapshot
+    keyless: int
+
+
+Status.__module__ = "safeserve"
+
+
+@attrs.frozen(eq=False)
+class _Snapshot:
+    """The immutable routing table that the request path reads with one attribute access."""
+
+    version: int
+    allocation: Allocation
+    seed: int
+    table: tuple[int, ...]
+    names: tuple[str, ...]
+    models: tuple[Model, ...]
+    validators: tuple[Validator | None, ...]
+    fallback: bool
+    override_keys: Mapping[Hashable, int] | None
+    override_fn: OverrideFn | None
+    plain: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # True when no override is configured: the request path then skips those lookups.
+        object.__setattr__(self, "plain", self.override_keys is None and self.override_fn is None)
+
+
+def _check_validator(name: str, v: object) -> Validator | None:
+    if v is None or callable(v):
+        return v
+    raise ConfigError(f"validator for {name!r} must be callable, got {v!r}")
+
+
+class Router:
+    """Route each request to one version of a model and count what happened.
+
+    Args:
+        models: Variant name -> callable taking one input (``predict``) or a batch
+            (``predict_batch``) and returning the output.
+        strategy: How traffic is split, e.g. :class:`safeserve.Canary`. Without one, every
+            request goes to the first model.
+        clock: A callable returning seconds; ``time.perf_counter`` by default. Inject a fake
+            clock to make tests deterministic.
+        name: The rollout's name (in logs and status).
+        salt: The hash salt; by default ``name``. Changing it reshuffles every user.
+        fallback: When a candidate raises or its output fails validation, answer with the
+            baseline (the error is counted either way). With ``False`` the exception propagates.
+        validators: Variant name -> ``validator(output) -> bool``; a rejected output counts as
+            an error (see :func:`safeserve.is_finite`, :func:`safeserve.has_shape`).
+        overrides: Key -> variant: these keys always get that variant (internal testers).
+            Counted apart and kept out of the statistics.
+        override: ``override(key, x) -> variant name or None``: a predicate form of
+            ``overrides``, consulted after the key map.
+        seed: Seed of the generator that buckets keyless requests.
+        recorder: The metric recorder; one is built from ``clock`` when omitted.
+
+    >>> import safeserve as ss
+    >>> router = ss.Router(
+    ...     {"v1": lambda x: x * 2, "v2": lambda x: x * 2 + 0.001},
+    ...     strategy=ss.Canary(baseline="v1", candidate="v2", weight=50),
+    ... )
+    >>> router.predict(10, key="user-4")
+    20
+    >>> r = router.route(10, key="user-6")
+    >>> r.variant, r.value
+    ('v2', 20.001)
+    >>> router.set_weights({"v2": 0})
+    >>> router.route(10, key="user-6").variant
+    'v1'
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, Model],
+        *,
+        strategy: Strategy | None = None,
+        clock: Callable[[], float] | None = None,
+        name: str = "default",
+        salt: str | None = None,
+        fallback: bool = True,
+        validators: Mapping[str, Validator | None] | None = None,
+        overrides: Mapping[Key, str] | None = None,
+        override: OverrideFn | None = None,
+        seed: int | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
+        if not isinstance(models, Mapping) or not models:
+            raise ConfigError(
+                f"models must be a non-empty mapping of name -> callable, got {models!r}"
+            )
+        for vname, model in models.items():
+            if not isinstance(vname, str) or not vname:
+                raise ConfigError(f"model names must be non-empty str, got {vname!r}")
+            if not callable(model):
+                raise ConfigError(f"model {vname!r} is not callable: {model!r}")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty str, got {name!r}")
+        if clock is not None and not callable(clock):
+            raise ConfigError(f"clock must be a callable returning seconds, got {clock!r}")
+        if override is not None and not callable(override):
+            raise ConfigError(f"override must be callable, got {override!r}")
+        self.name = name
+        self._clock: Callable[[], float] = clock or time.perf_counter
+        self._strategy = strategy
+        candidates: tuple[str, ...] = ()
+        weights: dict[str, float] = {}
+        if strategy is None:
+            baseline = next(iter(models))
+        else:
+            baseline, candidates = strategy.baseline, strategy.candidates
+            weights = strategy.initial_weights()
+        roles = [("baseline", baseline)] + [("candidate", c) for c in candidates]
+        for role, vname in roles:
+            if vname not in models:
+                raise ConfigError(f"{role} {vname!r} is not one of the models {list(models)!r}")
+        allocation = Allocation(baseline, candidates, weights)
+        self._variants = allocation.variants
+        # Models that the strategy does not route to are kept reachable by overrides only.
+        self._extra = tuple(n for n in models if n not in self._variants)
+        self._all = self._variants + self._extra
+        self._models = tuple(models[n] for n in self._all)
+        validators = dict(validators or {})
+        for vname in validators:
+            if vname not in models:
+                raise ConfigError(f"validator for unknown variant {vname!r}")
+        self._validators = tuple(_check_validator(n, validators.get(n)) for n in self._all)
+        self._fallback = bool(fallback)
+        self._salt = name if salt is None else salt
+        self._seed = salt_seed(self._salt)
+        index = {n: i for i, n in enumerate(self._all)}
+        override_keys: dict[Hashable, int] | None = None
+        if overrides:
+            override_keys = {}
+            for k, vname in overrides.items():
+                key_bytes(k)  # validates the key
+                if vname not in index:
+                    raise ConfigError(f"override for key {k!r} names unknown variant {vname!r}")
+                override_keys[k] = index[vname]
+        self._index = index
+        self._override_keys = override_keys
+        self._override_fn = override
+        self._recorder = recorder or Recorder(self._all, clock=self._clock)
+        self._append = self._recorder.append
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()  # serializes writers (weight changes, flush bookkeeping)
+        self._flush_lock = threading.Lock()
+        self._keyless_lock = threading.Lock()
+        self._keyless = 0
+        self._rng = random.Random(seed)
+        self._phase = Phase.PROGRESSING if candidates else Phase.PROMOTED
+        self._decisions: list[Any] = []
+        self._snapshot = self._build(allocation, version=1)
+        _log.info(
+            "safeserve.router_created",
+            rollout=name,
+            variants=list(self._all),
+            weights=allocation.weights,
+            hash_version=HASH_VERSION,
+        )
+
+    # -- configuration -------------------------------------------------------------------
+
+    def _build(self, allocation: Allocation, *, version: int) -> _Snapshot:
+        return _Snapshot(
+            version=version,
+            allocation=allocation,
+            seed=self._seed,
+            table=allocation.table,
+            names=self._all,
+            models=self._models,
+            validators=self._validators,
+            fallback=self._fallback,
+            override_keys=self._override_keys,
+            override_fn=self._override_fn,
+        )
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """Change some variants' traffic percentages at once (one atomic snapshot swap).
+
+        Raising a candidate's weight only adds users to it; lowering it only removes users.
+
+        Args:
+            weights: Variant name -> percent. Variants not named keep their weight.
+
+        Raises:
+            ConfigError: for an unknown variant or invalid weights (the old table stays).
+        """
+        with self._lock:
+            old = self._snapshot
+            allocation = old.allocation.with_weights(weights)
+            self._snapshot = self._build(allocation, version=old.version + 1)
+        _log.info(
+            "safeserve.weights_changed",
+            rollout=self.name,
+            version=old.version + 1,
+            weights=allocation.weights,
+        )
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Percent of traffic per variant in the current routing table."""
+        return self._snapshot.allocation.weights
+
+    @property
+    def version(self) -> int:
+        """The version of the current routing table."""
+        return self._snapshot.version
+
+    @property
+    def recorder(self) -> Recorder:
+        """The metric recorder fed by this router."""
+        return self._recorder
+
+    # -- the request path ----------------------------------------------------------------
+
+    def _keyless_bucket(self) -> int:
+        with self._keyless_lock:
+            self._keyless += 1
+            return self._rng.randrange(BUCKETS)
+
+    def _pick(self, snap: _Snapshot, x: Any, key: Key | None) -> tuple[int, bool]:
+        """Return (variant index, overridden) for one request."""
+        kind = type(key)
+        if kind is str:
+            kb = key.encode()  # type: ignore[union-attr]
+        elif kind is int:
+            try:
+                kb = key.to_bytes(8, "little", signed=True)  # type: ignore[union-attr]
+            except OverflowError:
+                kb = key_bytes(key)  # type: ignore[arg-type]  # raises InvalidKeyError
+        elif key is None:
+            return self._pick_keyless(snap, x)
+        else:
+            kb = key_bytes(key)
+        if snap.plain:
+            return snap.table[_xxh3(kb, snap.seed) % BUCKETS], False
+        if snap.override_keys is not None:
+            forced_i = snap.override_keys.get(key)
+            if forced_i is not None:
+                return forced_i, True
+        if snap.override_fn is not None:
+            forced = snap.override_fn(key, x)
+            if forced is not None:
+                return self._forced(forced), True
+        return snap.table[_xxh3(kb, snap.seed) % BUCKETS], False
+
+    def _pick_keyless(self, snap: _Snapshot, x: Any) -> tuple[int, bool]:
+        if snap.override_fn is not None:
+            forced = snap.override_fn(None, x)
+            if forced is not None:
+                return self._forced(forced), True
+        return snap.table[self._keyless_bucket()], False
+
+    def _forced(self, name: str) -> int:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise ConfigError(
+                f"override returned unknown variant {name!r}; known: {list(self._all)!r}"
+            ) from None
+
+    def _serve(
+        self, snap: _Snapshot, rid: int, vi: int, override: bool, x: Any
+    ) -> tuple[Any, bool]:
+        """Call variant ``vi`` (falling back to the baseline) and record the outcome."""
+        clock = self._clock
+        t0 = clock()
+        try:
+            y = snap.models[vi](x)
+        except Exception:
+            t1 = clock()
+            if vi == 0 or not snap.fallback:
+                self._append((rid, vi, t1 - t0, _ERROR, False, None, override))
+                raise
+            self._append((rid, vi, t1 - t0, _ERROR, True, None, override))
+            return snap.models[0](x), True
+        t1 = clock()
+        validator = snap.validators[vi]
+        if validator is not None and not _valid(validator, y):
+            if vi == 0:
+                # Nothing to fall back to: count it and answer as the service did before.
+                self._append((rid, vi, t1 - t0, _INVALID, False, None, override))
+                return y, False
+            if not snap.fallback:
+                self._append((rid, vi, t1 - t0, _INVALID, False, None, override))
+                raise InvalidOutputError(
+                    f"output of {snap.names[vi]!r} failed validator {validator!r}: {y!r}"
+                )
+            self._append((rid, vi, t1 - t0, _INVALID, True, None, override))
+            return snap.models[0](x), True
+        self._append((rid, vi, t1 - t0, _OK, False, y, override))
+        if not rid & _FLUSH_MASK:
+            self._maintain()
+        return y, False
+
+    def route(self, x: Any, *, key: Key | None = None) -> Routed:
+        """Route one request and return the answer with the variant and a request id.
+
+        Args:
+            x: The model input, passed unchanged to the chosen model.
+            key: The user's id (``str``, ``bytes`` or ``int``); the same key always gets the
+                same variant for the same weights. Without a key the bucket is random.
+
+        Returns:
+            A :class:`Routed` with ``.value``, ``.variant`` and ``.request_id``.
+
+        Raises:
+            InvalidKeyError: for an unsupported key.
+            Exception: whatever the baseline raises, and the candidate's exception when
+                ``fallback`` is off.
+        """
+        snap = self._snapshot
+        vi, override = self._pick(snap, x, key)
+        rid = next(self._ids)
+        y, fell_back = self._serve(snap, rid, vi, override, x)
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (half the cost).
+        return _new_tuple(Routed, (y, snap.names[vi], rid, fell_back, snap.version))
+
+    def predict(self, x: Any, *, key: Key | None = None) -> Any:
+        """Route one request and return only the answer (see :meth:`route`)."""
+        snap = self._snapshot
+        vi, override = self._pick(snap, x, key)
+        return self._serve(snap, next(self._ids), vi, override, x)[0]
+
+    def __call__(self, x: Any, *, key: Key | None = None) -> Any:
+        """Same as :meth:`predict`."""
+        return self.predict(x, key=key)
+
+    # -- batches -------------------------------------------------------------------------
+
+    def _batch_indices(
+        self, snap: _Snapshot, X: Any, keys: Any, n: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+        override = np.zeros(n, dtype=bool)
+        if keys is None:
+            with self._keyless_lock:
+                self._keyless += n
+                buckets = np.array([self._rng.randrange(BUCKETS) for _ in range(n)], dtype=np.int64)
+            key_list: Any = [None] * n
+        else:
+            if len(keys) != n:
+                raise ConfigError(f"got {len(keys)} keys for {n} rows")
+            buckets = buckets_of(keys, seed=snap.seed)
+            key_list = keys
+        vi = np.asarray(snap.allocation.array, dtype=np.int64)[buckets]
+        if snap.override_keys is not None or snap.override_fn is not None:
+            as_list = key_list.tolist() if isinstance(key_list, np.ndarray) else key_list
+            for i, k in enumerate(as_list):
+                forced: int | None = None
+                if k is not None and snap.override_keys is not None:
+                    forced = snap.override_keys.get(k)
+                if forced is None and snap.override_fn is not None:
+                    name = snap.override_fn(k, X[i])
+                    forced = None if name is None else self._forced(name)
+                if forced is not None:
+                    vi[i] = forced
+                    override[i] = True
+        return vi, override
+
+    def route_batch(self, X: Any, *, keys: Any = None) -> RoutedBatch:
+        """Route many rows at once: one hash pass, one model call per variant.
+
+        Args:
+            X: A numpy array (rows on axis 0) or a list of inputs.
+            keys: One key per row: a numpy integer array, or a sequence of str/bytes/int.
+                None buckets every row at random.
+
+        Returns:
+            A :class:`RoutedBatch`; ``values`` is a numpy array when every model returned one,
+            else a list, in input order.
+        """
+        snap = self._snapshot
+        n = len(X)
+        vi, override = self._batch_indices(snap, X, keys, n)
+        # Each next() is atomic, so ids stay unique while other threads take theirs.
+        ids = np.fromiter(itertools.islice(self._ids, n), dtype=np.int64, count=n)
+        values, fell_back = self._run_slices(snap, X, vi, override, ids)
+        names = np.asarray(snap.names)[vi] if n else np.empty(0, dtype=np.str_)
+        return RoutedBatch(values, names, ids, fell_back, snap.version)
+
+    def predict_batch(self, X: Any, *, keys: Any = None) -> Any:
+        """Route many rows at once and return the answers in input order.
+
+        >>> import numpy as np, safeserve as ss
+        >>> router = ss.Router(
+        ...     {"v1": lambda X: X.sum(axis=1), "v2": lambda X: X.sum(axis=1) * 10},
+        ...     strategy=ss.Canary(baseline="v1", candidate="v2", weight=50),
+        ... )
+        >>> router.predict_batch(np.ones((4, 2)), keys=np.arange(4)).tolist()
+        [20.0, 20.0, 2.0, 20.0]
+        """
+        snap = self._snapshot
+        n = len(X)
+        vi, override = self._batch_indices(snap, X, keys, n)
+        ids = np.full(n, -1, dtype=np.int64)
+        return self._run_slices(snap, X, vi, override, ids)[0]
+
+    def _run_slices(
+        self,
+        snap: _Snapshot,
+        X: Any,
+        vi: NDArray[np.int64],
+        override: NDArray[np.bool_],
+        ids: NDArray[np.int64],
+    ) -> tuple[Any, NDArray[np.bool_]]:
+        n = len(vi)
+        is_array = isinstance(X, np.ndarray)
+        status = np.zeros(n, dtype=np.int8)
+        fallback = np.zeros(n, dtype=bool)
+        latency = np.zeros(n, dtype=np.float64)
+        parts: list[tuple[NDArray[np.int64], Any]] = []
+        clock = self._clock
+        if n:
+            order = np.argsort(vi, kind="stable")
+            bounds = np.flatnonzero(np.diff(vi[order])) + 1
+            groups = np.split(order, bounds)
+        else:
+            groups = []
+        # The baseline's slice last, so that fallback rows can join it in one call.
+        groups.sort(key=lambda g: int(vi[g[0]]) == 0)
+        redo: list[NDArray[np.int64]] = []
+        for idx in groups:
+            j = int(vi[idx[0]])
+            xs = X[idx] if is_array else [X[i] for i in idx]
+            t0 = clock()
+            try:
+                ys = snap.models[j](xs)
+            except Exception:
+                t1 = clock()
+                latency[idx] = (t1 - t0) / len(idx)
+                status[idx] = _ERROR
+                if j == 0 or not snap.fallback:
+                    self._record_batch(ids, vi, latency, status, fallback, None, override, idx)
+                    raise
+                fallback[idx] = True
+                redo.append(idx)
+                continue
+            t1 = clock()
+            latency[idx] = (t1 - t0) / len(idx)
+            if len(ys) != len(idx):
+                bad = np.ones(len(idx), dtype=bool)
+            else:
+                bad = ~_valid_rows(snap.validators[j], ys)
+            if bad.any() and j != 0:
+                status[idx[bad]] = _INVALID
+                if not snap.fallback:
+                    self._record_batch(ids, vi, latency, status, fallback, None, override, idx)
+                    raise InvalidOutputError(
+                        f"{int(bad.sum())} output(s) of {snap.names[j]!r} failed validation"
+                    )
+                fallback[idx[bad]] = True
+                redo.append(idx[bad])
+                keep = ~bad
+                if keep.any():
+                    parts.append((idx[keep], _take(ys, keep)))
+            else:
+                status[idx[bad]] = _INVALID
+                parts.append((idx, ys))
+        for idx in redo:
+            xs = X[idx] if is_array else [X[i] for i in idx]
+            parts.append((idx, snap.models[0](xs)))
+        self._record_batch(ids, vi, latency, status, fallback, parts, override, None)
+        return _scatter(parts, n), fallback
+
+    def _record_batch(
+        self,
+        ids: NDArray[np.int64],
+        vi: NDArray[np.int64],
+        latency: NDArray[np.float64],
+        status: NDArray[np.int8],
+        fallback: NDArray[np.bool_],
+        parts: list[tuple[NDArray[np.int64], Any]] | None,
+        override: NDArray[np.bool_],
+        only: NDArray[np.int64] | None,
+    ) -> None:
+        if only is not None:
+            # A slice failed without fallback: record the rows that were attempted.
+            self._recorder.append_batch(
+                ids[only],
+                vi[only],
+                latency[only],
+                status[only],
+                fallback[only],
+                None,
+                override[only],
+            )
+            return
+        outputs: list[Any] = [None] * len(vi)
+        for idx, ys in parts or ():
+            for i, y in zip(idx.tolist(), ys, strict=True):
+                outputs[i] = y
+        for i in np.flatnonzero(fallback | (status != _OK)).tolist():
+            outputs[i] = None  # a failed variant produced no output of its own
+        self._recorder.append_batch(ids, vi, latency, status, fallback, outputs, override)
+        self._maintain()
+
+    # -- metrics, outcomes and status ------------------------------------------------------
+
+    def _maintain(self) -> None:
+        """Flush the metric buffer, unless another thread is already doing it."""
+        if self._flush_lock.acquire(blocking=False):
+            try:
+                self._recorder.flush()
+            finally:
+                self._flush_lock.release()
+
+    def flush(self) -> int:
+        """Move buffered request records into the metric windows now; return how many."""
+        with self._flush_lock:
+            return self._recorder.flush()
+
+    def record(self, variant: str, name: str, value: float) -> None:
+        """Record a custom metric value for a variant (e.g. a model confidence).
+
+        Raises:
+            ConfigError: for an unknown variant.
+        """
+        try:
+            vi = self._index[variant]
+        except KeyError:
+            raise ConfigError(f"unknown variant {variant!r}; known: {list(self._all)!r}") from None
+        self._recorder.record_custom(vi, name, value)
+
+    def record_outcome(self, request_id: int, name: str, value: float) -> Any:
+        """Join a delayed outcome (a label, a conversion, revenue) to the variant that served.
+
+        Late, unknown and duplicate ids are counted in ``status().metrics``, never dropped
+        silently. Returns the recorder's result for this outcome.
+        """
+        return self._recorder.record_outcome(request_id, name, value)
+
+    def status(self) -> Status:
+        """Return the router's state and metrics as plain data."""
+        self.flush()
+        snap = self._snapshot
+        return Status(
+            name=self.name,
+            phase=self._phase,
+            version=snap.version,
+            weights=snap.allocation.weights,
+            step=None,
+            decisions=tuple(self._decisions),
+            metrics=self._recorder.snapshot(),
+            keyless=self._keyless,
+        )
+
+    def __repr__(self) -> str:
+        shares = ", ".join(f"{n}={w:g}%" for n, w in self.weights.items())
+        return f"<safeserve.Router {self.name!r} {shares} v{self.version}>"
+
+
+for _cls in (Router, Routed, RoutedBatch):
+    _cls.__module__ = "safeserve"
+del _cls
+
+
+def _valid(validator: Validator, y: Any) -> bool:
+    try:
+        return bool(validator(y))
+    except Exception:
+        return False
+
+
+def _valid_rows(validator: Validator | None, ys: Any) -> NDArray[np.bool_]:
+    n = len(ys)
+    if validator is None:
+        return np.ones(n, dtype=bool)
+    batch = getattr(validator, "batch", None)
+    if batch is not None:
+        try:
+            ok = np.asarray(batch(ys), dtype=bool)
+            if ok.shape == (n,):
+                return ok
+        except Exception:
+            return np.zeros(n, dtype=bool)
+    return np.fromiter((_valid(validator, y) for y in ys), dtype=bool, count=n)
+
+
+def _take(ys: Any, mask: NDArray[np.bool_]) -> Any:
+    if isinstance(ys, np.ndarray):
+        return ys[mask]
+    return [y for y, m in zip(ys, mask.tolist(), strict=True) if m]
+
+
+def _scatter(parts: list[tuple[NDArray[np.int64], Any]], n: int) -> Any:
+    if parts and all(isinstance(ys, np.ndarray) for _, ys in parts):
+        first = parts[0][1]
+        dtype = np.result_type(*[ys.dtype for _, ys in parts])
+        out = np.empty((n, *first.shape[1:]), dtype=dtype)
+        for idx, ys in parts:
+            out[idx] = ys
+        return out
+    result: list[Any] = [None] * n
+    for idx, ys in parts:
+        for i, y in zip(idx.tolist(), ys, strict=True):
+            result[i] = y
+    return result

@@ -1,0 +1,942 @@
+"""The per-variant recorder: a list append per request, a vectorized flush into the windows."""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from itertools import compress
+from operator import itemgetter
+from typing import Any, Literal, Self
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .._errors import ConfigError, DataError
+from ._outcomes import OutcomeResult, _OutcomeRing
+from ._snapshot import MetricsSnapshot, VariantMetrics
+from ._summaries import CategoryCounts, Counts, LogHistogram, Moments, SignedLogHistogram
+from ._window import CountWindow, SlidingWindow, TimeWindow, WindowSpec
+
+__all__ = ["OutputKind", "Recorder", "Status"]
+
+
+class Status(enum.IntEnum):
+    """Status code of one request record.
+
+    >>> from safeserve.metrics import Status
+    >>> [int(s) for s in Status]
+    [0, 1, 2, 3]
+    """
+
+    #: The model answered and its output was accepted.
+    OK = 0
+    #: The model raised an exception.
+    ERROR = 1
+    #: A validator rejected the model's output.
+    INVALID = 2
+    #: The model call ran out of time.
+    TIMEOUT = 3
+
+
+Status.__module__ = "safeserve.metrics"
+
+OutputKind = Literal["auto", "numeric", "label", "ignore"]
+_OUTPUT_KINDS = ("auto", "numeric", "label", "ignore")
+
+#: Window counters, in the order of the flush's count matrix.
+_COUNTS = ("requests", "ok", "error", "invalid", "timeout", "fallbacks")
+_TOTALS = (*_COUNTS, "overrides")
+_KINDS = ("numeric", "label", "vector", "none")
+
+_FLOAT_TYPES = frozenset({float, np.float64, np.float32, np.float16})
+_INT_TYPES = frozenset(
+    {int, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64}
+)
+_BOOL_TYPES = frozenset({bool, np.bool_})
+_LABEL_TYPES = frozenset({str, np.str_}) | _INT_TYPES | _BOOL_TYPES
+_NUMERIC_TYPES = _FLOAT_TYPES | _INT_TYPES | _BOOL_TYPES
+
+_GET = tuple(itemgetter(i) for i in range(7))
+#: Variant index given to a record that is not a 7-tuple.
+_MALFORMED = np.iinfo(np.int64).min
+
+
+class _Columns:
+    """Request records as parallel arrays (outputs as a float array, a list, or None)."""
+
+    __slots__ = ("fb", "lat", "lat_type", "out", "ov", "rid", "st", "var")
+
+    def __init__(
+        self,
+        rid: NDArray[np.int64],
+        var: NDArray[np.int64],
+        lat: NDArray[np.float64],
+        st: NDArray[np.int64],
+        fb: NDArray[np.bool_],
+        out: NDArray[np.float64] | list[Any] | None,
+        ov: NDArray[np.bool_],
+        lat_type: NDArray[np.bool_] | None = None,
+    ) -> None:
+        self.rid, self.var, self.lat, self.st, self.fb = rid, var, lat, st, fb
+        self.out, self.ov, self.lat_type = out, ov, lat_type
+
+    def __len__(self) -> int:
+        return int(self.var.size)
+
+    def take(self, mask: NDArray[np.bool_]) -> _Columns:
+        out = self.out
+        if isinstance(out, np.ndarray):
+            out = out[mask]
+        elif out is not None:
+            out = list(compress(out, mask.tolist()))
+        lt = None if self.lat_type is None else self.lat_type[mask]
+        return _Columns(
+            self.rid[mask],
+            self.var[mask],
+            self.lat[mask],
+            self.st[mask],
+            self.fb[mask],
+            out,
+            self.ov[mask],
+            lt,
+        )
+
+    @staticmethod
+    def concat(parts: list[_Columns]) -> _Columns:
+        if len(parts) == 1:
+            return parts[0]
+        outs: NDArray[np.float64] | list[Any] | None
+        if all(isinstance(p.out, np.ndarray) for p in parts):
+            outs = np.concatenate([p.out for p in parts])
+        else:
+            outs = []
+            for p in parts:
+                if p.out is None:
+                    outs.extend([None] * len(p))
+                elif isinstance(p.out, np.ndarray):
+                    outs.extend(p.out.tolist())
+                else:
+                    outs.extend(p.out)
+        lat_type = None
+        if any(p.lat_type is not None for p in parts):
+            lat_type = np.concatenate(
+                [np.zeros(len(p), np.bool_) if p.lat_type is None else p.lat_type for p in parts]
+            )
+        return _Columns(
+            np.concatenate([p.rid for p in parts]),
+            np.concatenate([p.var for p in parts]),
+            np.concatenate([p.lat for p in parts]),
+            np.concatenate([p.st for p in parts]),
+            np.concatenate([p.fb for p in parts]),
+            outs,
+            np.concatenate([p.ov for p in parts]),
+            lat_type,
+        )
+
+
+def _columns_fast(chunk: list[Any]) -> _Columns:
+    """Convert request tuples column by column (itemgetter + ``np.fromiter``, no temporaries)."""
+    n = len(chunk)
+    g = _GET
+    return _Columns(
+        np.fromiter(map(g[0], chunk), np.int64, n),
+        np.fromiter(map(g[1], chunk), np.int64, n),
+        np.fromiter(map(g[2], chunk), np.float64, n),
+        np.fromiter(map(g[3], chunk), np.int64, n),
+        np.fromiter(map(g[4], chunk), np.bool_, n),
+        list(map(g[5], chunk)),
+        np.fromiter(map(g[6], chunk), np.bool_, n),
+    )
+
+
+def _int_or(x: object, default: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, int | np.integer):
+        return default
+    v = int(x)
+    return v if -(2**63) <= v < 2**63 else default
+
+
+def _columns_slow(chunk: list[Any]) -> _Columns:
+    """Convert request tuples one by one, turning bad fields into values the ingest rejects."""
+    n = len(chunk)
+    rid = np.full(n, -1, np.int64)
+    var = np.full(n, -1, np.int64)
+    lat = np.full(n, np.nan, np.float64)
+    lat_type = np.zeros(n, np.bool_)
+    st = np.full(n, -1, np.int64)
+    fb = np.zeros(n, np.bool_)
+    ov = np.zeros(n, np.bool_)
+    out: list[Any] = [None] * n
+    for i, rec in enumerate(chunk):
+        if not isinstance(rec, tuple) or len(rec) != 7:
+            var[i] = _MALFORMED  # dropped and counted by the ingest
+            continue
+        r, v, la, s, f, o, ovr = rec
+        rid[i] = _int_or(r, -1)
+        var[i] = _int_or(v, -1)
+        st[i] = _int_or(s, -1)
+        if isinstance(la, int | float | np.integer | np.floating) and not isinstance(la, bool):
+            lat[i] = float(la)
+        else:
+            lat_type[i] = True
+        fb[i] = bool(f) if isinstance(f, bool | np.bool_ | int) else False
+        ov[i] = bool(ovr) if isinstance(ovr, bool | np.bool_ | int) else False
+        out[i] = o
+    return _Columns(rid, var, lat, st, fb, out, ov, lat_type)
+
+
+def _group_moments(
+    idx: NDArray[np.int64], x: NDArray[np.float64], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Per-group count, mean and M2 (two passes with a mean correction)."""
+    n = np.bincount(idx, minlength=k)
+    safe = np.maximum(n, 1)
+    mean = np.bincount(idx, weights=x, minlength=k) / safe
+    d = x - mean[idx]
+    c = np.bincount(idx, weights=d, minlength=k) / safe
+    m2 = np.bincount(idx, weights=d * d, minlength=k) - n * c * c
+    return n, mean + c, np.maximum(m2, 0.0)
+
+
+class _VariantSlice:
+    """Everything one variant records in one slice of its window."""
+
+    __slots__ = (
+        "counts",
+        "custom",
+        "labels",
+        "latency",
+        "latency_moments",
+        "log_latency",
+        "outcomes",
+        "output",
+        "output_hist",
+    )
+
+    def __init__(
+        self,
+        latency: LogHistogram,
+        output_hist: SignedLogHistogram,
+        labels: CategoryCounts,
+    ) -> None:
+        self.counts = Counts(_COUNTS)
+        self.latency = latency
+        self.latency_moments = Moments()
+        self.log_latency = Moments()
+        self.output = Moments()
+        self.output_hist = output_hist
+        self.labels = labels
+        self.custom: dict[str, Moments] = {}
+        self.outcomes: dict[str, Moments] = {}
+
+    def __iadd__(self, other: _VariantSlice) -> Self:
+        self.counts += other.counts
+        self.latency += other.latency
+        self.latency_moments += other.latency_moments
+        self.log_latency += other.log_latency
+        self.output += other.output
+        self.output_hist += other.output_hist
+        self.labels += other.labels
+        for mine, theirs in ((self.custom, other.custom), (self.outcomes, other.outcomes)):
+            for name, m in theirs.items():
+                if m.n:
+                    if name in mine:
+                        mine[name] += m
+                    else:
+                        mine[name] = m.copy()
+        return self
+
+    def __isub__(self, other: _VariantSlice) -> Self:
+        self.counts -= other.counts
+        self.latency -= other.latency
+        self.latency_moments -= other.latency_moments
+        self.log_latency -= other.log_latency
+        self.output -= other.output
+        self.output_hist -= other.output_hist
+        self.labels -= other.labels
+        for mine, theirs in ((self.custom, other.custom), (self.outcomes, other.outcomes)):
+            for name, m in theirs.items():
+                if m.n:
+                    mine[name] -= m
+        return self
+
+    def copy(self) -> _VariantSlice:
+        out = _VariantSlice(self.latency.copy(), self.output_hist.copy(), self.labels.copy())
+        out.counts = self.counts.copy()
+        out.latency_moments = self.latency_moments.copy()
+        out.log_latency = self.log_latency.copy()
+        out.output = self.output.copy()
+        out.custom = {k: m.copy() for k, m in self.custom.items()}
+        out.outcomes = {k: m.copy() for k, m in self.outcomes.items()}
+        return out
+
+    def reset(self) -> None:
+        self.counts.reset()
+        self.latency.reset()
+        self.latency_moments.reset()
+        self.log_latency.reset()
+        self.output.reset()
+        self.output_hist.reset()
+        self.labels.reset()
+        for m in self.custom.values():
+            m.reset()
+        for m in self.outcomes.values():
+            m.reset()
+
+
+def _is_str(x: object) -> bool:
+    return isinstance(x, str)
+
+
+def _real(x: object) -> float | None:
+    """``float(x)`` for a real number (bools as 0/1), ``None`` for anything else."""
+    if isinstance(x, int | float | np.integer | np.floating | np.bool_):
+        return float(x)
+    return None
+
+
+class Recorder:
+    """Per-variant metric windows fed by the router's hot path.
+
+    The hot path is one call: ``recorder.append(record)`` is the bound ``append`` of a plain
+    list, with ``record = (request_id, variant_index, latency_s, status, fallback, output,
+    override)``. :meth:`flush` drains that list without a lock on the appenders and ingests it
+    with numpy into one sliding window per variant; :meth:`snapshot` flushes and returns plain
+    data.
+
+    Records: ``request_id`` is a process-unique, increasing int (or ``-1``); ``variant_index``
+    indexes ``variants``; ``latency_s`` is the model call's duration in seconds; ``status`` is
+    a :class:`Status`; ``fallback`` says the baseline answered instead; ``output`` is the
+    model's output (``None`` on error); ``override`` marks a request forced to a variant, which
+    is counted apart (``totals["overrides"]``) and kept out of the windows.
+
+    Outputs (status OK only) with ``outputs="auto"``: floats go to moments and a signed
+    log-bucket histogram; str, int and bool outputs are class labels; size-1 arrays count as
+    their element; bigger arrays are counted as ``vector`` and not summarized; ``None`` is
+    counted as ``none``. ``outputs="numeric"`` reads ints and bools as numbers,
+    ``outputs="label"`` takes only labels, ``outputs="ignore"`` skips outputs.
+
+    Bad input never reaches a window: a NaN, infinite, negative or non-numeric latency, a
+    non-finite numeric output, an unknown variant index or status are counted with a reason in
+    ``rejected``; the rest of the record still counts.
+
+    Args:
+        variants: Variant names, in index order.
+        clock: Seconds (the router's injected clock).
+        window: A :class:`TimeWindow` (default: 300 s in 30 slices) or a :class:`CountWindow`
+            (per variant: the last ``size`` non-override requests).
+        outcome_ttl: Seconds after which an outcome is late.
+        outcome_capacity: Request ids remembered for outcomes (a ring; memory is about
+            19 bytes per id plus 1 byte per id and outcome name).
+        outputs: How outputs are summarized: ``"auto"``, ``"numeric"``, ``"label"``,
+            ``"ignore"``.
+        relative_accuracy: Relative accuracy of the latency and output histograms.
+        min_latency: Smallest latency resolved in seconds (smaller ones count as zero, and
+            the log-latency moments use ``log(max(latency, min_latency))``).
+        max_latency: Largest latency resolved in seconds.
+        max_labels: Distinct class labels kept apart per variant (then ``other``).
+        max_names: Distinct custom metric names, and outcome names, accepted.
+
+    Raises:
+        ConfigError: for an empty or duplicated variant list or a bad option.
+
+    >>> from safeserve.metrics import Recorder, Status
+    >>> rec = Recorder(["v1", "v2"], clock=lambda: 0.0)
+    >>> rec.append((0, 0, 0.010, Status.OK, False, 0.7, False))
+    >>> rec.append((1, 1, 0.030, Status.ERROR, True, None, False))
+    >>> rec.flush()
+    2
+    >>> rec.record_outcome(0, "converted", 1.0).name
+    'ACCEPTED'
+    >>> snap = rec.snapshot()
+    >>> snap.variant("v1").outcomes["converted"].mean, snap.variant("v2").errors
+    (1.0, 1)
+    """
+
+    def __init__(
+        self,
+        variants: Sequence[str],
+        *,
+        clock: Callable[[], float],
+        window: WindowSpec | None = None,
+        outcome_ttl: float = 3600.0,
+        outcome_capacity: int = 1_000_000,
+        outputs: OutputKind = "auto",
+        relative_accuracy: float = 0.01,
+        min_latency: float = 1e-6,
+        max_latency: float = 1e4,
+        max_labels: int = 64,
+        max_names: int = 32,
+    ) -> None:
+        names = tuple(variants) if not isinstance(variants, str) else (variants,)
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"variants must be distinct and non-empty, got {variants!r}")
+        if not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"variant names must be str, got {variants!r}")
+        if not callable(clock):
+            raise ConfigError(f"clock must be a callable returning seconds, got {clock!r}")
+        window = TimeWindow() if window is None else window
+        if not isinstance(window, TimeWindow | CountWindow):
+            raise ConfigError(f"window must be a TimeWindow or a CountWindow, got {window!r}")
+        if (
+            isinstance(outcome_ttl, bool)
+            or not isinstance(outcome_ttl, int | float)
+            or not outcome_ttl > 0
+        ):
+            raise ConfigError(f"outcome_ttl must be a positive number, got {outcome_ttl!r}")
+        if outputs not in _OUTPUT_KINDS:
+            raise ConfigError(f"outputs must be one of {_OUTPUT_KINDS!r}, got {outputs!r}")
+        if isinstance(max_names, bool) or not isinstance(max_names, int) or max_names < 1:
+            raise ConfigError(f"max_names must be a positive int, got {max_names!r}")
+        self.variants: tuple[str, ...] = names
+        self.window: WindowSpec = window
+        self.outcome_ttl = float(outcome_ttl)
+        self.outputs: OutputKind = outputs
+        self._clock = clock
+        self._nv = len(names)
+        self._latency_proto = LogHistogram(
+            relative_accuracy=relative_accuracy, min_value=min_latency, max_value=max_latency
+        )
+        self._log_floor = math.log(self._latency_proto.spec[1])
+        self._output_proto = SignedLogHistogram(relative_accuracy=relative_accuracy)
+        self._labels_proto = [CategoryCounts(max_labels=max_labels) for _ in names]
+        self._max_names = max_names
+        self._rings: list[SlidingWindow[_VariantSlice]] = [
+            SlidingWindow(self._slice_factory(v), window, clock=clock) for v in range(self._nv)
+        ]
+        self._ring = _OutcomeRing(outcome_capacity, self._nv)
+        self._lock = threading.RLock()
+        self._count_lock = threading.Lock()
+        # Buffers: appends only ever go to the end, flush removes a prefix.
+        self._buf: list[Any] = []
+        self._batches: list[_Columns] = []
+        self._custom_buf: list[tuple[int, str, float]] = []
+        #: The hot path: ``recorder.append(record)`` (a bound ``list.append``).
+        self.append: Callable[[Any], None] = self._buf.append
+        # Lifetime counters.
+        self._records = 0
+        self._totals = [Counts(_TOTALS) for _ in names]
+        self._kinds = [Counts(_KINDS) for _ in names]
+        self._rejected: list[Counter[str]] = [Counter() for _ in names]
+        self._rejected_global: Counter[str] = Counter()
+        self._outcome_results: Counter[str] = Counter()
+        self._outcome_reasons: Counter[str] = Counter()
+        self._outcome_by_variant: list[Counter[str]] = [Counter() for _ in names]
+        self._custom_names: set[str] = set()
+        self._outcome_names: set[str] = set()
+
+    def _slice_factory(self, v: int) -> Callable[[], _VariantSlice]:
+        def make() -> _VariantSlice:
+            return _VariantSlice(
+                self._latency_proto.copy(),
+                self._output_proto.copy(),
+                self._labels_proto[v].empty_like(),
+            )
+
+        return make
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append_batch(
+        self,
+        request_ids: ArrayLike,
+        variant_index: ArrayLike,
+        latency_s: ArrayLike,
+        status: ArrayLike,
+        fallback: ArrayLike,
+        outputs: ArrayLike | Sequence[Any] | None,
+        override: ArrayLike,
+    ) -> None:
+        """Buffer the records of a batch call at once (one row per input row).
+
+        Args:
+            request_ids: int64 ids, ``-1`` where none.
+            variant_index: Variant index per row.
+            latency_s: Seconds per row (e.g. the slice's call time divided evenly).
+            status: :class:`Status` code per row.
+            fallback: Whether the baseline answered in place of the variant, per row.
+            outputs: A 1-D float array, a sequence of outputs, or ``None`` when not kept.
+            override: Whether the row was forced by an override.
+
+        Raises:
+            DataError: when the columns differ in length or cannot be read as numbers.
+        """
+        try:
+            rid = np.asarray(request_ids, dtype=np.int64).reshape(-1)
+            var = np.asarray(variant_index, dtype=np.int64).reshape(-1)
+            lat = np.asarray(latency_s, dtype=np.float64).reshape(-1)
+            st = np.asarray(status, dtype=np.int64).reshape(-1)
+            fb = np.asarray(fallback, dtype=np.bool_).reshape(-1)
+            ov = np.asarray(override, dtype=np.bool_).reshape(-1)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise DataError(f"batch columns must be numeric arrays: {e}") from None
+        n = var.size
+        out: NDArray[np.float64] | list[Any] | None
+        if outputs is None:
+            out = None
+        elif isinstance(outputs, np.ndarray) and outputs.ndim == 1 and outputs.dtype.kind == "f":
+            out = outputs.astype(np.float64, copy=True)
+        elif isinstance(outputs, np.ndarray) and outputs.ndim >= 1:
+            out = list(outputs)  # rows: labels, ints, or vectors
+        else:
+            out = list(outputs)  # type: ignore[arg-type]
+        sizes = {rid.size, n, lat.size, st.size, fb.size, ov.size}
+        if out is not None:
+            sizes.add(len(out))
+        if len(sizes) != 1:
+            raise DataError(f"batch columns differ in length: {sorted(sizes)!r}")
+        self._batches.append(_Columns(rid.copy(), var.copy(), lat.copy(), st, fb, out, ov))
+
+    def record_custom(self, variant_index: int, name: str, value: float) -> bool:
+        """Record a custom metric value (a confidence, a cost...) for a variant.
+
+        The value joins the variant's window at the next flush. A non-finite or non-numeric
+        value, an unknown variant index, a non-str name or one past ``max_names`` distinct
+        names is rejected and counted with its reason.
+
+        Returns:
+            Whether the value was accepted.
+
+        >>> from safeserve.metrics import Recorder
+        >>> rec = Recorder(["v1"], clock=lambda: 0.0)
+        >>> rec.record_custom(0, "confidence", 0.9), rec.record_custom(0, "confidence", "x")
+        (True, False)
+        >>> rec.snapshot().variant("v1").rejected
+        {'custom:bad_type': 1}
+        """
+        v = _int_or(variant_index, -1)
+        if not 0 <= v < self._nv:
+            self._reject_global("custom:bad_variant")
+            return False
+        if not _is_str(name):
+            self._reject(v, "custom:bad_name")
+            return False
+        x = _real(value)
+        if x is None:
+            self._reject(v, "custom:bad_type")
+            return False
+        if not math.isfinite(x):
+            self._reject(v, "custom:non_finite")
+            return False
+        if name not in self._custom_names:
+            with self._count_lock:
+                if name not in self._custom_names:
+                    if len(self._custom_names) >= self._max_names:
+                        self._rejected[v]["custom:too_many_names"] += 1
+                        return False
+                    self._custom_names.add(name)
+        self._custom_buf.append((v, name, x))
+        return True
+
+    def _reject(self, v: int, reason: str, k: int = 1) -> None:
+        with self._count_lock:
+            self._rejected[v][reason] += k
+
+    def _reject_global(self, reason: str, k: int = 1) -> None:
+        with self._count_lock:
+            self._rejected_global[reason] += k
+
+    # -- flushing --------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Return the number of buffered request records and batches not yet flushed."""
+        return len(self._buf) + len(self._batches)
+
+    def flush(self) -> int:
+        """Ingest every buffered record into the windows; return how many request rows.
+
+        Safe while other threads keep appending: a prefix of the buffer is copied then
+        deleted (appends only go to the end), and flushes are serialized by a lock.
+        """
+        with self._lock:
+            now = float(self._clock())  # before draining: a failing clock loses nothing
+            buf = self._buf
+            n = len(buf)
+            chunk = buf[:n]
+            del buf[:n]
+            bb = self._batches
+            m = len(bb)
+            batches = bb[:m]
+            del bb[:m]
+            cb = self._custom_buf
+            c = len(cb)
+            customs = cb[:c]
+            del cb[:c]
+            parts: list[_Columns] = []
+            if n:
+                try:
+                    parts.append(_columns_fast(chunk))
+                except (TypeError, ValueError, OverflowError, IndexError):
+                    parts.append(_columns_slow(chunk))
+            parts.extend(batches)
+            rows = 0
+            if parts:
+                cols = _Columns.concat(parts)
+                rows = len(cols)
+                self._ingest(cols, now)
+                self._records += rows
+            if customs:
+                self._ingest_custom(customs)
+            return rows
+
+    def _ingest(self, cols: _Columns, now: float) -> None:
+        nv = self._nv
+        var, st = cols.var, cols.st
+        good = (var >= 0) & (var < nv)
+        if not good.all():
+            malformed = int((var == _MALFORMED).sum())
+            if malformed:
+                self._reject_global("record:malformed", malformed)
+            if int((~good).sum()) > malformed:
+                self._reject_global("record:bad_variant", int((~good).sum()) - malformed)
+            cols = cols.take(good)
+            var, st = cols.var, cols.st
+        good = (st >= 0) & (st <= 3)
+        if not good.all():
+            for v, k in enumerate(np.bincount(var[~good], minlength=nv).tolist()):
+                if k:
+                    self._reject(v, "record:bad_status", k)
+            cols = cols.take(good)
+        if len(cols) == 0:
+            return
+        has_id = cols.rid >= 0
+        if has_id.all():
+            self._ring.store(cols.rid, cols.var, cols.ov, now)
+        elif has_id.any():
+            self._ring.store(cols.rid[has_id], cols.var[has_id], cols.ov[has_id], now)
+        if cols.ov.any():
+            per = np.bincount(cols.var[cols.ov], minlength=nv)
+            for v in np.flatnonzero(per).tolist():
+                self._totals[v].counts[-1] += per[v]
+            cols = cols.take(~cols.ov)
+            if len(cols) == 0:
+                return
+        if isinstance(self.window, TimeWindow):
+            self._ingest_slices(cols, [r.current() for r in self._rings])
+            return
+        # Count windows: each variant's rows fill its current slice, then the next one.
+        var = cols.var
+        order = np.argsort(var, kind="stable")
+        sorted_var = var[order]
+        starts = np.searchsorted(sorted_var, np.arange(nv))
+        pos = np.empty(var.size, np.int64)
+        pos[order] = np.arange(var.size) - starts[sorted_var]
+        cap = self.window.slice_size
+        fill = np.array([cap - r.room() for r in self._rings], np.int64)
+        offset = (fill[var] + pos) // cap
+        for o in range(int(offset.max()) + 1):
+            sel = offset == o
+            part = cols if o == 0 and sel.all() else cols.take(sel)
+            self._ingest_slices(part, [r.current() for r in self._rings])
+            per = np.bincount(part.var, minlength=nv)
+            for v in np.flatnonzero(per).tolist():
+                self._rings[v].advance(int(per[v]))
+
+    def _ingest_slices(self, cols: _Columns, dest: list[_VariantSlice]) -> None:
+        nv = self._nv
+        var, st, lat = cols.var, cols.st, cols.lat
+        # Counts: requests, ok, error, invalid, timeout, fallbacks.
+        by_status = np.bincount(var * 4 + st, minlength=4 * nv).reshape(nv, 4)
+        mat = np.empty((nv, 6), np.int64)
+        mat[:, 0] = by_status.sum(axis=1)
+        mat[:, 1:5] = by_status
+        mat[:, 5] = np.bincount(var[cols.fb], minlength=nv)
+        for v in range(nv):
+            if mat[v, 0]:
+                dest[v].counts.counts += mat[v]
+                self._totals[v].counts[:6] += mat[v]
+        # Latency.
+        ok_lat = np.isfinite(lat) & (lat >= 0)
+        if not ok_lat.all():
+            self._count_bad_latency(cols, ok_lat)
+            lat, lv = lat[ok_lat], var[ok_lat]
+        else:
+            lv = var
+        if lat.size:
+            h = self._latency_proto
+            nb = h.counts.size
+            logs = h.log_of(lat)
+            hist = np.bincount(lv * nb + h.index_of_log(logs), minlength=nv * nb)
+            hist = hist.reshape(nv, nb)
+            n, mean, m2 = _group_moments(lv, lat, nv)
+            np.maximum(logs, self._log_floor, out=logs)
+            ln, lmean, lm2 = _group_moments(lv, logs, nv)
+            for v in np.flatnonzero(n).tolist():
+                d = dest[v]
+                d.latency.counts += hist[v]
+                d.latency_moments._merge_raw(int(n[v]), float(mean[v]), float(m2[v]))
+                d.log_latency._merge_raw(int(ln[v]), float(lmean[v]), float(lm2[v]))
+        if self.outputs != "ignore":
+            self._ingest_outputs(cols, dest)
+
+    def _count_bad_latency(self, cols: _Columns, ok_lat: NDArray[np.bool_]) -> None:
+        lat, var = cols.lat, cols.var
+        bad_type = np.zeros(lat.size, np.bool_) if cols.lat_type is None else cols.lat_type
+        reasons = (
+            ("latency:bad_type", bad_type),
+            ("latency:nan", np.isnan(lat) & ~bad_type),
+            ("latency:inf", np.isposinf(lat)),
+            ("latency:negative", lat < 0),
+        )
+        for reason, mask in reasons:
+            if mask.any():
+                for v, k in enumerate(np.bincount(var[mask], minlength=self._nv).tolist()):
+                    if k:
+                        self._reject(v, reason, k)
+
+    def _ingest_outputs(self, cols: _Columns, dest: list[_VariantSlice]) -> None:
+        ok = cols.st == 0
+        if not ok.any():
+            return
+        ovar = cols.var[ok]
+        out = cols.out
+        nv = self._nv
+        if out is None:
+            per = np.bincount(ovar, minlength=nv)
+            for v in np.flatnonzero(per).tolist():
+                self._kinds[v].counts[3] += per[v]
+            return
+        if isinstance(out, np.ndarray):
+            self._ingest_numeric(ovar, out[ok], dest)
+            return
+        sub = out if ok.all() else list(compress(out, ok.tolist()))
+        types = set(map(type, sub))
+        mode = self.outputs
+        if (types <= _FLOAT_TYPES and mode != "label") or (
+            types <= _NUMERIC_TYPES and mode == "numeric"
+        ):
+            self._ingest_numeric(ovar, np.fromiter(sub, np.float64, len(sub)), dest)
+        elif types <= _LABEL_TYPES and mode in ("auto", "label"):
+            self._ingest_labels(ovar, sub, dest)
+        else:
+            self._ingest_mixed(ovar, sub, dest)
+
+    def _ingest_numeric(
+        self, var: NDArray[np.int64], x: NDArray[np.float64], dest: list[_VariantSlice]
+    ) -> None:
+        nv = self._nv
+        fin = np.isfinite(x)
+        if not fin.all():
+            for v, k in enumerate(np.bincount(var[~fin], minlength=nv).tolist()):
+                if k:
+                    self._reject(v, "output:non_finite", k)
+            var, x = var[fin], x[fin]
+        if x.size == 0:
+            return
+        h = self._output_proto
+        nb = h.counts.size
+        hist = np.bincount(var * nb + h.index_of(x), minlength=nv * nb).reshape(nv, nb)
+        n, mean, m2 = _group_moments(var, x, nv)
+        for v in np.flatnonzero(n).tolist():
+            d = dest[v]
+            d.output_hist.counts += hist[v]
+            d.output._merge_raw(int(n[v]), float(mean[v]), float(m2[v]))
+            self._kinds[v].counts[0] += n[v]
+
+    def _ingest_labels(
+        self, var: NDArray[np.int64], labels: list[Any], dest: list[_VariantSlice]
+    ) -> None:
+        present = np.unique(var).tolist()
+        for v in present:
+            mine = labels if len(present) == 1 else list(compress(labels, (var == v).tolist()))
+            counted = Counter(mine)
+            dest[v].labels.update_counts(counted)
+            self._kinds[v].counts[1] += len(mine)
+
+    def _ingest_mixed(
+        self, var: NDArray[np.int64], outs: list[Any], dest: list[_VariantSlice]
+    ) -> None:
+        mode = self.outputs
+        num_v: list[int] = []
+        num_x: list[float] = []
+        lab_v: list[int] = []
+        lab_x: list[Any] = []
+        for v, o in zip(var.tolist(), outs, strict=True):
+            if isinstance(o, np.ndarray):
+                if o.size != 1:
+                    self._kinds[v].counts[2] += 1
+                    continue
+                o = o.reshape(-1)[0]
+            if o is None:
+                self._kinds[v].counts[3] += 1
+            elif isinstance(o, str | np.str_):
+                if mode == "numeric":
+                    self._reject(v, "output:not_numeric")
+                else:
+                    lab_v.append(v)
+                    lab_x.append(o)
+            elif isinstance(o, bool | np.bool_ | int | np.integer):
+                if mode == "numeric":
+                    num_v.append(v)
+                    num_x.append(float(o))
+                else:
+                    lab_v.append(v)
+                    lab_x.append(o)
+            elif isinstance(o, float | np.floating):
+                if mode == "label":
+                    self._reject(v, "output:not_a_label")
+                else:
+                    num_v.append(v)
+                    num_x.append(float(o))
+            elif isinstance(o, list | tuple):
+                self._kinds[v].counts[2] += 1
+            else:
+                self._reject(v, "output:bad_type")
+        if num_x:
+            self._ingest_numeric(np.array(num_v, np.int64), np.array(num_x, np.float64), dest)
+        if lab_x:
+            self._ingest_labels(np.array(lab_v, np.int64), lab_x, dest)
+
+    def _ingest_custom(self, customs: list[tuple[int, str, float]]) -> None:
+        groups: dict[tuple[int, str], list[float]] = {}
+        for v, name, x in customs:
+            groups.setdefault((v, name), []).append(x)
+        for (v, name), xs in groups.items():
+            cur = self._rings[v].current()
+            m = cur.custom.get(name)
+            if m is None:
+                m = cur.custom[name] = Moments()
+            m.update_many(np.array(xs, np.float64))
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def record_outcome(self, request_id: int, name: str, value: float) -> OutcomeResult:
+        """Join a delayed outcome to the variant that served ``request_id``.
+
+        The value (0/1 for a conversion or a label, a real number for revenue) goes into the
+        variant's window of outcome ``name`` (moments: a proportion is the mean of 0/1).
+        Unflushed records are flushed first when the id is not found. Every call is counted
+        under exactly one :class:`OutcomeResult`.
+
+        Args:
+            request_id: The id the router gave the request.
+            name: The outcome's name (at most ``max_names`` distinct names).
+            value: A finite real number (``True``/``False`` count as 1/0).
+
+        Returns:
+            What became of the outcome.
+
+        >>> from safeserve.metrics import Recorder
+        >>> rec = Recorder(["v1"], clock=lambda: 0.0)
+        >>> rec.append((7, 0, 0.01, 0, False, 0.5, False))
+        >>> [rec.record_outcome(i, "sale", 12.5).name for i in (7, 7, 8)]
+        ['ACCEPTED', 'DUPLICATE', 'UNKNOWN']
+        """
+        with self._lock:
+            result, reason, v = self._join(request_id, name, value)
+            self._outcome_results[result.name.lower()] += 1
+            if reason:
+                self._outcome_reasons[reason] += 1
+            if v >= 0:
+                self._outcome_by_variant[v][result.name.lower()] += 1
+            return result
+
+    def _join(
+        self, request_id: object, name: object, value: object
+    ) -> tuple[OutcomeResult, str, int]:
+        if isinstance(request_id, bool) or not isinstance(request_id, int | np.integer):
+            return OutcomeResult.UNKNOWN, "unknown:bad_type", -1
+        rid = int(request_id)
+        if rid < 0:
+            return OutcomeResult.UNKNOWN, "unknown:negative", -1
+        if rid >= 2**63:
+            return OutcomeResult.UNKNOWN, "unknown:not_recorded", -1
+        ring = self._ring
+        slot, state = ring.find(rid)
+        if state == 2 and self.pending():
+            self.flush()
+            slot, state = ring.find(rid)
+        if state == 1:
+            return OutcomeResult.LATE, "late:evicted", -1
+        if state == 2:
+            return OutcomeResult.UNKNOWN, "unknown:not_recorded", -1
+        v = int(ring.variant[slot])
+        if ring.override[slot]:
+            return OutcomeResult.OVERRIDE, "", v
+        if not isinstance(name, str):
+            return OutcomeResult.INVALID_NAME, "invalid_name:bad_type", v
+        if name not in self._outcome_names and len(self._outcome_names) >= self._max_names:
+            return OutcomeResult.INVALID_NAME, "invalid_name:too_many_names", v
+        x = _real(value)
+        if x is None:
+            return OutcomeResult.INVALID_VALUE, "invalid_value:bad_type", v
+        if not math.isfinite(x):
+            return OutcomeResult.INVALID_VALUE, "invalid_value:non_finite", v
+        now = float(self._clock())
+        if now - float(ring.time[slot]) > self.outcome_ttl:
+            return OutcomeResult.LATE, "late:expired", v
+        seen = ring.seen_for(name)
+        self._outcome_names.add(name)
+        if seen[slot]:
+            return OutcomeResult.DUPLICATE, "", v
+        seen[slot] = True
+        cur = self._rings[v].current()
+        m = cur.outcomes.get(name)
+        if m is None:
+            m = cur.outcomes[name] = Moments()
+        m.update(x)
+        return OutcomeResult.ACCEPTED, "", v
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def snapshot(self) -> MetricsSnapshot:
+        """Flush, then return every variant's window as plain data."""
+        with self._lock:
+            self.flush()
+            now = float(self._clock())
+            variants = []
+            for v, name in enumerate(self.variants):
+                t = self._rings[v].total()
+                c = t.counts.to_dict()
+                with self._count_lock:
+                    rejected = dict(sorted(self._rejected[v].items()))
+                variants.append(
+                    VariantMetrics(
+                        name=name,
+                        requests=c["requests"],
+                        ok=c["ok"],
+                        errors=c["error"] + c["invalid"] + c["timeout"],
+                        errors_by_status={k: c[k] for k in ("error", "invalid", "timeout")},
+                        fallbacks=c["fallbacks"],
+                        latency=t.latency,
+                        latency_moments=t.latency_moments,
+                        log_latency=t.log_latency,
+                        output=t.output,
+                        output_histogram=t.output_hist,
+                        labels=t.labels,
+                        custom={k: m for k, m in sorted(t.custom.items()) if m.n},
+                        outcomes={k: m for k, m in sorted(t.outcomes.items()) if m.n},
+                        totals=self._totals[v].to_dict(),
+                        output_kinds=self._kinds[v].to_dict(),
+                        outcome_results=dict(sorted(self._outcome_by_variant[v].items())),
+                        rejected=rejected,
+                    )
+                )
+            with self._count_lock:
+                rejected_global = dict(sorted(self._rejected_global.items()))
+            return MetricsSnapshot(
+                time=now,
+                window=self.window.to_dict(),
+                variants=tuple(variants),
+                records=self._records,
+                outcome_results=dict(sorted(self._outcome_results.items())),
+                outcome_reasons=dict(sorted(self._outcome_reasons.items())),
+                rejected=rejected_global,
+            )
+
+    def reset(self) -> None:
+        """Clear every window (e.g. at a new rollout step); lifetime counters and the
+        outcome ring stay. Buffered records are flushed into the old windows first."""
+        with self._lock:
+            self.flush()
+            for r in self._rings:
+                r.reset()
+
+    def __repr__(self) -> str:
+        return f"<safeserve.metrics.Recorder {list(self.variants)!r} {self.window!r}>"
+
+
+Recorder.__module__ = "safeserve.metrics"

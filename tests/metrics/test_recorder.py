@@ -1,0 +1,374 @@
+"""The recorder: hot-path appends, vectorized flush, built-in metrics, bad input, snapshot."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from safeserve._errors import ConfigError, DataError
+from safeserve.metrics import (
+    CountWindow,
+    MetricsSnapshot,
+    Recorder,
+    Status,
+    TimeWindow,
+)
+
+
+class Clock:
+    """A settable clock."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(variants=("v1", "v2"), **kw) -> tuple[Recorder, Clock]:
+    clock = Clock()
+    return Recorder(list(variants), clock=clock, **kw), clock
+
+
+def test_append_is_a_bound_list_append():
+    """The hot path is a plain list.append (nothing else runs per request)."""
+    rec, _ = make()
+    assert type(rec.append).__name__ == "builtin_function_or_method"
+    assert rec.append.__name__ == "append"
+    assert isinstance(rec.append.__self__, list)  # type: ignore[attr-defined]
+
+
+def test_counts_by_status_and_fallbacks():
+    """requests, ok, errors (by status) and fallbacks are counted per variant."""
+    rec, _ = make()
+    rows = [
+        (0, 0, 0.01, Status.OK, False, 1.0, False),
+        (1, 1, 0.02, Status.ERROR, True, None, False),
+        (2, 1, 0.03, Status.INVALID, False, None, False),
+        (3, 1, 0.50, Status.TIMEOUT, True, None, False),
+        (4, 1, 0.04, Status.OK, False, 2.0, False),
+    ]
+    for r in rows:
+        rec.append(r)
+    assert rec.flush() == 5
+    v2 = rec.snapshot().variant("v2")
+    assert (v2.requests, v2.ok, v2.errors, v2.fallbacks) == (4, 1, 3, 2)
+    assert v2.errors_by_status == {"error": 1, "invalid": 1, "timeout": 1}
+    assert v2.error_rate == 0.75
+
+
+def test_latency_moments_log_moments_and_quantiles_match_numpy():
+    """Latency mean/var, log-latency mean/var and p50..p99.9 agree with numpy."""
+    rec, _ = make(("v1",))
+    rng = np.random.default_rng(4)
+    lat = rng.lognormal(-4.0, 0.8, 50_000)
+    for i, x in enumerate(lat.tolist()):
+        rec.append((i, 0, x, 0, False, None, False))
+    v = rec.snapshot().variant("v1")
+    assert v.latency_moments.n == lat.size
+    assert v.latency_moments.mean == pytest.approx(lat.mean(), rel=1e-12)
+    assert v.latency_moments.variance == pytest.approx(lat.var(ddof=1), rel=1e-9)
+    assert v.log_latency.mean == pytest.approx(np.log(lat).mean(), rel=1e-12)
+    assert v.log_latency.variance == pytest.approx(np.log(lat).var(ddof=1), rel=1e-9)
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999)):
+        exact = np.quantile(lat, q, method="lower")
+        assert abs(v.latency_quantiles()[name] / exact - 1) <= 0.01 + 1e-12
+
+
+def test_zero_latency_is_valid_and_floored_in_log_space():
+    """A zero latency (a fake clock that did not move) counts; its log uses min_latency."""
+    rec, _ = make(("v1",))
+    rec.append((0, 0, 0.0, 0, False, None, False))
+    v = rec.snapshot().variant("v1")
+    assert v.latency.underflow == 1
+    assert v.log_latency.mean == pytest.approx(math.log(1e-6))
+    assert v.rejected == {}
+
+
+def test_overrides_are_counted_apart_and_kept_out_of_windows():
+    """Override requests add to totals['overrides'] only; the window never sees them."""
+    rec, _ = make()
+    rec.append((0, 1, 0.9, 1, False, None, True))
+    rec.append((1, 1, 0.1, 0, False, 1.0, False))
+    v2 = rec.snapshot().variant("v2")
+    assert (v2.requests, v2.errors, v2.latency_moments.n, v2.overrides) == (1, 0, 1, 1)
+    assert v2.totals["requests"] == 1
+
+
+def test_numeric_outputs_moments_and_signed_quantiles():
+    """Float outputs (either sign) get moments and quantiles within 1% of numpy."""
+    rec, _ = make(("v1",))
+    y = np.random.default_rng(8).normal(0.0, 3.0, 20_000)
+    for i, v in enumerate(y.tolist()):
+        rec.append((i, 0, 0.01, 0, False, v, False))
+    v = rec.snapshot().variant("v1")
+    assert v.output.mean == pytest.approx(y.mean(), rel=1e-9, abs=1e-12)
+    assert v.output.variance == pytest.approx(y.var(ddof=1), rel=1e-9)
+    for q in (0.05, 0.5, 0.95):
+        exact = np.quantile(y, q, method="lower")
+        assert abs(v.output_histogram.quantile(q) - exact) <= 0.01 * abs(exact) + 1e-12
+    assert v.output_kinds["numeric"] == y.size
+
+
+def test_label_outputs_are_counted_per_class():
+    """str, int and bool outputs are class labels counted per class."""
+    rec, _ = make(("v1",))
+    outs = ["cat", "dog", "cat", 3, np.int64(3), True]
+    for i, o in enumerate(outs):
+        rec.append((i, 0, 0.01, 0, False, o, False))
+    v = rec.snapshot().variant("v1")
+    assert v.labels.to_dict() == {"cat": 2, "dog": 1, "3": 2, "True": 1}
+    assert v.output_kinds["label"] == 6
+
+
+def test_mixed_vector_and_none_outputs():
+    """Mixed outputs are sorted one by one: size-1 arrays as scalars, bigger ones as vectors,
+    None as none, an unsupported type rejected with its reason."""
+    rec, _ = make(("v1",))
+    outs = [1.5, "a", np.array([2.5]), np.array([0.1, 0.9]), None, {"x": 1}, float("nan")]
+    for i, o in enumerate(outs):
+        rec.append((i, 0, 0.01, 0, False, o, False))
+    v = rec.snapshot().variant("v1")
+    assert v.output_kinds == {"numeric": 2, "label": 1, "vector": 1, "none": 1}
+    assert v.output.mean == 2.0
+    assert v.rejected == {"output:bad_type": 1, "output:non_finite": 1}
+
+
+def test_numeric_output_mode_reads_ints_as_numbers():
+    """outputs='numeric' summarizes int outputs as numbers and rejects strings."""
+    rec, _ = make(("v1",), outputs="numeric")
+    for i, o in enumerate([1, 2, 3.0, "x"]):
+        rec.append((i, 0, 0.01, 0, False, o, False))
+    v = rec.snapshot().variant("v1")
+    assert (v.output.n, v.output.mean) == (3, 2.0)
+    assert v.rejected == {"output:not_numeric": 1}
+
+
+def test_bad_latency_is_rejected_with_reason_and_the_request_still_counts():
+    """NaN, inf, negative and non-numeric latencies are counted by reason; they never reach
+    the latency window, but the request itself is counted."""
+    rec, _ = make(("v1",))
+    for i, lat in enumerate([math.nan, math.inf, -0.5, "slow", 0.25]):
+        rec.append((i, 0, lat, 0, False, None, False))
+    v = rec.snapshot().variant("v1")
+    assert v.requests == 5
+    assert (v.latency_moments.n, v.latency_moments.mean, v.latency.n) == (1, 0.25, 1)
+    assert v.rejected == {
+        "latency:bad_type": 1,
+        "latency:inf": 1,
+        "latency:nan": 1,
+        "latency:negative": 1,
+    }
+
+
+def test_bad_records_are_counted_not_ingested():
+    """Malformed records, unknown variant indexes and unknown statuses are counted."""
+    rec, _ = make(("v1",))
+    rec.append((0, 0, 0.1, 0, False, None, False))
+    rec.append("garbage")
+    rec.append((1, 7, 0.1, 0, False, None, False))
+    rec.append((2, 0, 0.1, 9, False, None, False))
+    assert rec.flush() == 4
+    snap = rec.snapshot()
+    assert snap.rejected == {"record:bad_variant": 1, "record:malformed": 1}
+    assert snap.variant("v1").rejected == {"record:bad_status": 1}
+    assert snap.variant("v1").requests == 1
+
+
+def test_custom_metrics_and_their_rejections():
+    """record_custom feeds a per-variant Moments window; bad values are counted by reason."""
+    rec, _ = make(max_names=2)
+    vals = [0.2, 0.4, 0.9]
+    assert all(rec.record_custom(1, "confidence", v) for v in vals)
+    assert not rec.record_custom(1, "confidence", math.nan)
+    assert not rec.record_custom(1, "confidence", "high")
+    assert not rec.record_custom(5, "confidence", 1.0)
+    assert rec.record_custom(0, "cost", 1.0)
+    assert not rec.record_custom(0, "third", 1.0)
+    snap = rec.snapshot()
+    m = snap.variant("v2").custom["confidence"]
+    assert (m.n, m.mean) == (3, pytest.approx(np.mean(vals)))
+    assert m.variance == pytest.approx(np.var(vals, ddof=1))
+    assert snap.variant("v2").rejected == {"custom:bad_type": 1, "custom:non_finite": 1}
+    assert snap.variant("v1").rejected == {"custom:too_many_names": 1}
+    assert snap.rejected == {"custom:bad_variant": 1}
+
+
+def test_append_batch_equals_the_same_rows_appended_one_by_one():
+    """A batch item and the same rows as tuples give identical windows."""
+    rng = np.random.default_rng(9)
+    n = 1_000
+    ids = np.arange(n, dtype=np.int64)
+    vi = rng.integers(0, 2, n)
+    lat = rng.lognormal(-4, 1, n)
+    status = rng.choice([0, 0, 0, 1, 2], n).astype(np.int8)
+    fb = status != 0
+    out = np.where(status == 0, rng.normal(size=n), np.nan)
+    ov = rng.random(n) < 0.05
+    a, _ = make()
+    a.append_batch(ids, vi, lat, status, fb, out, ov)
+    b, _ = make()
+    for row in zip(
+        ids.tolist(),
+        vi.tolist(),
+        lat.tolist(),
+        status.tolist(),
+        fb.tolist(),
+        [o if s == 0 else None for o, s in zip(out.tolist(), status.tolist(), strict=True)],
+        ov.tolist(),
+        strict=True,
+    ):
+        b.append(row)
+    sa, sb = a.snapshot(), b.snapshot()
+    for name in ("v1", "v2"):
+        va, vb = sa.variant(name), sb.variant(name)
+        assert (va.requests, va.errors, va.fallbacks, va.overrides) == (
+            vb.requests,
+            vb.errors,
+            vb.fallbacks,
+            vb.overrides,
+        )
+        assert va.latency == vb.latency
+        assert va.latency_moments.mean == pytest.approx(vb.latency_moments.mean, rel=1e-12)
+        assert va.output.n == vb.output.n
+        assert va.output_histogram == vb.output_histogram
+
+
+def test_append_batch_with_list_outputs_and_none():
+    """Batch outputs may be a list (labels) or None; lengths must match."""
+    rec, _ = make(("v1",))
+    z = np.zeros(3, np.int64)
+    rec.append_batch(np.arange(3), z, [0.1] * 3, z, [False] * 3, ["a", "b", "a"], [False] * 3)
+    rec.append_batch(np.arange(3, 5), z[:2], [0.1] * 2, z[:2], [False] * 2, None, [False] * 2)
+    with pytest.raises(DataError, match="length"):
+        rec.append_batch(np.arange(2), z, [0.1] * 3, z, [False] * 3, None, [False] * 3)
+    v = rec.snapshot().variant("v1")
+    assert v.labels.to_dict() == {"a": 2, "b": 1}
+    assert v.output_kinds["none"] == 2
+    assert v.requests == 5
+
+
+def test_eight_threads_appending_while_flushing_lose_nothing():
+    """8 threads append while another thread flushes: exact totals, nothing lost or doubled."""
+    rec, _ = make(("a", "b", "c"))
+    per_thread, threads = 20_000, 8
+    ids = iter(range(per_thread * threads))
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def worker(t: int) -> None:
+        app = rec.append
+        for _ in range(per_thread):
+            with lock:
+                rid = next(ids)
+            app((rid, rid % 3, 0.001 * (1 + t), 0 if rid % 10 else 1, False, None, False))
+
+    flushed = []
+
+    def flusher() -> None:
+        while not done.is_set():
+            flushed.append(rec.flush())
+        flushed.append(rec.flush())
+
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    f = threading.Thread(target=flusher)
+    f.start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    done.set()
+    f.join()
+    total = per_thread * threads
+    assert sum(flushed) == total
+    snap = rec.snapshot()
+    assert snap.records == total
+    reqs = [snap.variant(n).requests for n in ("a", "b", "c")]
+    assert reqs == [len(range(v, total, 3)) for v in range(3)]
+    assert sum(snap.variant(n).errors for n in ("a", "b", "c")) == total // 10
+    lat_sum = sum(
+        snap.variant(n).latency_moments.mean * snap.variant(n).latency_moments.n
+        for n in ("a", "b", "c")
+    )
+    assert lat_sum == pytest.approx(per_thread * 0.001 * sum(range(1, 9)), rel=1e-9)
+    assert all(rec.record_outcome(i, "y", 1.0).name == "ACCEPTED" for i in range(total))
+
+
+def test_time_window_expires_but_lifetime_totals_stay():
+    """Records leave the window with their slice; lifetime totals keep them."""
+    rec, clock = make(("v1",), window=TimeWindow(length=60.0, slices=6))
+    rec.append((0, 0, 0.1, 0, False, None, False))
+    rec.flush()
+    clock.t = 61.0
+    v = rec.snapshot().variant("v1")
+    assert (v.requests, v.latency.n, v.totals["requests"]) == (0, 0, 1)
+
+
+def test_count_window_keeps_each_variants_last_requests():
+    """A CountWindow keeps, per variant, the last (K-1)*N/K + (n mod N/K) requests."""
+    rec, _ = make(window=CountWindow(size=100, slices=4))
+    lat = np.random.default_rng(1).lognormal(-3, 1, 1_234)
+    vi = np.arange(lat.size) % 2
+    for chunk in np.array_split(np.arange(lat.size), 7):
+        for i in chunk.tolist():
+            rec.append((i, int(vi[i]), float(lat[i]), 0, False, None, False))
+        rec.flush()
+    snap = rec.snapshot()
+    for v, name in enumerate(("v1", "v2")):
+        mine = lat[vi == v]
+        keep = 3 * 25 + mine.size % 25
+        m = snap.variant(name).latency_moments
+        assert m.n == keep
+        assert m.mean == pytest.approx(mine[-keep:].mean(), rel=1e-12)
+        assert m.variance == pytest.approx(mine[-keep:].var(ddof=1), rel=1e-9)
+
+
+def test_reset_clears_windows_only():
+    """reset empties the windows; lifetime counters stay."""
+    rec, _ = make(("v1",))
+    rec.append((0, 0, 0.1, 0, False, None, False))
+    rec.reset()
+    v = rec.snapshot().variant("v1")
+    assert (v.requests, v.totals["requests"]) == (0, 1)
+
+
+def test_snapshot_is_json_serializable_plain_data():
+    """to_dict() round-trips through json (no NaN, no numpy types)."""
+    rec, _ = make()
+    rec.append((0, 0, 0.1, 0, False, 1.5, False))
+    rec.append((1, 1, 0.1, 0, False, "cat", False))
+    rec.record_custom(0, "c", 2.0)
+    rec.record_outcome(0, "converted", 1)
+    snap = rec.snapshot()
+    assert isinstance(snap, MetricsSnapshot)
+    text = json.dumps(snap.to_dict(), allow_nan=False)
+    back = json.loads(text)
+    assert back["variants"][0]["latency"]["n"] == 1
+    assert back["variants"][0]["outcomes"]["converted"]["mean"] == 1.0
+    assert back["variants"][1]["output"]["labels"] == {"cat": 1}
+    with pytest.raises(ConfigError, match="'nope'"):
+        snap.variant("nope")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"variants": []},
+        {"variants": ["a", "a"]},
+        {"variants": ["a"], "clock": None},
+        {"variants": ["a"], "window": 300},
+        {"variants": ["a"], "outcome_ttl": 0},
+        {"variants": ["a"], "outcome_capacity": 0},
+        {"variants": ["a"], "outputs": "json"},
+        {"variants": ["a"], "max_names": 0},
+    ],
+)
+def test_bad_recorder_config_is_rejected(kwargs):
+    """Bad variants, clock, window or options raise ConfigError."""
+    kwargs.setdefault("clock", Clock())
+    with pytest.raises(ConfigError):
+        Recorder(kwargs.pop("variants"), **kwargs)

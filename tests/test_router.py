@@ -1,0 +1,415 @@
+"""Router: routing, batches, overrides, weight changes and request-path faults."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+import safeserve as ss
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Counting:
+    """A model that counts its calls and tags its answers."""
+
+    def __init__(self, tag: float, *, fail: bool = False, output: Any = None) -> None:
+        self.tag = tag
+        self.calls = 0
+        self.fail = fail
+        self.output = output
+
+    def __call__(self, x: Any) -> Any:
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError(f"model {self.tag} broke")
+        if self.output is not None:
+            return self.output
+        if isinstance(x, np.ndarray):
+            return x[:, 0] * 0 + self.tag
+        if isinstance(x, list):
+            return [self.tag] * len(x)
+        return self.tag
+
+
+def make(weight: float = 50, **kwargs: Any) -> tuple[ss.Router, Counting, Counting]:
+    v1, v2 = Counting(1.0), Counting(2.0)
+    router = ss.Router(
+        {"v1": v1, "v2": v2},
+        strategy=ss.Canary(baseline="v1", candidate="v2", weight=weight),
+        name="test",
+        **kwargs,
+    )
+    return router, v1, v2
+
+
+def requests(router: ss.Router) -> dict[str, int]:
+    m = router.status().metrics
+    return {name: m.variant(name).requests for name in ("v1", "v2")}
+
+
+def test_route_returns_value_variant_and_unique_ids() -> None:
+    """route() answers with the chosen model and a fresh request id."""
+    router, _, _ = make()
+    seen = set()
+    for i in range(200):
+        r = router.route(0, key=f"u{i}")
+        assert r.value == {"v1": 1.0, "v2": 2.0}[r.variant]
+        assert r.request_id not in seen
+        seen.add(r.request_id)
+
+
+def test_same_key_same_variant_and_share_follows_weight() -> None:
+    """A key always gets the same variant; the share follows the weight."""
+    router, _, _ = make(weight=25)
+    first = [router.route(0, key=i).variant for i in range(4000)]
+    again = [router.route(0, key=i).variant for i in range(4000)]
+    assert first == again
+    share = first.count("v2") / len(first)
+    assert 0.2 < share < 0.3
+
+
+def test_variant_matches_the_hash_contract() -> None:
+    """The routed variant is the allocation's owner of the key's bucket."""
+    router, _, _ = make(weight=30)
+    alloc = ss.Allocation("v1", ("v2",), {"v2": 30})
+    for k in ["a", "b", b"raw", 7, -7, "用户"]:
+        assert router.route(0, key=k).variant == alloc.variant_of_bucket(
+            ss.bucket_of(k, salt="test")
+        )
+
+
+def test_salt_defaults_to_name_and_can_be_set() -> None:
+    """The salt is the router's name unless given."""
+    a = ss.Router({"a": abs, "b": abs}, strategy=ss.Canary("a", "b", weight=50), name="x")
+    b = ss.Router({"a": abs, "b": abs}, strategy=ss.Canary("a", "b", weight=50), name="y", salt="x")
+    assert [a.route(1, key=i).variant for i in range(300)] == [
+        b.route(1, key=i).variant for i in range(300)
+    ]
+
+
+def test_predict_equals_route_value() -> None:
+    """predict() returns exactly route().value."""
+    router, _, _ = make()
+    for i in range(100):
+        assert router.predict(0, key=i) == router.route(0, key=i).value
+
+
+@pytest.mark.parametrize("kind", ["int-array", "str-list", "mixed-list"])
+@pytest.mark.parametrize("container", ["numpy", "list"])
+def test_predict_batch_matches_single_requests(kind: str, container: str) -> None:
+    """predict_batch routes like predict, keeps input order and calls each model once."""
+    router, v1, v2 = make(weight=40)
+    n = 500
+    if kind == "int-array":
+        keys: Any = np.arange(n, dtype=np.int64) * 7919
+        single = keys.tolist()
+    elif kind == "str-list":
+        keys = single = [f"user-{i}" for i in range(n)]
+    else:
+        keys = single = [f"user-{i}" if i % 3 else i for i in range(n)]
+    X: Any = np.arange(n, dtype=float).reshape(n, 1)
+    if container == "list":
+        X = [float(i) for i in range(n)]
+    expected = [router.route(0, key=k).value for k in single]
+    v1.calls = v2.calls = 0
+    out = router.predict_batch(X, keys=keys)
+    assert list(np.asarray(out)) == expected
+    assert (v1.calls, v2.calls) == (1, 1)
+    rb = router.route_batch(X, keys=keys)
+    assert [("v1", "v2")[int(v == 2.0)] for v in expected] == rb.variants.tolist()
+    assert len(set(rb.request_ids.tolist())) == n
+
+
+def test_predict_batch_empty_and_single_variant() -> None:
+    """An empty batch returns an empty result; a batch all on one variant calls only it."""
+    router, _, v2 = make(weight=0)
+    assert len(router.predict_batch(np.zeros((0, 1)), keys=np.zeros(0, dtype=np.int64))) == 0
+    out = router.predict_batch(np.zeros((10, 1)), keys=np.arange(10))
+    assert out.tolist() == [1.0] * 10
+    assert v2.calls == 0
+
+
+def test_predict_batch_rejects_key_count_mismatch() -> None:
+    """A batch with a different number of keys than rows is rejected."""
+    router, _, _ = make()
+    with pytest.raises(ss.ConfigError, match="3 keys for 2 rows"):
+        router.predict_batch(np.zeros((2, 1)), keys=[1, 2, 3])
+
+
+def test_clock_is_injected_for_latency() -> None:
+    """Latency is measured with the injected clock."""
+    clock = FakeClock()
+
+    def slow(x: float) -> float:
+        clock.now += 0.25
+        return x
+
+    router = ss.Router({"v1": slow}, clock=clock)
+    router.predict(1.0, key="k")
+    lat = router.status().metrics.variant("v1").latency_moments
+    assert lat.n == 1
+    assert math.isclose(lat.mean, 0.25)
+
+
+def test_overrides_by_key_and_predicate_are_counted_apart() -> None:
+    """Forced keys get their variant, and are kept out of the variant's statistics."""
+    router, _, _ = make(
+        weight=0,
+        overrides={"qa-1": "v2"},
+        override=lambda key, x: (
+            "v2" if isinstance(key, str) and key.startswith("tester-") else None
+        ),
+    )
+    assert router.route(0, key="qa-1").variant == "v2"
+    assert router.route(0, key="tester-9").variant == "v2"
+    assert router.route(0, key="someone").variant == "v1"
+    out = router.predict_batch([0, 0, 0], keys=["qa-1", "x", "tester-2"])
+    assert out == [2.0, 1.0, 2.0]
+    m = router.status().metrics
+    assert m.variant("v2").overrides == 4
+    assert m.variant("v2").requests == 0
+
+
+def test_override_to_unknown_variant_is_an_error() -> None:
+    """A predicate naming a variant that does not exist raises ConfigError."""
+    router, _, _ = make(override=lambda key, x: "v9")
+    with pytest.raises(ss.ConfigError, match="'v9'"):
+        router.route(0, key="k")
+    with pytest.raises(ss.ConfigError, match="'v9'"):
+        make(overrides={"k": "v9"})
+
+
+def test_set_weights_changes_routing_and_version() -> None:
+    """Manual weight changes take effect at once and bump the version."""
+    router, _, _ = make(weight=0)
+    assert router.version == 1
+    router.set_weights({"v2": 100})
+    assert router.version == 2
+    assert {router.route(0, key=i).variant for i in range(50)} == {"v2"}
+    assert router.status().weights == {"v1": 0.0, "v2": 100.0}
+
+
+def test_bad_weight_change_keeps_the_old_table() -> None:
+    """An invalid weight change raises and leaves routing untouched."""
+    router, _, _ = make(weight=10)
+    with pytest.raises(ss.ConfigError, match="150"):
+        router.set_weights({"v2": 150})
+    with pytest.raises(ss.ConfigError, match="'v3'"):
+        router.set_weights({"v3": 1})
+    assert router.version == 1
+    assert router.weights["v2"] == 10.0
+
+
+def test_keyless_requests_are_counted_apart() -> None:
+    """Requests without a key get a seeded random bucket and are counted."""
+    a, _, _ = make(weight=50, seed=3)
+    b, _, _ = make(weight=50, seed=3)
+    assert [a.route(0).variant for _ in range(100)] == [b.route(0).variant for _ in range(100)]
+    a.predict_batch([0, 0, 0])
+    assert a.status().keyless == 103
+
+
+def test_candidate_exception_falls_back_to_baseline() -> None:
+    """A failing candidate is counted as an error and the baseline answers."""
+    v1, v2 = Counting(1.0), Counting(2.0, fail=True)
+    router = ss.Router({"v1": v1, "v2": v2}, strategy=ss.Canary("v1", "v2", weight=100))
+    r = router.route(0, key="k")
+    assert (r.value, r.variant, r.fallback) == (1.0, "v2", True)
+    m = router.status().metrics.variant("v2")
+    assert (m.requests, m.errors, m.fallbacks) == (1, 1, 1)
+
+
+def test_candidate_exception_propagates_without_fallback() -> None:
+    """With fallback=False the candidate's own exception object propagates unchanged."""
+    boom = ValueError("bad input for v2")
+
+    def v2(x: float) -> float:
+        raise boom
+
+    router = ss.Router(
+        {"v1": abs, "v2": v2}, strategy=ss.Canary("v1", "v2", weight=100), fallback=False
+    )
+    with pytest.raises(ValueError, match="bad input for v2") as info:
+        router.predict(0, key="k")
+    assert info.value is boom
+    assert router.status().metrics.variant("v2").errors == 1
+
+
+def test_baseline_exception_always_propagates() -> None:
+    """The baseline's exceptions propagate, and are counted."""
+    v1 = Counting(1.0, fail=True)
+    router = ss.Router({"v1": v1, "v2": Counting(2.0)}, strategy=ss.Canary("v1", "v2", weight=0))
+    with pytest.raises(RuntimeError, match=r"model 1\.0 broke"):
+        router.predict(0, key="k")
+    assert router.status().metrics.variant("v1").errors == 1
+    # Also when the baseline is the fallback of a failing candidate.
+    router2 = ss.Router(
+        {"v1": Counting(1.0, fail=True), "v2": Counting(2.0, fail=True)},
+        strategy=ss.Canary("v1", "v2", weight=100),
+    )
+    with pytest.raises(RuntimeError, match=r"model 1\.0 broke"):
+        router2.predict(0, key="k")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), [0.1, float("nan")]])
+def test_validator_rejects_bad_outputs(bad: Any) -> None:
+    """Outputs failing the validator count as errors and the baseline answers."""
+    router = ss.Router(
+        {"v1": Counting(1.0), "v2": Counting(2.0, output=bad)},
+        strategy=ss.Canary("v1", "v2", weight=100),
+        validators={"v2": ss.is_finite},
+    )
+    r = router.route(0, key="k")
+    assert (r.value, r.fallback) == (1.0, True)
+    m = router.status().metrics.variant("v2")
+    assert (m.errors, m.fallbacks) == (1, 1)
+
+
+def test_invalid_output_without_fallback_raises() -> None:
+    """With fallback=False an invalid candidate output raises InvalidOutputError."""
+    router = ss.Router(
+        {"v1": Counting(1.0), "v2": Counting(2.0, output=[1.0, 2.0, 3.0])},
+        strategy=ss.Canary("v1", "v2", weight=100),
+        validators={"v2": ss.has_shape(2)},
+        fallback=False,
+    )
+    with pytest.raises(ss.InvalidOutputError, match="'v2'"):
+        router.predict(0, key="k")
+
+
+def test_validator_that_raises_counts_as_rejection() -> None:
+    """A validator that raises rejects the output instead of breaking the request."""
+
+    def picky(y: Any) -> bool:
+        raise TypeError("cannot judge")
+
+    router = ss.Router(
+        {"v1": Counting(1.0), "v2": Counting(2.0)},
+        strategy=ss.Canary("v1", "v2", weight=100),
+        validators={"v2": picky},
+    )
+    assert router.predict(0, key="k") == 1.0
+
+
+def test_batch_candidate_failure_falls_back_per_slice() -> None:
+    """In a batch, a failing candidate's rows are answered by the baseline."""
+    v1, v2 = Counting(1.0), Counting(2.0, fail=True)
+    router = ss.Router({"v1": v1, "v2": v2}, strategy=ss.Canary("v1", "v2", weight=50))
+    keys = np.arange(400)
+    rb = router.route_batch(np.zeros((400, 1)), keys=keys)
+    assert rb.values.tolist() == [1.0] * 400
+    assert rb.fallback.sum() == (rb.variants == "v2").sum() > 0
+    m = router.status().metrics.variant("v2")
+    assert m.errors == m.fallbacks == int(rb.fallback.sum())
+
+
+def test_batch_invalid_rows_fall_back_row_by_row() -> None:
+    """Only the rows whose outputs fail validation are re-answered by the baseline."""
+
+    def v2(X: np.ndarray) -> np.ndarray:
+        out = X[:, 0].astype(float) * 0 + 2.0
+        out[X[:, 0] % 2 == 1] = np.nan
+        return out
+
+    router = ss.Router(
+        {"v1": Counting(1.0), "v2": v2},
+        strategy=ss.Canary("v1", "v2", weight=100),
+        validators={"v2": ss.is_finite},
+    )
+    X = np.arange(10, dtype=float).reshape(10, 1)
+    out = router.predict_batch(X, keys=np.arange(10))
+    assert out.tolist() == [2.0 if i % 2 == 0 else 1.0 for i in range(10)]
+
+
+def test_batch_baseline_failure_propagates() -> None:
+    """In a batch the baseline's exception propagates."""
+    router = ss.Router(
+        {"v1": Counting(1.0, fail=True), "v2": Counting(2.0)},
+        strategy=ss.Canary("v1", "v2", weight=0),
+    )
+    with pytest.raises(RuntimeError, match="broke"):
+        router.predict_batch(np.zeros((5, 1)), keys=np.arange(5))
+
+
+def test_batch_wrong_output_length_is_invalid() -> None:
+    """A candidate returning the wrong number of rows is treated as invalid."""
+    router = ss.Router(
+        {"v1": Counting(1.0), "v2": lambda X: np.zeros(1)},
+        strategy=ss.Canary("v1", "v2", weight=100),
+    )
+    assert router.predict_batch(np.zeros((3, 1)), keys=np.arange(3)).tolist() == [1.0] * 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"models": {}}, "non-empty"),
+        ({"models": {"v1": 3}}, "not callable"),
+        ({"strategy": ss.Canary("v1", "v9")}, "'v9'"),
+        ({"validators": {"v9": abs}}, "'v9'"),
+        ({"validators": {"v1": 5}}, "callable"),
+        ({"clock": 5}, "clock"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_router_config_errors(kwargs: dict[str, Any], match: str) -> None:
+    """Bad router configuration raises ConfigError naming the bad value."""
+    args: dict[str, Any] = {"models": {"v1": abs, "v2": abs}}
+    args.update(kwargs)
+    models = args.pop("models")
+    with pytest.raises(ss.ConfigError, match=match):
+        ss.Router(models, **args)
+
+
+def test_canary_config_errors() -> None:
+    """Canary validates its names, steps and weight."""
+    with pytest.raises(ss.ConfigError, match="differ"):
+        ss.Canary("a", "a")
+    with pytest.raises(ss.ConfigError, match="increasing"):
+        ss.Canary("a", "b", steps=(5, 5, 100))
+    with pytest.raises(ss.ConfigError, match="0"):
+        ss.Canary("a", "b", steps=(0, 100))
+    with pytest.raises(ss.ConfigError, match="120"):
+        ss.Canary("a", "b", weight=120)
+
+
+def test_fixed_split_with_several_candidates() -> None:
+    """A FixedSplit routes to several candidates in their own lanes."""
+    router = ss.Router(
+        {"a": lambda x: "a", "b": lambda x: "b", "c": lambda x: "c"},
+        strategy=ss.FixedSplit(baseline="a", weights={"b": 20, "c": 30}),
+    )
+    seen = [router.predict(0, key=i) for i in range(5000)]
+    assert 0.15 < seen.count("b") / 5000 < 0.25
+    assert 0.25 < seen.count("c") / 5000 < 0.35
+
+
+def test_status_is_plain_data() -> None:
+    """status() reports name, phase, weights, version and per-variant request counts."""
+    router, _, _ = make(weight=50)
+    for i in range(100):
+        router.predict(0, key=i)
+    st = router.status()
+    assert st.name == "test"
+    assert st.phase is ss.Phase.PROGRESSING
+    assert st.weights == {"v1": 50.0, "v2": 50.0}
+    counts = requests(router)
+    assert sum(counts.values()) == 100
+
+
+def test_invalid_keys_rejected_on_the_request_path() -> None:
+    """A float key raises InvalidKeyError before any model runs."""
+    router, v1, v2 = make()
+    with pytest.raises(ss.InvalidKeyError):
+        router.predict(0, key=1.5)  # type: ignore[arg-type]
+    assert v1.calls == v2.calls == 0
