@@ -1,0 +1,764 @@
+"""Normal-mixture confidence sequences (mSPRT) for differences of means and of proportions.
+
+A confidence sequence holds its level uniformly over time: the probability that the true effect
+ever leaves the interval, over every look that will ever be taken, is at most ``alpha``. The
+boundary is the normal-mixture one used by GrowthBook and Eppo (Howard et al., "Time-uniform,
+nonparametric, nonasymptotic confidence sequences", 2021; Johari et al., "Peeking at A/B tests",
+2017). Inputs are sufficient statistics (count, mean, variance per arm), so the same call serves a
+snapshot of running Welford windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from safeserve._errors import ConfigError, DataError
+from safeserve.stats._common import (
+    Direction,
+    Verdict,
+    as_float_array,
+    check_alpha,
+    check_direction,
+    check_positive,
+    fmt,
+)
+
+__all__ = [
+    "SequenceResult",
+    "SequenceResults",
+    "always_valid_p",
+    "mean_difference_cs",
+    "mean_difference_cs_many",
+    "proportion_difference_cs",
+    "proportion_difference_cs_many",
+]
+
+_DEFAULT_TUNING = 5000.0
+_DIRECTIONS = (Direction.HIGHER_IS_WORSE, Direction.LOWER_IS_WORSE, Direction.EITHER)
+_VERDICTS = (Verdict.INCONCLUSIVE, Verdict.PASS, Verdict.FAIL)
+_INCONCLUSIVE, _PASS, _FAIL = 0, 1, 2
+# Gate codes: why a metric may not decide yet.
+_GATE_OK, _GATE_FEW, _GATE_EVENTS, _GATE_ZERO_VAR, _GATE_ZERO_BASE = 0, 1, 2, 3, 4
+
+
+def _rho2(alpha: float, tuning: float, *, one_sided: bool) -> float:
+    """Mixing variance per unit variance, tuned to make the interval tightest at ``tuning``."""
+    a = 2.0 * alpha if one_sided else alpha
+    return float((-2.0 * np.log(a) + np.log(1.0 - 2.0 * np.log(a))) / tuning)
+
+
+def _halfwidth(
+    se: NDArray[np.float64],
+    n_total: NDArray[np.float64],
+    alpha: float,
+    tuning: float,
+    *,
+    one_sided: bool,
+) -> NDArray[np.float64]:
+    """Half-width of the sequence at this look for an estimate with standard error ``se``."""
+    rho2 = _rho2(alpha, tuning, one_sided=one_sided)
+    k = n_total * rho2 + 1.0
+    log_term = np.log1p(np.sqrt(k) / (2.0 * alpha)) if one_sided else np.log(np.sqrt(k) / alpha)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: NDArray[np.float64] = se * np.sqrt(2.0 * k * log_term / (n_total * rho2))
+    return out
+
+
+def _p_beyond(
+    x: NDArray[np.float64],
+    se: NDArray[np.float64],
+    n_total: NDArray[np.float64],
+    alpha: float,
+    tuning: float,
+    *,
+    one_sided: bool,
+) -> NDArray[np.float64]:
+    """Always-valid p-value for a signed distance ``x`` of the estimate beyond a null value.
+
+    ``x <= 0`` gives 1. The p-value is dual to the sequence: it is <= alpha exactly when the
+    sequence at level alpha excludes the null on that side.
+    """
+    rho2 = _rho2(alpha, tuning, one_sided=one_sided)
+    k = n_total * rho2 + 1.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        e = np.where(se > 0, x * x * n_total * rho2 / (2.0 * se * se * k), np.inf)
+        p = np.sqrt(k) / (2.0 * np.expm1(e)) if one_sided else np.sqrt(k) * np.exp(-e)
+    p = np.where(x > 0, p, 1.0)
+    p = np.where(np.isnan(x) | np.isnan(se), np.nan, p)
+    out: NDArray[np.float64] = np.minimum(p, 1.0)
+    return out
+
+
+def always_valid_p(
+    estimate: ArrayLike,
+    std_error: ArrayLike,
+    n_total: ArrayLike,
+    *,
+    null: float = 0.0,
+    alternative: str = "two-sided",
+    alpha: float = 0.05,
+    tuning: float = _DEFAULT_TUNING,
+) -> NDArray[np.float64]:
+    """Always-valid p-value of the normal-mixture sequence at one look.
+
+    The p-value stays valid at any stopping time, and so does its running minimum over looks.
+    It is <= ``alpha`` exactly when the confidence sequence of level ``alpha`` with the same
+    ``tuning`` excludes ``null`` (the mixing variance is tuned with ``alpha``, as GrowthBook does).
+
+    Args:
+        estimate: Estimated effect(s).
+        std_error: Standard error(s) of the estimate at this look (running estimates).
+        n_total: Total sample size(s) over both arms.
+        null: The effect under the null hypothesis.
+        alternative: ``"two-sided"``, ``"greater"`` (evidence the effect exceeds ``null``) or
+            ``"less"``.
+        alpha: Level the mixture is tuned for.
+        tuning: N*, the total sample size at which the sequence is tightest.
+
+    Returns:
+        An array of p-values (0-d for scalar input).
+
+    Raises:
+        ConfigError: for a bad ``alternative``, ``alpha`` or ``tuning``.
+        DataError: for non-finite or negative inputs.
+
+    >>> from safeserve.stats import always_valid_p
+    >>> round(float(always_valid_p(0.1, 0.02, 10_000)), 6)
+    3.2e-05
+    >>> float(always_valid_p(-0.1, 0.02, 10_000, alternative="greater"))
+    1.0
+    """
+    alpha = check_alpha(alpha)
+    tuning = check_positive(tuning, "tuning")
+    est = as_float_array(estimate, "estimate")
+    se = as_float_array(std_error, "std_error")
+    n = as_float_array(n_total, "n_total")
+    if (se < 0).any():
+        raise DataError(f"std_error must be >= 0, got {std_error!r}")
+    if (n <= 0).any():
+        raise DataError(f"n_total must be > 0, got {n_total!r}")
+    x = est - float(null)
+    if alternative == "two-sided":
+        return _p_beyond(np.abs(x), se, n, alpha, tuning, one_sided=False)
+    if alternative == "greater":
+        return _p_beyond(x, se, n, alpha, tuning, one_sided=True)
+    if alternative == "less":
+        return _p_beyond(-x, se, n, alpha, tuning, one_sided=True)
+    raise ConfigError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
+
+
+@attrs.frozen(kw_only=True)
+class SequenceResult:
+    """One check's confidence sequence at one look, with its decision.
+
+    For a directional check (``HIGHER_IS_WORSE`` / ``LOWER_IS_WORSE``) ``lower`` and ``upper`` are
+    two one-sided bounds, each valid at level ``alpha`` over all looks; for ``EITHER`` they form
+    the two-sided sequence of level ``alpha``. Relative effects are fractions
+    (``0.05`` = +5%).
+
+    Attributes:
+        verdict: FAIL, PASS or INCONCLUSIVE.
+        estimate: The effect, candidate minus baseline (or candidate / baseline - 1).
+        lower: Lower bound of the sequence at this look.
+        upper: Upper bound of the sequence at this look.
+        p_value: Always-valid p-value against "no harm beyond ``harm_threshold``".
+        p_noninferiority: Always-valid p-value against "harm of at least ``margin``".
+        n_candidate: Candidate sample size.
+        n_baseline: Baseline sample size.
+        direction: Which change is harm.
+        relative: Whether the effect is relative.
+        margin: Non-inferiority margin (a magnitude in the harm direction).
+        harm_threshold: FAIL needs the sequence wholly beyond this magnitude.
+        alpha: Level of each bound.
+        reason: A sentence saying why this verdict.
+
+    >>> from safeserve.stats import mean_difference_cs
+    >>> r = mean_difference_cs(5000, 10.0, 4.0, 5000, 10.0, 4.0, margin=0.5)
+    >>> r.verdict.value, round(r.upper, 4)
+    ('pass', 0.1121)
+    """
+
+    verdict: Verdict
+    estimate: float
+    lower: float
+    upper: float
+    p_value: float
+    p_noninferiority: float
+    n_candidate: int
+    n_baseline: int
+    direction: Direction
+    relative: bool
+    margin: float
+    harm_threshold: float
+    alpha: float
+    reason: str
+
+
+SequenceResult.__module__ = "safeserve.stats"
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class SequenceResults:
+    """Confidence sequences for many checks at once (one element per check).
+
+    Index it to get one :class:`SequenceResult`; iterate to get them all. The array attributes
+    are read-only views for vectorized use by a judge.
+
+    Attributes:
+        verdict_code: 0 = INCONCLUSIVE, 1 = PASS, 2 = FAIL.
+        estimate, lower, upper, p_value, p_noninferiority: as in :class:`SequenceResult`.
+        n_candidate, n_baseline: sample sizes per check.
+        direction_code: index into ``(HIGHER_IS_WORSE, LOWER_IS_WORSE, EITHER)``.
+        relative, margin, harm_threshold: per-check options after broadcasting.
+        gate: 0 = may decide; 1 = too few samples; 2 = too few events; 3 = no variance;
+            4 = baseline mean 0 for a relative effect.
+        alpha, min_samples, min_events: the shared options.
+
+    >>> from safeserve.stats import mean_difference_cs_many
+    >>> rs = mean_difference_cs_many(
+    ...     [5000, 50], [12.0, 10.0], [4.0, 4.0], [5000, 50], [10.0, 10.0], [4.0, 4.0])
+    >>> [r.verdict.value for r in rs]
+    ['fail', 'inconclusive']
+    """
+
+    verdict_code: NDArray[np.int8]
+    estimate: NDArray[np.float64]
+    lower: NDArray[np.float64]
+    upper: NDArray[np.float64]
+    p_value: NDArray[np.float64]
+    p_noninferiority: NDArray[np.float64]
+    n_candidate: NDArray[np.int64]
+    n_baseline: NDArray[np.int64]
+    direction_code: NDArray[np.int8]
+    relative: NDArray[np.bool_]
+    margin: NDArray[np.float64]
+    harm_threshold: NDArray[np.float64]
+    gate: NDArray[np.int8]
+    events: NDArray[np.int64] | None
+    alpha: float
+    min_samples: int
+    min_events: int
+
+    def __len__(self) -> int:
+        return int(self.estimate.shape[0])
+
+    def __iter__(self) -> Iterator[SequenceResult]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getitem__(self, i: int) -> SequenceResult:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i!r} out of range for {len(self)} checks")
+        return SequenceResult(
+            verdict=_VERDICTS[int(self.verdict_code[i])],
+            estimate=float(self.estimate[i]),
+            lower=float(self.lower[i]),
+            upper=float(self.upper[i]),
+            p_value=float(self.p_value[i]),
+            p_noninferiority=float(self.p_noninferiority[i]),
+            n_candidate=int(self.n_candidate[i]),
+            n_baseline=int(self.n_baseline[i]),
+            direction=_DIRECTIONS[int(self.direction_code[i])],
+            relative=bool(self.relative[i]),
+            margin=float(self.margin[i]),
+            harm_threshold=float(self.harm_threshold[i]),
+            alpha=self.alpha,
+            reason=self._reason(i),
+        )
+
+    @property
+    def verdicts(self) -> tuple[Verdict, ...]:
+        """The verdict of every check, in order."""
+        return tuple(_VERDICTS[int(c)] for c in self.verdict_code)
+
+    def _reason(self, i: int) -> str:
+        gate = int(self.gate[i])
+        nc, nb = int(self.n_candidate[i]), int(self.n_baseline[i])
+        if gate == _GATE_FEW:
+            return (
+                f"too few samples: {nc} candidate and {nb} baseline, "
+                f"need {self.min_samples} per arm"
+            )
+        if gate == _GATE_EVENTS:
+            ev = 0 if self.events is None else int(self.events[i])
+            return f"too few events: {ev} over both arms, need {self.min_events}"
+        if gate == _GATE_ZERO_VAR:
+            return "no variance in either arm: the interval is undefined"
+        if gate == _GATE_ZERO_BASE:
+            return "baseline mean is 0: the relative effect is undefined"
+        lo, hi = fmt(float(self.lower[i])), fmt(float(self.upper[i]))
+        m, h = float(self.margin[i]), float(self.harm_threshold[i])
+        direction = _DIRECTIONS[int(self.direction_code[i])]
+        code = int(self.verdict_code[i])
+        if direction is Direction.HIGHER_IS_WORSE:
+            if code == _FAIL:
+                return f"lower bound {lo} > {fmt(h)}: the candidate is higher (worse)"
+            if code == _PASS:
+                return f"upper bound {hi} < margin {fmt(m)}: non-inferior"
+            return f"interval [{lo}, {hi}] is neither wholly above {fmt(h)} nor below {fmt(m)}"
+        if direction is Direction.LOWER_IS_WORSE:
+            if code == _FAIL:
+                return f"upper bound {hi} < {fmt(-h)}: the candidate is lower (worse)"
+            if code == _PASS:
+                return f"lower bound {lo} > margin {fmt(-m)}: non-inferior"
+            return f"interval [{lo}, {hi}] is neither wholly below {fmt(-h)} nor above {fmt(-m)}"
+        if code == _FAIL:
+            return f"interval [{lo}, {hi}] lies wholly outside [{fmt(-h)}, {fmt(h)}]"
+        if code == _PASS:
+            return f"interval [{lo}, {hi}] lies within the margin [{fmt(-m)}, {fmt(m)}]"
+        return f"interval [{lo}, {hi}] is neither within [{fmt(-m)}, {fmt(m)}] nor outside"
+
+
+SequenceResults.__module__ = "safeserve.stats"
+
+
+def _direction_codes(direction: Any) -> NDArray[np.int8]:
+    if isinstance(direction, (str, Direction)):
+        return np.array([_DIRECTIONS.index(check_direction(direction))], dtype=np.int8)
+    try:
+        items = list(direction)
+    except TypeError:
+        raise ConfigError(
+            f"direction must be a Direction or a sequence of them, got {direction!r}"
+        ) from None
+    return np.array([_DIRECTIONS.index(check_direction(d)) for d in items], dtype=np.int8)
+
+
+def _sequence_core(
+    n_c: ArrayLike,
+    mean_c: ArrayLike,
+    var_c: ArrayLike,
+    n_b: ArrayLike,
+    mean_b: ArrayLike,
+    var_b: ArrayLike,
+    *,
+    events: NDArray[np.int64] | None,
+    alpha: float,
+    direction: Any,
+    relative: ArrayLike,
+    margin: ArrayLike,
+    harm_threshold: ArrayLike,
+    tuning: float,
+    min_samples: int,
+    min_events: int,
+) -> SequenceResults:
+    alpha = check_alpha(alpha)
+    tuning = check_positive(tuning, "tuning")
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
+        raise ConfigError(f"min_samples must be an int >= 2, got {min_samples!r}")
+    if isinstance(min_events, bool) or not isinstance(min_events, int) or min_events < 0:
+        raise ConfigError(f"min_events must be an int >= 0, got {min_events!r}")
+    ncf = as_float_array(n_c, "n_candidate")
+    nbf = as_float_array(n_b, "n_baseline")
+    mc = as_float_array(mean_c, "mean_candidate")
+    mb = as_float_array(mean_b, "mean_baseline")
+    vc = as_float_array(var_c, "var_candidate")
+    vb = as_float_array(var_b, "var_baseline")
+    marg = as_float_array(margin, "margin")
+    harm = as_float_array(harm_threshold, "harm_threshold")
+    try:
+        rel = np.asarray(relative, dtype=np.bool_)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"relative must be a bool or a sequence of bools, got {relative!r}"
+        ) from None
+    dcode = _direction_codes(direction)
+    for name, arr in (("n_candidate", ncf), ("n_baseline", nbf)):
+        if (arr < 0).any() or (arr != np.floor(arr)).any():
+            raise DataError(f"{name} must be whole numbers >= 0, got {arr.tolist()!r}")
+    for name, arr in (("var_candidate", vc), ("var_baseline", vb)):
+        if (arr < 0).any():
+            raise DataError(f"{name} must be >= 0, got {arr.tolist()!r}")
+    if (marg < 0).any():
+        raise ConfigError(
+            f"margin must be >= 0 (a magnitude in the harm direction), got {margin!r}"
+        )
+    if (harm < 0).any():
+        raise ConfigError(f"harm_threshold must be >= 0, got {harm_threshold!r}")
+    arrays: list[NDArray[Any]] = [ncf, nbf, mc, mb, vc, vb, marg, harm, rel, dcode]
+    if events is not None:
+        arrays.append(events)
+    try:
+        b = np.broadcast_arrays(*[np.atleast_1d(a) for a in arrays])
+    except ValueError:
+        shapes = [np.shape(a) for a in arrays]
+        raise DataError(f"inputs do not broadcast to one shape: {shapes!r}") from None
+    if b[0].ndim != 1:
+        raise DataError(f"inputs must be scalars or 1-D, got shape {b[0].shape!r}")
+    ncf, nbf, mc, mb, vc, vb, marg, harm = (np.array(a, dtype=np.float64) for a in b[:8])
+    rel = np.array(b[8], dtype=np.bool_)
+    dcode = np.array(b[9], dtype=np.int8)
+    ev = np.array(b[10], dtype=np.int64) if events is not None else None
+
+    with np.errstate(all="ignore"):
+        n_total = ncf + nbf
+        d_abs = mc - mb
+        se2_abs = vc / ncf + vb / nbf
+        d_rel = mc / mb - 1.0
+        se2_rel = vb * mc * mc / (mb**4 * nbf) + vc / (mb * mb * ncf)
+        est = np.where(rel, d_rel, d_abs)
+        se = np.sqrt(np.where(rel, se2_rel, se2_abs))
+
+        hw1 = _halfwidth(se, n_total, alpha, tuning, one_sided=True)
+        hw2 = _halfwidth(se, n_total, alpha, tuning, one_sided=False)
+        two = dcode == 2
+        hw = np.where(two, hw2, hw1)
+        lower = est - hw
+        upper = est + hw
+
+        def p1(x: NDArray[np.float64]) -> NDArray[np.float64]:
+            return _p_beyond(x, se, n_total, alpha, tuning, one_sided=True)
+
+        def p2(x: NDArray[np.float64]) -> NDArray[np.float64]:
+            return _p_beyond(x, se, n_total, alpha, tuning, one_sided=False)
+
+        higher = dcode == 0
+        lower_worse = dcode == 1
+        p_harm = np.where(
+            higher,
+            p1(est - harm),
+            np.where(lower_worse, p1(-harm - est), np.minimum(p2(est - harm), p2(-harm - est))),
+        )
+        p_ni = np.where(
+            higher,
+            p1(marg - est),
+            np.where(lower_worse, p1(est + marg), np.maximum(p2(marg - est), p2(est + marg))),
+        )
+        fail = np.where(
+            higher,
+            lower > harm,
+            np.where(lower_worse, upper < -harm, (lower > harm) | (upper < -harm)),
+        )
+        pas = np.where(
+            higher,
+            upper < marg,
+            np.where(lower_worse, lower > -marg, (lower > -marg) & (upper < marg)),
+        )
+
+    gate = np.full(est.shape, _GATE_OK, dtype=np.int8)
+    gate = np.where(rel & (mb == 0), _GATE_ZERO_BASE, gate)
+    gate = np.where(se == 0, _GATE_ZERO_VAR, gate)
+    if ev is not None:
+        gate = np.where(ev < min_events, _GATE_EVENTS, gate)
+    gate = np.where((ncf < min_samples) | (nbf < min_samples), _GATE_FEW, gate).astype(np.int8)
+    code = np.where(fail, _FAIL, np.where(pas, _PASS, _INCONCLUSIVE))
+    code = np.where(gate == _GATE_OK, code, _INCONCLUSIVE).astype(np.int8)
+
+    def ro(a: NDArray[Any]) -> NDArray[Any]:
+        a = np.ascontiguousarray(a)
+        a.setflags(write=False)
+        return a
+
+    return SequenceResults(
+        verdict_code=ro(code),
+        estimate=ro(est),
+        lower=ro(lower),
+        upper=ro(upper),
+        p_value=ro(p_harm),
+        p_noninferiority=ro(p_ni),
+        n_candidate=ro(ncf.astype(np.int64)),
+        n_baseline=ro(nbf.astype(np.int64)),
+        direction_code=ro(dcode),
+        relative=ro(rel),
+        margin=ro(marg),
+        harm_threshold=ro(harm),
+        gate=ro(gate),
+        events=None if ev is None else ro(ev),
+        alpha=alpha,
+        min_samples=min_samples,
+        min_events=min_events,
+    )
+
+
+def mean_difference_cs_many(
+    n_candidate: ArrayLike,
+    mean_candidate: ArrayLike,
+    var_candidate: ArrayLike,
+    n_baseline: ArrayLike,
+    mean_baseline: ArrayLike,
+    var_baseline: ArrayLike,
+    *,
+    direction: Direction | str | Sequence[Direction | str] = Direction.HIGHER_IS_WORSE,
+    relative: bool | ArrayLike = False,
+    margin: ArrayLike = 0.0,
+    harm_threshold: ArrayLike = 0.0,
+    alpha: float = 0.05,
+    tuning: float = _DEFAULT_TUNING,
+    min_samples: int = 100,
+) -> SequenceResults:
+    """Confidence sequences for the difference of means of many metrics at once.
+
+    Every argument broadcasts to one 1-D shape (one element per metric). Variances are the
+    per-unit sample variances (``ddof=1``) of running windows, never of future data.
+
+    Decision per metric, for ``HIGHER_IS_WORSE`` (``LOWER_IS_WORSE`` mirrors it): FAIL when the
+    lower bound exceeds ``harm_threshold``; PASS when the upper bound is below ``margin``; else
+    INCONCLUSIVE. FAIL wins if both hold. For ``EITHER``: FAIL when the two-sided sequence lies
+    outside ``[-harm_threshold, harm_threshold]``, PASS when it lies within ``[-margin, margin]``.
+    Fewer than ``min_samples`` per arm is always INCONCLUSIVE.
+
+    Args:
+        n_candidate: Candidate sample sizes.
+        mean_candidate: Candidate means.
+        var_candidate: Candidate variances (``ddof=1``).
+        n_baseline: Baseline sample sizes.
+        mean_baseline: Baseline means.
+        var_baseline: Baseline variances (``ddof=1``).
+        direction: Which change is harm, one for all or one per metric.
+        relative: Test ``mean_c / mean_b - 1`` (delta method) instead of ``mean_c - mean_b``.
+        margin: Non-inferiority margin, a magnitude >= 0 in the harm direction.
+        harm_threshold: FAIL needs the sequence wholly beyond this magnitude (0: any harm).
+        alpha: Level of each bound, valid over all looks.
+        tuning: N*, the total sample size (both arms) at which the sequence is tightest.
+        min_samples: Samples per arm needed before a metric may decide.
+
+    Returns:
+        A :class:`SequenceResults`.
+
+    Raises:
+        ConfigError: for bad options.
+        DataError: for negative, fractional or non-finite sufficient statistics.
+
+    >>> from safeserve.stats import mean_difference_cs_many
+    >>> rs = mean_difference_cs_many(
+    ...     [4000, 4000], [105.0, 0.5], [400.0, 0.25], [4000, 4000], [100.0, 0.5], [400.0, 0.25],
+    ...     direction=["higher_is_worse", "lower_is_worse"], relative=True, margin=0.02)
+    >>> rs.verdicts
+    (<Verdict.FAIL: 'fail'>, <Verdict.INCONCLUSIVE: 'inconclusive'>)
+    """
+    return _sequence_core(
+        n_candidate,
+        mean_candidate,
+        var_candidate,
+        n_baseline,
+        mean_baseline,
+        var_baseline,
+        events=None,
+        alpha=alpha,
+        direction=direction,
+        relative=relative,
+        margin=margin,
+        harm_threshold=harm_threshold,
+        tuning=tuning,
+        min_samples=min_samples,
+        min_events=0,
+    )
+
+
+def mean_difference_cs(
+    n_candidate: int,
+    mean_candidate: float,
+    var_candidate: float,
+    n_baseline: int,
+    mean_baseline: float,
+    var_baseline: float,
+    *,
+    direction: Direction | str = Direction.HIGHER_IS_WORSE,
+    relative: bool = False,
+    margin: float = 0.0,
+    harm_threshold: float = 0.0,
+    alpha: float = 0.05,
+    tuning: float = _DEFAULT_TUNING,
+    min_samples: int = 100,
+) -> SequenceResult:
+    """Confidence sequence and decision for one difference of means.
+
+    The scalar form of :func:`mean_difference_cs_many`; see it for the decision rule.
+
+    Args:
+        n_candidate: Candidate sample size.
+        mean_candidate: Candidate mean.
+        var_candidate: Candidate variance (``ddof=1``).
+        n_baseline: Baseline sample size.
+        mean_baseline: Baseline mean.
+        var_baseline: Baseline variance (``ddof=1``).
+        direction: Which change is harm.
+        relative: Test the relative difference (delta method).
+        margin: Non-inferiority margin (>= 0).
+        harm_threshold: FAIL needs the sequence wholly beyond this magnitude.
+        alpha: Level of each bound.
+        tuning: N*, total sample size at which the sequence is tightest.
+        min_samples: Samples per arm needed before deciding.
+
+    Returns:
+        A :class:`SequenceResult`.
+
+    Raises:
+        ConfigError: for bad options.
+        DataError: for bad sufficient statistics.
+
+    >>> from safeserve.stats import mean_difference_cs
+    >>> r = mean_difference_cs(3000, 0.118, 0.0016, 3000, 0.100, 0.0016, relative=True)
+    >>> r.verdict.value, round(r.estimate, 3), round(r.lower, 3)
+    ('fail', 0.18, 0.149)
+    >>> mean_difference_cs(50, 1.0, 1.0, 50, 0.0, 1.0).reason
+    'too few samples: 50 candidate and 50 baseline, need 100 per arm'
+    """
+    return mean_difference_cs_many(
+        n_candidate,
+        mean_candidate,
+        var_candidate,
+        n_baseline,
+        mean_baseline,
+        var_baseline,
+        direction=check_direction(direction),
+        relative=bool(relative),
+        margin=margin,
+        harm_threshold=harm_threshold,
+        alpha=alpha,
+        tuning=tuning,
+        min_samples=min_samples,
+    )[0]
+
+
+def proportion_difference_cs_many(
+    n_candidate: ArrayLike,
+    events_candidate: ArrayLike,
+    n_baseline: ArrayLike,
+    events_baseline: ArrayLike,
+    *,
+    direction: Direction | str | Sequence[Direction | str] = Direction.HIGHER_IS_WORSE,
+    relative: bool | ArrayLike = False,
+    margin: ArrayLike = 0.0,
+    harm_threshold: ArrayLike = 0.0,
+    alpha: float = 0.05,
+    tuning: float = _DEFAULT_TUNING,
+    min_samples: int = 100,
+    min_events: int = 30,
+) -> SequenceResults:
+    """Confidence sequences for differences of proportions (error rates, conversion) at once.
+
+    Each arm's per-unit variance is ``p(1 - p)``. Besides ``min_samples`` per arm, a metric needs
+    ``min_events`` events over both arms, counting for each arm the rarer outcome
+    (``min(events, n - events)``), before it may decide. The decision rule is that of
+    :func:`mean_difference_cs_many`.
+
+    Args:
+        n_candidate: Candidate trials.
+        events_candidate: Candidate events (errors, conversions).
+        n_baseline: Baseline trials.
+        events_baseline: Baseline events.
+        direction: Which change is harm, one for all or one per metric.
+        relative: Test ``p_c / p_b - 1`` (delta method) instead of ``p_c - p_b``.
+        margin: Non-inferiority margin (>= 0).
+        harm_threshold: FAIL needs the sequence wholly beyond this magnitude.
+        alpha: Level of each bound.
+        tuning: N*, total sample size at which the sequence is tightest.
+        min_samples: Trials per arm needed before deciding.
+        min_events: Events over both arms needed before deciding.
+
+    Returns:
+        A :class:`SequenceResults`.
+
+    Raises:
+        ConfigError: for bad options.
+        DataError: for negative counts or more events than trials.
+
+    >>> from safeserve.stats import proportion_difference_cs_many
+    >>> rs = proportion_difference_cs_many([20000, 20000], [400, 210], [20000, 20000], [200, 200])
+    >>> [r.verdict.value for r in rs]
+    ['fail', 'inconclusive']
+    """
+    nc = as_float_array(n_candidate, "n_candidate")
+    nb = as_float_array(n_baseline, "n_baseline")
+    ec = as_float_array(events_candidate, "events_candidate")
+    eb = as_float_array(events_baseline, "events_baseline")
+    for name, arr in (("events_candidate", ec), ("events_baseline", eb)):
+        if (arr < 0).any() or (arr != np.floor(arr)).any():
+            raise DataError(f"{name} must be whole numbers >= 0, got {arr.tolist()!r}")
+    try:
+        bc = np.broadcast_arrays(nc, ec)
+        bb = np.broadcast_arrays(nb, eb)
+    except ValueError:
+        raise DataError("event counts and trial counts do not broadcast together") from None
+    if (bc[1] > bc[0]).any():
+        raise DataError(f"events_candidate {ec.tolist()!r} exceed n_candidate {nc.tolist()!r}")
+    if (bb[1] > bb[0]).any():
+        raise DataError(f"events_baseline {eb.tolist()!r} exceed n_baseline {nb.tolist()!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pc = ec / nc
+        pb = eb / nb
+    events = (np.minimum(ec, nc - ec) + np.minimum(eb, nb - eb)).astype(np.int64)
+    return _sequence_core(
+        nc,
+        pc,
+        pc * (1.0 - pc),
+        nb,
+        pb,
+        pb * (1.0 - pb),
+        events=events,
+        alpha=alpha,
+        direction=direction,
+        relative=relative,
+        margin=margin,
+        harm_threshold=harm_threshold,
+        tuning=tuning,
+        min_samples=min_samples,
+        min_events=min_events,
+    )
+
+
+def proportion_difference_cs(
+    n_candidate: int,
+    events_candidate: int,
+    n_baseline: int,
+    events_baseline: int,
+    *,
+    direction: Direction | str = Direction.HIGHER_IS_WORSE,
+    relative: bool = False,
+    margin: float = 0.0,
+    harm_threshold: float = 0.0,
+    alpha: float = 0.05,
+    tuning: float = _DEFAULT_TUNING,
+    min_samples: int = 100,
+    min_events: int = 30,
+) -> SequenceResult:
+    """Confidence sequence and decision for one difference of proportions.
+
+    The scalar form of :func:`proportion_difference_cs_many`.
+
+    Args:
+        n_candidate: Candidate trials.
+        events_candidate: Candidate events.
+        n_baseline: Baseline trials.
+        events_baseline: Baseline events.
+        direction: Which change is harm.
+        relative: Test the relative difference (delta method).
+        margin: Non-inferiority margin (>= 0).
+        harm_threshold: FAIL needs the sequence wholly beyond this magnitude.
+        alpha: Level of each bound.
+        tuning: N*, total sample size at which the sequence is tightest.
+        min_samples: Trials per arm needed before deciding.
+        min_events: Events over both arms needed before deciding.
+
+    Returns:
+        A :class:`SequenceResult`.
+
+    Raises:
+        ConfigError: for bad options.
+        DataError: for bad counts.
+
+    >>> from safeserve.stats import proportion_difference_cs
+    >>> r = proportion_difference_cs(20000, 205, 20000, 200, margin=0.005)
+    >>> r.verdict.value, r.reason
+    ('pass', 'upper bound 0.003211 < margin 0.005: non-inferior')
+    """
+    return proportion_difference_cs_many(
+        n_candidate,
+        events_candidate,
+        n_baseline,
+        events_baseline,
+        direction=check_direction(direction),
+        relative=bool(relative),
+        margin=margin,
+        harm_threshold=harm_threshold,
+        alpha=alpha,
+        tuning=tuning,
+        min_samples=min_samples,
+        min_events=min_events,
+    )[0]
