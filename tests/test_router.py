@@ -413,3 +413,44 @@ def test_invalid_keys_rejected_on_the_request_path() -> None:
     with pytest.raises(ss.InvalidKeyError):
         router.predict(0, key=1.5)  # type: ignore[arg-type]
     assert v1.calls == v2.calls == 0
+
+
+def test_batch_outputs_are_summarized_per_variant() -> None:
+    """predict_batch feeds class labels, numeric outputs and vectors to the right variant."""
+    labels = ss.Router(
+        {
+            "v1": lambda X: np.zeros(len(X), dtype=np.int64),
+            "v2": lambda X: np.ones(len(X), dtype=np.int64),
+        },
+        strategy=ss.Canary("v1", "v2", weight=50),
+    )
+    out = labels.predict_batch(np.zeros((1000, 2)), keys=np.arange(1000))
+    m = labels.status().metrics
+    n1, n2 = int((out == 0).sum()), int((out == 1).sum())
+    assert m.variant("v1").labels.to_dict() == {"0": n1}
+    assert m.variant("v2").labels.to_dict() == {"1": n2}
+    scores = ss.Router(
+        {"v1": lambda X: X[:, 0] * 0 + 0.25, "v2": lambda X: X[:, 0] * 0 + 0.75},
+        strategy=ss.Canary("v1", "v2", weight=50),
+    )
+    scores.predict_batch(np.zeros((1000, 2)), keys=np.arange(1000))
+    m = scores.status().metrics
+    assert m.variant("v1").output.mean == 0.25
+    assert m.variant("v2").output.mean == 0.75
+    assert m.variant("v1").output.n + m.variant("v2").output.n == 1000
+    probs = ss.Router({"v1": lambda X: np.full((len(X), 3), 1 / 3)})
+    probs.predict_batch(np.zeros((10, 2)), keys=np.arange(10))
+    assert probs.status().metrics.variant("v1").output_kinds["vector"] == 10
+
+
+def test_batch_fallback_rows_do_not_count_the_baselines_answer() -> None:
+    """Rows a fallback answered count as errors of the candidate, not as its outputs."""
+    router = ss.Router(
+        {"v1": lambda X: X[:, 0] * 0 + 1.0, "v2": lambda X: X[:, 0] * np.nan},
+        strategy=ss.Canary("v1", "v2", weight=50),
+        validators={"v2": ss.is_finite},
+    )
+    router.predict_batch(np.ones((500, 1)), keys=np.arange(500))
+    v2 = router.status().metrics.variant("v2")
+    assert v2.output.n == 0
+    assert v2.errors == v2.fallbacks == v2.requests > 0

@@ -352,39 +352,38 @@ class Router:
                 f"override returned unknown variant {name!r}; known: {list(self._all)!r}"
             ) from None
 
-    def _serve(
-        self, snap: _Snapshot, rid: int, vi: int, override: bool, x: Any
+    def _failed(
+        self, snap: _Snapshot, rid: int, vi: int, override: bool, x: Any, latency: float
+    ) -> Any:
+        """Count a model exception; re-raise it, or answer with the baseline."""
+        if vi == 0 or not snap.fallback:
+            self._append((rid, vi, latency, _ERROR, False, None, override))
+            raise  # the exception being handled by the caller
+        self._append((rid, vi, latency, _ERROR, True, None, override))
+        return snap.models[0](x)
+
+    def _rejected(
+        self,
+        snap: _Snapshot,
+        rid: int,
+        vi: int,
+        override: bool,
+        x: Any,
+        y: Any,
+        latency: float,
     ) -> tuple[Any, bool]:
-        """Call variant ``vi`` (falling back to the baseline) and record the outcome."""
-        clock = self._clock
-        t0 = clock()
-        try:
-            y = snap.models[vi](x)
-        except Exception:
-            t1 = clock()
-            if vi == 0 or not snap.fallback:
-                self._append((rid, vi, t1 - t0, _ERROR, False, None, override))
-                raise
-            self._append((rid, vi, t1 - t0, _ERROR, True, None, override))
-            return snap.models[0](x), True
-        t1 = clock()
-        validator = snap.validators[vi]
-        if validator is not None and not _valid(validator, y):
-            if vi == 0:
-                # Nothing to fall back to: count it and answer as the service did before.
-                self._append((rid, vi, t1 - t0, _INVALID, False, None, override))
-                return y, False
-            if not snap.fallback:
-                self._append((rid, vi, t1 - t0, _INVALID, False, None, override))
-                raise InvalidOutputError(
-                    f"output of {snap.names[vi]!r} failed validator {validator!r}: {y!r}"
-                )
-            self._append((rid, vi, t1 - t0, _INVALID, True, None, override))
-            return snap.models[0](x), True
-        self._append((rid, vi, t1 - t0, _OK, False, y, override))
-        if not rid & _FLUSH_MASK:
-            self._maintain()
-        return y, False
+        """Count an output its validator rejected; answer with the baseline if allowed."""
+        if vi == 0:
+            # Nothing to fall back to: count it and answer as the service did before.
+            self._append((rid, vi, latency, _INVALID, False, None, override))
+            return y, False
+        if not snap.fallback:
+            self._append((rid, vi, latency, _INVALID, False, None, override))
+            raise InvalidOutputError(
+                f"output of {snap.names[vi]!r} failed validator {snap.validators[vi]!r}: {y!r}"
+            )
+        self._append((rid, vi, latency, _INVALID, True, None, override))
+        return snap.models[0](x), True
 
     def route(self, x: Any, *, key: Key | None = None) -> Routed:
         """Route one request and return the answer with the variant and a request id.
@@ -402,18 +401,46 @@ class Router:
             Exception: whatever the baseline raises, and the candidate's exception when
                 ``fallback`` is off.
         """
-        snap = self._snapshot
-        vi, override = self._pick(snap, x, key)
-        rid = next(self._ids)
-        y, fell_back = self._serve(snap, rid, vi, override, x)
-        # tuple.__new__ skips the NamedTuple's Python-level __new__ (half the cost).
-        return _new_tuple(Routed, (y, snap.names[vi], rid, fell_back, snap.version))
+        return self._request(x, key, True)  # type: ignore[no-any-return]
 
     def predict(self, x: Any, *, key: Key | None = None) -> Any:
         """Route one request and return only the answer (see :meth:`route`)."""
+        return self._request(x, key, False)
+
+    def _request(self, x: Any, key: Key | None, full: bool) -> Any:
+        """The request path behind route (``full``: return a Routed) and predict.
+
+        Kept in one function, with the rare cases in helpers, because each Python call
+        costs about as much as the hash itself.
+        """
         snap = self._snapshot
-        vi, override = self._pick(snap, x, key)
-        return self._serve(snap, next(self._ids), vi, override, x)[0]
+        if snap.plain and type(key) is str:
+            vi = snap.table[_xxh3(key.encode(), snap.seed) % BUCKETS]
+            override = False
+        else:
+            vi, override = self._pick(snap, x, key)
+        rid = next(self._ids)
+        clock = self._clock
+        t0 = clock()
+        try:
+            y = snap.models[vi](x)
+        except Exception:
+            y = self._failed(snap, rid, vi, override, x, clock() - t0)
+            fell_back = True
+        else:
+            latency = clock() - t0
+            validator = snap.validators[vi]
+            if validator is not None and not _valid(validator, y):
+                y, fell_back = self._rejected(snap, rid, vi, override, x, y, latency)
+            else:
+                self._append((rid, vi, latency, _OK, False, y, override))
+                if not rid & _FLUSH_MASK:
+                    self._maintain()
+                fell_back = False
+        if full:
+            # tuple.__new__ skips the NamedTuple's Python-level __new__ (half the cost).
+            return _new_tuple(Routed, (y, snap.names[vi], rid, fell_back, snap.version))
+        return y
 
     def __call__(self, x: Any, *, key: Key | None = None) -> Any:
         """Same as :meth:`predict`."""
@@ -503,12 +530,9 @@ class Router:
         latency = np.zeros(n, dtype=np.float64)
         parts: list[tuple[NDArray[np.int64], Any]] = []
         clock = self._clock
-        if n:
-            order = np.argsort(vi, kind="stable")
-            bounds = np.flatnonzero(np.diff(vi[order])) + 1
-            groups = np.split(order, bounds)
-        else:
-            groups = []
+        # One pass per variant (a handful) beats a sort of the whole batch.
+        counts = np.bincount(vi, minlength=len(snap.names)) if n else np.zeros(0, np.int64)
+        groups = [np.flatnonzero(vi == j) for j in np.flatnonzero(counts).tolist()]
         # The baseline's slice last, so that fallback rows can join it in one call.
         groups.sort(key=lambda g: int(vi[g[0]]) == 0)
         redo: list[NDArray[np.int64]] = []
@@ -552,8 +576,9 @@ class Router:
         for idx in redo:
             xs = X[idx] if is_array else [X[i] for i in idx]
             parts.append((idx, snap.models[0](xs)))
-        self._record_batch(ids, vi, latency, status, fallback, parts, override, None)
-        return _scatter(parts, n), fallback
+        values = _scatter(parts, n)
+        self._record_batch(ids, vi, latency, status, fallback, values, override)
+        return values, fallback
 
     def _record_batch(
         self,
@@ -562,10 +587,15 @@ class Router:
         latency: NDArray[np.float64],
         status: NDArray[np.int8],
         fallback: NDArray[np.bool_],
-        parts: list[tuple[NDArray[np.int64], Any]] | None,
+        outputs: Any,
         override: NDArray[np.bool_],
-        only: NDArray[np.int64] | None,
+        only: NDArray[np.int64] | None = None,
     ) -> None:
+        """Buffer a batch's records; ``outputs`` are the values returned, in input order.
+
+        The recorder summarizes outputs of OK rows only, so the rows a fallback answered
+        (their status is not OK) never count the baseline's answer for the failed variant.
+        """
         if only is not None:
             # A slice failed without fallback: record the rows that were attempted.
             self._recorder.append_batch(
@@ -578,12 +608,6 @@ class Router:
                 override[only],
             )
             return
-        outputs: list[Any] = [None] * len(vi)
-        for idx, ys in parts or ():
-            for i, y in zip(idx.tolist(), ys, strict=True):
-                outputs[i] = y
-        for i in np.flatnonzero(fallback | (status != _OK)).tolist():
-            outputs[i] = None  # a failed variant produced no output of its own
         self._recorder.append_batch(ids, vi, latency, status, fallback, outputs, override)
         self._maintain()
 

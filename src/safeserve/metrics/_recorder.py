@@ -59,6 +59,8 @@ _BOOL_TYPES = frozenset({bool, np.bool_})
 _LABEL_TYPES = frozenset({str, np.str_}) | _INT_TYPES | _BOOL_TYPES
 _NUMERIC_TYPES = _FLOAT_TYPES | _INT_TYPES | _BOOL_TYPES
 
+#: numpy kinds whose batch outputs are summarized as arrays (not row by row).
+_ARR = "fiubUS"
 _GET = tuple(itemgetter(i) for i in range(7))
 #: Variant index given to a record that is not a 7-tuple.
 _MALFORMED = np.iinfo(np.int64).min
@@ -108,16 +110,17 @@ class _Columns:
     def concat(parts: list[_Columns]) -> _Columns:
         if len(parts) == 1:
             return parts[0]
-        outs: NDArray[np.float64] | list[Any] | None
-        if all(isinstance(p.out, np.ndarray) for p in parts):
-            outs = np.concatenate([p.out for p in parts])
+        outs: NDArray[Any] | list[Any] | None
+        arrays = [p.out for p in parts if isinstance(p.out, np.ndarray)]
+        if len(arrays) == len(parts) and len({(a.dtype.kind, a.shape[1:]) for a in arrays}) == 1:
+            outs = np.concatenate(arrays)
         else:
             outs = []
             for p in parts:
                 if p.out is None:
                     outs.extend([None] * len(p))
                 elif isinstance(p.out, np.ndarray):
-                    outs.extend(p.out.tolist())
+                    outs.extend(p.out if p.out.ndim > 1 else p.out.tolist())
                 else:
                     outs.extend(p.out)
         lat_type = None
@@ -474,13 +477,16 @@ class Recorder:
         except (TypeError, ValueError, OverflowError) as e:
             raise DataError(f"batch columns must be numeric arrays: {e}") from None
         n = var.size
-        out: NDArray[np.float64] | list[Any] | None
+        out: NDArray[Any] | list[Any] | None
         if outputs is None:
             out = None
         elif isinstance(outputs, np.ndarray) and outputs.ndim == 1 and outputs.dtype.kind == "f":
             out = outputs.astype(np.float64, copy=True)
+        elif isinstance(outputs, np.ndarray) and outputs.ndim >= 1 and outputs.dtype.kind in _ARR:
+            # Labels, numbers in (n, 1) columns, or vectors stay an array: summarized vectorized.
+            out = outputs.copy()
         elif isinstance(outputs, np.ndarray) and outputs.ndim >= 1:
-            out = list(outputs)  # rows: labels, ints, or vectors
+            out = list(outputs)  # object arrays: judged row by row
         else:
             out = list(outputs)  # type: ignore[arg-type]
         sizes = {rid.size, n, lat.size, st.size, fb.size, ov.size}
@@ -700,7 +706,7 @@ class Recorder:
                 self._kinds[v].counts[3] += per[v]
             return
         if isinstance(out, np.ndarray):
-            self._ingest_numeric(ovar, out[ok], dest)
+            self._ingest_array(ovar, out[ok], dest)
             return
         sub = out if ok.all() else list(compress(out, ok.tolist()))
         types = set(map(type, sub))
@@ -713,6 +719,37 @@ class Recorder:
             self._ingest_labels(ovar, sub, dest)
         else:
             self._ingest_mixed(ovar, sub, dest)
+
+    def _ingest_array(
+        self, var: NDArray[np.int64], out: NDArray[Any], dest: list[_VariantSlice]
+    ) -> None:
+        """Outputs of a batch that came as one numpy array, summarized without a Python loop."""
+        mode = self.outputs
+        kind = out.dtype.kind
+        if out.ndim > 1 and math.prod(out.shape[1:]) == 1:
+            out = out.reshape(-1)  # size-1 rows count as their element
+        if out.ndim > 1:
+            per = np.bincount(var, minlength=self._nv)
+            for v in np.flatnonzero(per).tolist():
+                self._kinds[v].counts[2] += per[v]
+        elif kind == "f" or (kind in "iub" and mode == "numeric"):
+            if kind == "f" and mode == "label":
+                for v, k in enumerate(np.bincount(var, minlength=self._nv).tolist()):
+                    if k:
+                        self._reject(v, "output:not_a_label", k)
+                return
+            self._ingest_numeric(var, out.astype(np.float64, copy=False), dest)
+        elif kind in "US" and mode == "numeric":
+            for v, k in enumerate(np.bincount(var, minlength=self._nv).tolist()):
+                if k:
+                    self._reject(v, "output:not_numeric", k)
+        else:
+            for v in np.unique(var).tolist():
+                labels, counts = np.unique(out[var == v], return_counts=True)
+                dest[v].labels.update_counts(
+                    dict(zip(labels.tolist(), counts.tolist(), strict=True))
+                )
+                self._kinds[v].counts[1] += int(counts.sum())
 
     def _ingest_numeric(
         self, var: NDArray[np.int64], x: NDArray[np.float64], dest: list[_VariantSlice]
