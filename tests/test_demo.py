@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
 from safeserve.__main__ import main
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The command line configures structlog for itself; put the suite's setup back."""
+    yield
+    import conftest
+
+    conftest.quiet_structlog()
 
 
 def test_demo_runs_in_a_subprocess() -> None:

@@ -28,6 +28,18 @@ from ._hashing import BUCKETS, HASH_VERSION, bucket_of, buckets_of, salt_seed
 from ._rollout import Phase
 from ._router import Routed, RoutedBatch, Router, Status
 from ._validators import has_shape, is_finite
+from .policy import (
+    SRM,
+    Action,
+    CheckResult,
+    Decision,
+    ErrorRate,
+    Guardrail,
+    Latency,
+    LatencyQuantile,
+    MetricCheck,
+    Policy,
+)
 from .strategies import Canary, FixedSplit
 
 try:
@@ -38,14 +50,24 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 __all__ = [
     "BUCKETS",
     "HASH_VERSION",
+    "SRM",
+    "Action",
     "Allocation",
     "Canary",
+    "CheckResult",
     "ConfigError",
     "DataError",
+    "Decision",
+    "ErrorRate",
     "FixedSplit",
+    "Guardrail",
     "InvalidKeyError",
     "InvalidOutputError",
+    "Latency",
+    "LatencyQuantile",
+    "MetricCheck",
     "Phase",
+    "Policy",
     "Routed",
     "RoutedBatch",
     "Router",

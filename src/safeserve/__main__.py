@@ -45,9 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)
-    _configure_logging(verbose=args.verbose)
     if getattr(args, "users", 1) <= 0:
         parser.error(f"--users must be positive, got {args.users!r}")
+    _configure_logging(verbose=args.verbose)
     code: int = args.func(args)
     return code
 

@@ -1,10 +1,24 @@
-"""Rollout phases."""
+"""The rollout state machine: phases, steps, transitions, and the decision log."""
 
 from __future__ import annotations
 
+import collections
 import enum
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["Phase"]
+import structlog
+
+from ._errors import TransitionError
+from .metrics import MetricsSnapshot
+from .policy._decision import Action, CheckResult, Decision
+from .policy._policy import Judge, Policy
+
+__all__ = ["Phase", "Rollout"]
+
+_log = structlog.get_logger("safeserve")
 
 
 class Phase(enum.StrEnum):
@@ -25,3 +39,412 @@ class Phase(enum.StrEnum):
 
 
 Phase.__module__ = "safeserve"
+
+_ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
+_STOPPED = (Phase.ROLLED_BACK, Phase.ABORTED)
+
+
+class Rollout:
+    """The state of one canary rollout and its transitions (driven by a Router).
+
+    Every transition, automatic or manual, is a :class:`Decision`: logged as a structlog
+    ``safeserve.decision`` event and kept in a bounded history. Invalid transitions raise
+    :class:`TransitionError`. State is plain data (:meth:`to_dict`).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        baseline: str,
+        candidate: str,
+        steps: tuple[float, ...],
+        policy: Policy,
+        clock: Callable[[], float],
+        apply: Callable[[dict[str, float]], None],
+        reset_windows: Callable[[], None],
+        min_duration: float,
+        min_samples: int,
+        deadline: float | None,
+        on_deadline: str,
+        auto: bool,
+        start_weight: float,
+        history: int = 200,
+    ) -> None:
+        self.name = name
+        self.baseline = baseline
+        self.candidate = candidate
+        self.steps = steps
+        self.policy = policy
+        self._clock = clock
+        self._apply = apply
+        self._reset_windows = reset_windows
+        self.min_duration = min_duration
+        self.min_samples = min_samples
+        self.deadline = deadline
+        self.on_deadline = on_deadline
+        self.auto = auto
+        comparative = sum(1 for s in steps if s < 100.0)
+        self.judge = Judge(
+            policy, baseline=baseline, candidate=candidate, comparative_steps=comparative
+        )
+        self.lock = threading.RLock()
+        self.history: collections.deque[Decision] = collections.deque(maxlen=history)
+        self.phase = Phase.PROGRESSING
+        self.version = 1
+        self.failures = 0
+        self.consecutive = 0
+        self.evaluations = 0
+        now = clock()
+        self.started_at = now
+        self.step_started_at = now
+        self.step: int | None = self._step_of(start_weight)
+        self.weight = float(start_weight)
+        self.stable = baseline
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _step_of(self, weight: float) -> int | None:
+        for i, s in enumerate(self.steps):
+            if math.isclose(s, weight):
+                return i
+        return None
+
+    def weights(self) -> dict[str, float]:
+        """Percent of traffic per variant in this state."""
+        return {self.baseline: 100.0 - self.weight, self.candidate: self.weight}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as plain, JSON-serializable data."""
+        return {
+            "name": self.name,
+            "phase": self.phase.value,
+            "step": self.step,
+            "steps": list(self.steps),
+            "weights": self.weights(),
+            "version": self.version,
+            "stable": self.stable,
+            "failures": self.failures,
+            "consecutive_failures": self.consecutive,
+            "evaluations": self.evaluations,
+            "started_at": self.started_at,
+            "step_started_at": self.step_started_at,
+            "auto": self.auto,
+        }
+
+    def _transition(
+        self,
+        action: Action,
+        reason: str,
+        *,
+        phase: Phase,
+        weight: float,
+        step: int | None,
+        checks: tuple[CheckResult, ...] = (),
+        manual: bool,
+        now: float,
+    ) -> Decision:
+        before_phase, before_step, before_w = self.phase, self.step, self.weights()
+        moved = not math.isclose(weight, self.weight) or step != self.step
+        self.phase, self.weight, self.step = phase, float(weight), step
+        if action is not Action.CONTINUE:
+            self.version += 1
+        if moved:
+            self._apply(self.weights())
+            self.step_started_at = now
+            self.failures = self.consecutive = 0
+            self._reset_windows()
+        decision = Decision(
+            rollout=self.name,
+            action=action,
+            reason=reason,
+            phase_before=before_phase.value,
+            phase_after=phase.value,
+            step_before=before_step,
+            step_after=step,
+            weights_before=before_w,
+            weights_after=self.weights(),
+            checks=checks,
+            time=now,
+            version=self.version,
+            manual=manual,
+        )
+        self._record(decision)
+        return decision
+
+    def _record(self, decision: Decision) -> None:
+        self.history.append(decision)
+        event: dict[str, Any] = {
+            "rollout": decision.rollout,
+            "phase": decision.phase_after,
+            "step": decision.step_after,
+            "action": decision.action.value,
+            "reason": decision.reason,
+            "weights": decision.weights_after,
+            "manual": decision.manual,
+            "version": decision.version,
+        }
+        if decision.action is Action.CONTINUE:
+            # Routine looks: a compact verdict per check (the full evidence is in history).
+            event["verdicts"] = {c.name: c.verdict.value for c in decision.checks}
+            _log.debug("safeserve.decision", **event)
+            return
+        event["checks"] = [c.to_dict() for c in decision.checks]
+        if decision.action in (Action.ROLLBACK, Action.ABORT, Action.PAUSE):
+            _log.warning("safeserve.decision", **event)
+        else:
+            _log.info("safeserve.decision", **event)
+
+    def _require(self, action: str, allowed: tuple[Phase, ...]) -> None:
+        if self.phase not in allowed:
+            names = ", ".join(p.value for p in allowed)
+            raise TransitionError(
+                f"cannot {action} rollout {self.name!r} in phase {self.phase.value!r} "
+                f"(allowed in: {names})"
+            )
+
+    def _next(self) -> tuple[int | None, float]:
+        """The step after the current weight (the first step above it)."""
+        for i, s in enumerate(self.steps):
+            if s > self.weight + 1e-9:
+                return i, s
+        return len(self.steps) - 1, self.steps[-1]
+
+    # -- manual controls ---------------------------------------------------------------------
+
+    def set_weight(self, weight: float) -> Decision:
+        """Record a weight the router was set to by hand; the rollout continues from it."""
+        with self.lock:
+            now = self._clock()
+            before_phase, before_step, before_w = self.phase, self.step, self.weights()
+            self.weight = float(weight)
+            self.step = self._step_of(weight)
+            self.step_started_at = now
+            self.failures = self.consecutive = 0
+            self._reset_windows()
+            decision = Decision(
+                rollout=self.name,
+                action=Action.CONTINUE,
+                reason=f"weights set by hand: candidate at {weight:g}%",
+                phase_before=before_phase.value,
+                phase_after=self.phase.value,
+                step_before=before_step,
+                step_after=self.step,
+                weights_before=before_w,
+                weights_after=self.weights(),
+                time=now,
+                version=self.version,
+                manual=True,
+            )
+            self._record(decision)
+            return decision
+
+    def promote(self, *, full: bool = False, reason: str | None = None) -> Decision:
+        with self.lock:
+            self._require("promote", _ACTIVE)
+            now = self._clock()
+            if full or self.weight >= 100.0:
+                return self._finish(now, reason or "promoted by hand", manual=True)
+            step, weight = self._next()
+            return self._transition(
+                Action.PROMOTE,
+                reason or f"promoted by hand to {weight:g}%",
+                phase=Phase.PROGRESSING,
+                weight=weight,
+                step=step,
+                manual=True,
+                now=now,
+            )
+
+    def _finish(
+        self, now: float, reason: str, *, manual: bool, checks: tuple[CheckResult, ...] = ()
+    ) -> Decision:
+        self.stable = self.candidate
+        return self._transition(
+            Action.PROMOTE,
+            reason,
+            phase=Phase.PROMOTED,
+            weight=100.0,
+            step=len(self.steps) - 1,
+            manual=manual,
+            now=now,
+            checks=checks,
+        )
+
+    def rollback(
+        self, reason: str, *, manual: bool = True, checks: tuple[CheckResult, ...] = ()
+    ) -> Decision:
+        with self.lock:
+            self._require("roll back", (*_ACTIVE, Phase.PROMOTED))
+            self.stable = self.baseline
+            return self._transition(
+                Action.ROLLBACK,
+                reason,
+                phase=Phase.ROLLED_BACK,
+                weight=0.0,
+                step=None,
+                manual=manual,
+                now=self._clock(),
+                checks=checks,
+            )
+
+    def pause(
+        self, reason: str, *, manual: bool = True, checks: tuple[CheckResult, ...] = ()
+    ) -> Decision:
+        with self.lock:
+            self._require("pause", (Phase.PROGRESSING,))
+            return self._transition(
+                Action.PAUSE,
+                reason,
+                phase=Phase.PAUSED,
+                weight=self.weight,
+                step=self.step,
+                manual=manual,
+                now=self._clock(),
+                checks=checks,
+            )
+
+    def resume(self, reason: str = "resumed by hand") -> Decision:
+        with self.lock:
+            self._require("resume", (Phase.PAUSED,))
+            self.judge.reset_srm()
+            return self._transition(
+                Action.RESUME,
+                reason,
+                phase=Phase.PROGRESSING,
+                weight=self.weight,
+                step=self.step,
+                manual=True,
+                now=self._clock(),
+            )
+
+    def abort(self, reason: str) -> Decision:
+        with self.lock:
+            self._require("abort", _ACTIVE)
+            return self._transition(
+                Action.ABORT,
+                reason,
+                phase=Phase.ABORTED,
+                weight=0.0,
+                step=None,
+                manual=True,
+                now=self._clock(),
+            )
+
+    def retry(self, reason: str = "retried by hand") -> Decision:
+        with self.lock:
+            self._require("retry", _STOPPED)
+            self.judge.restart()
+            self.stable = self.baseline
+            return self._transition(
+                Action.RETRY,
+                reason,
+                phase=Phase.PROGRESSING,
+                weight=self.steps[0],
+                step=0,
+                manual=True,
+                now=self._clock(),
+            )
+
+    # -- automatic evaluation ----------------------------------------------------------------
+
+    def evaluate(self, snap: MetricsSnapshot) -> Decision:
+        """Judge the checks on ``snap`` and act on the verdicts; return the decision."""
+        with self.lock:
+            now = self._clock()
+            self.evaluations += 1
+            if self.phase not in _ACTIVE:
+                return self._transition(
+                    Action.CONTINUE,
+                    f"nothing to judge in phase {self.phase.value!r}",
+                    phase=self.phase,
+                    weight=self.weight,
+                    step=self.step,
+                    manual=False,
+                    now=now,
+                )
+            j = self.judge.evaluate(snap, weights=self.weights())
+            keep = {"phase": self.phase, "weight": self.weight, "step": self.step}
+            if not self.auto or self.phase is Phase.PAUSED:
+                why = "manual mode" if not self.auto else "paused"
+                return self._transition(
+                    Action.CONTINUE,
+                    f"{why}: judged, not acted on",
+                    checks=j.results,
+                    manual=False,
+                    now=now,
+                    **keep,  # type: ignore[arg-type]
+                )
+            failing = [
+                r for r in j.results if r.verdict.value == "fail" and not r.dry_run and r.critical
+            ]
+            if j.guardrail_breached:
+                why = "; ".join(f"{r.name}: {r.reason}" for r in failing if r.kind == "guardrail")
+                return self.rollback(f"guardrail breached: {why}", manual=False, checks=j.results)
+            if j.failed:
+                self.failures += 1
+                self.consecutive += 1
+            else:
+                self.consecutive = 0
+            count = self.consecutive if self.policy.consecutive else self.failures
+            if j.failed and count > self.policy.failure_limit:
+                why = "; ".join(f"{r.name}: {r.reason}" for r in failing if r.kind != "srm")
+                return self.rollback(
+                    f"failed at {self.weight:g}%: {why}", manual=False, checks=j.results
+                )
+            if j.srm_mismatch:
+                why = next(r.reason for r in failing if r.kind == "srm")
+                return self.pause(f"sample ratio mismatch: {why}", manual=False, checks=j.results)
+            elapsed = now - self.step_started_at
+            c = snap.variant(self.candidate).requests
+            b = snap.variant(self.baseline).requests
+            samples_ok = c >= self.min_samples and (self.weight >= 100.0 or b >= self.min_samples)
+            baked = elapsed >= self.min_duration and samples_ok
+            if baked and j.all_pass and not j.failed:
+                if self.weight >= 100.0:
+                    return self._finish(
+                        now,
+                        f"baked {elapsed:g}s at 100% with every guardrail holding",
+                        manual=False,
+                        checks=j.results,
+                    )
+                step, weight = self._next()
+                return self._transition(
+                    Action.PROMOTE,
+                    f"every critical check passed after {elapsed:g}s and {c} candidate requests "
+                    f"at {self.weight:g}%: moving to {weight:g}%",
+                    phase=Phase.PROGRESSING,
+                    weight=weight,
+                    step=step,
+                    checks=j.results,
+                    manual=False,
+                    now=now,
+                )
+            if self.deadline is not None and elapsed > self.deadline:
+                pending = [r.name for r in j.results if r.verdict.value != "pass" and r.critical]
+                why = (
+                    f"step at {self.weight:g}% ran past its deadline of {self.deadline:g}s "
+                    f"without a verdict (still open: {', '.join(pending) or 'bake time/samples'})"
+                )
+                if self.on_deadline == "pause":
+                    return self.pause(why, manual=False, checks=j.results)
+                return self.rollback(why, manual=False, checks=j.results)
+            open_checks = [
+                r.name
+                for r in j.results
+                if r.verdict.value != "pass" and r.critical and not r.dry_run
+            ]
+            why = (
+                f"baking: {elapsed:g}s of {self.min_duration:g}s, {c} candidate / {b} baseline "
+                f"requests of {self.min_samples}"
+                if not baked
+                else f"waiting on {', '.join(open_checks)}"
+            )
+            return self._transition(
+                Action.CONTINUE,
+                why,
+                checks=j.results,
+                manual=False,
+                now=now,
+                **keep,  # type: ignore[arg-type]
+            )

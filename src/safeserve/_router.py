@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import threading
 import time
@@ -16,11 +17,12 @@ import xxhash
 from numpy.typing import NDArray
 
 from ._allocation import Allocation
-from ._errors import ConfigError, InvalidOutputError
+from ._errors import ConfigError, InvalidOutputError, TransitionError
 from ._hashing import BUCKETS, HASH_VERSION, Key, buckets_of, key_bytes, salt_seed
-from ._rollout import Phase
-from .metrics import MetricsSnapshot, Recorder
-from .strategies import Strategy
+from ._rollout import Phase, Rollout
+from .metrics import MetricsSnapshot, Recorder, TimeWindow
+from .policy import Decision, Policy
+from .strategies import Canary, Strategy
 
 __all__ = ["Routed", "RoutedBatch", "Router", "Status"]
 
@@ -31,9 +33,8 @@ _log = structlog.get_logger("safeserve")
 # Record status codes (see safeserve.metrics.Status).
 _OK, _ERROR, _INVALID = 0, 1, 2
 
-#: How many requests go by between two automatic flushes of the metric buffer (a power of 2).
+#: How many requests go by between two automatic flushes of the metric buffer.
 FLUSH_EVERY = 4096
-_FLUSH_MASK = FLUSH_EVERY - 1
 
 Model = Callable[[Any], Any]
 Validator = Callable[[Any], bool]
@@ -82,6 +83,7 @@ class Status:
         decisions: The recent decisions, oldest first.
         metrics: The per-variant metric windows.
         keyless: Requests that came without a key (random bucket, counted apart).
+        stable: The variant that is the stable version now (the candidate once promoted).
     """
 
     name: str
@@ -92,6 +94,7 @@ class Status:
     decisions: tuple[Any, ...]
     metrics: MetricsSnapshot
     keyless: int
+    stable: str
 
 
 Status.__module__ = "safeserve"
@@ -176,6 +179,7 @@ class Router:
         override: OverrideFn | None = None,
         seed: int | None = None,
         recorder: Recorder | None = None,
+        policy: Policy | None = None,
     ) -> None:
         if not isinstance(models, Mapping) or not models:
             raise ConfigError(
@@ -232,7 +236,15 @@ class Router:
         self._index = index
         self._override_keys = override_keys
         self._override_fn = override
-        self._recorder = recorder or Recorder(self._all, clock=self._clock)
+        if policy is not None and not isinstance(policy, Policy):
+            raise ConfigError(f"policy must be a safeserve.Policy, got {policy!r}")
+        if recorder is None:
+            # A rollout's windows restart at every step and should cover a whole step.
+            window = (
+                TimeWindow(length=86_400.0, slices=48) if isinstance(strategy, Canary) else None
+            )
+            recorder = Recorder(self._all, clock=self._clock, window=window)
+        self._recorder = recorder
         self._append = self._recorder.append
         self._ids = itertools.count(1)
         self._lock = threading.RLock()  # serializes writers (weight changes, flush bookkeeping)
@@ -240,9 +252,36 @@ class Router:
         self._keyless_lock = threading.Lock()
         self._keyless = 0
         self._rng = random.Random(seed)
-        self._phase = Phase.PROGRESSING if candidates else Phase.PROMOTED
-        self._decisions: list[Any] = []
+        self._rollout: Rollout | None = None
+        self._eval_lock = threading.Lock()
+        self._last_eval = (0, self._clock())
+        self._evaluate_every = FLUSH_EVERY
+        self._evaluate_interval = math.inf
         self._snapshot = self._build(allocation, version=1)
+        if isinstance(strategy, Canary):
+            self._rollout = Rollout(
+                name=name,
+                baseline=strategy.baseline,
+                candidate=strategy.candidate,
+                steps=strategy.steps,
+                policy=policy or Policy(),
+                clock=self._clock,
+                apply=self._apply_weights,
+                reset_windows=self._recorder.reset,
+                min_duration=strategy.min_duration,
+                min_samples=strategy.min_samples,
+                deadline=strategy.deadline,
+                on_deadline=strategy.on_deadline,
+                auto=strategy.automatic,
+                start_weight=weights[strategy.candidate],
+            )
+            self._evaluate_every = strategy.evaluate_every
+            self._evaluate_interval = strategy.evaluate_interval
+        elif policy is not None:
+            raise ConfigError("a policy needs a rollout strategy such as ss.Canary")
+        # The request path checks for upkeep when the request id hits this mask.
+        every = min(FLUSH_EVERY, self._evaluate_every)
+        self._mask = (1 << (every.bit_length() - 1)) - 1
         _log.info(
             "safeserve.router_created",
             rollout=name,
@@ -254,6 +293,15 @@ class Router:
     # -- configuration -------------------------------------------------------------------
 
     def _build(self, allocation: Allocation, *, version: int) -> _Snapshot:
+        override_keys, override_fn = self._override_keys, self._override_fn
+        rollout = getattr(self, "_rollout", None)
+        if rollout is not None and rollout.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
+            # A rolled-back candidate serves nobody, not even forced keys, until retry().
+            blocked = self._index[rollout.candidate]
+            if override_keys is not None:
+                override_keys = {k: v for k, v in override_keys.items() if v != blocked} or None
+            if override_fn is not None:
+                override_fn = _blocking(override_fn, rollout.candidate)
         return _Snapshot(
             version=version,
             allocation=allocation,
@@ -263,14 +311,15 @@ class Router:
             models=self._models,
             validators=self._validators,
             fallback=self._fallback,
-            override_keys=self._override_keys,
-            override_fn=self._override_fn,
+            override_keys=override_keys,
+            override_fn=override_fn,
         )
 
     def set_weights(self, weights: Mapping[str, float]) -> None:
         """Change some variants' traffic percentages at once (one atomic snapshot swap).
 
         Raising a candidate's weight only adds users to it; lowering it only removes users.
+        During a canary rollout the rollout continues from the new weight (a manual step).
 
         Args:
             weights: Variant name -> percent. Variants not named keep their weight.
@@ -278,6 +327,16 @@ class Router:
         Raises:
             ConfigError: for an unknown variant or invalid weights (the old table stays).
         """
+        rollout = self._rollout
+        if rollout is None:
+            self._apply_weights(weights)
+            return
+        with rollout.lock:
+            self._apply_weights(weights)
+            rollout.set_weight(self._snapshot.allocation.weights[rollout.candidate])
+
+    def _apply_weights(self, weights: Mapping[str, float]) -> None:
+        """Build the routing table for ``weights`` and swap it in (one attribute write)."""
         with self._lock:
             old = self._snapshot
             allocation = old.allocation.with_weights(weights)
@@ -434,8 +493,8 @@ class Router:
                 y, fell_back = self._rejected(snap, rid, vi, override, x, y, latency)
             else:
                 self._append((rid, vi, latency, _OK, False, y, override))
-                if not rid & _FLUSH_MASK:
-                    self._maintain()
+                if not rid & self._mask:
+                    self._maintain(rid)
                 fell_back = False
         if full:
             # tuple.__new__ skips the NamedTuple's Python-level __new__ (half the cost).
@@ -613,13 +672,31 @@ class Router:
 
     # -- metrics, outcomes and status ------------------------------------------------------
 
-    def _maintain(self) -> None:
-        """Flush the metric buffer, unless another thread is already doing it."""
-        if self._flush_lock.acquire(blocking=False):
-            try:
+    def _maintain(self, rid: int | None = None) -> None:
+        """Upkeep on the request path: flush the metric buffer and, when due, evaluate.
+
+        Never blocks: if another thread is already at it, this one returns at once.
+        """
+        if not self._flush_lock.acquire(blocking=False):
+            return
+        try:
+            rollout = self._rollout
+            due = False
+            if rollout is not None and rid is not None:
+                last_rid, last_t = self._last_eval
+                due = (
+                    rid - last_rid >= self._evaluate_every
+                    or self._clock() - last_t >= self._evaluate_interval
+                )
+            if due or rid is None or self._recorder.pending() >= FLUSH_EVERY:
                 self._recorder.flush()
+        finally:
+            self._flush_lock.release()
+        if due and self._eval_lock.acquire(blocking=False):
+            try:
+                self._evaluate(rid or 0)
             finally:
-                self._flush_lock.release()
+                self._eval_lock.release()
 
     def flush(self) -> int:
         """Move buffered request records into the metric windows now; return how many."""
@@ -650,16 +727,81 @@ class Router:
         """Return the router's state and metrics as plain data."""
         self.flush()
         snap = self._snapshot
+        rollout = self._rollout
         return Status(
             name=self.name,
-            phase=self._phase,
+            phase=rollout.phase if rollout is not None else Phase.PROMOTED,
             version=snap.version,
             weights=snap.allocation.weights,
-            step=None,
-            decisions=tuple(self._decisions),
+            step=rollout.step if rollout is not None else None,
+            decisions=tuple(rollout.history) if rollout is not None else (),
             metrics=self._recorder.snapshot(),
             keyless=self._keyless,
+            stable=rollout.stable if rollout is not None else snap.allocation.baseline,
         )
+
+    # -- rollout controls ----------------------------------------------------------------------
+
+    def _need_rollout(self) -> Rollout:
+        if self._rollout is None:
+            raise TransitionError(
+                f"router {self.name!r} has no rollout: give it a strategy such as ss.Canary"
+            )
+        return self._rollout
+
+    def _evaluate(self, rid: int) -> Decision:
+        rollout = self._need_rollout()
+        self.flush()
+        self._last_eval = (rid, self._clock())
+        return rollout.evaluate(self._recorder.snapshot())
+
+    def evaluate(self) -> Decision:
+        """Judge the rollout's checks now and act on the verdicts; return the decision.
+
+        Evaluations also run by themselves every ``evaluate_every`` requests or
+        ``evaluate_interval`` seconds; two never run at once.
+
+        Raises:
+            TransitionError: when the router has no rollout.
+        """
+        self._need_rollout()
+        with self._eval_lock:
+            return self._evaluate(self._last_eval[0])
+
+    def promote(self, *, full: bool = False) -> Decision:
+        """Move the candidate to the next step now (``full=True``: to 100% and done).
+
+        Raises:
+            TransitionError: unless the rollout is progressing or paused.
+        """
+        return self._need_rollout().promote(full=full)
+
+    def rollback(self, *, reason: str = "rolled back by hand") -> Decision:
+        """Send every request to the baseline now, in one snapshot swap.
+
+        The candidate serves no request that starts after this returns, not even for
+        overridden keys, until :meth:`retry`. Calls already running finish.
+
+        Raises:
+            TransitionError: unless the rollout is progressing, paused or promoted.
+        """
+        return self._need_rollout().rollback(reason)
+
+    def pause(self, *, reason: str = "paused by hand") -> Decision:
+        """Freeze the weights: no promotion and no automatic rollback until :meth:`resume`."""
+        return self._need_rollout().pause(reason)
+
+    def resume(self) -> Decision:
+        """Leave a pause."""
+        return self._need_rollout().resume()
+
+    def abort(self, *, reason: str = "aborted by hand") -> Decision:
+        """Stop the rollout by hand: back to the baseline, until :meth:`retry`."""
+        return self._need_rollout().abort(reason)
+
+    def retry(self) -> Decision:
+        """Start a rolled-back or aborted rollout again from its first step."""
+        return self._need_rollout().retry()
 
     def __repr__(self) -> str:
         shares = ", ".join(f"{n}={w:g}%" for n, w in self.weights.items())
@@ -669,6 +811,16 @@ class Router:
 for _cls in (Router, Routed, RoutedBatch):
     _cls.__module__ = "safeserve"
 del _cls
+
+
+def _blocking(fn: OverrideFn, blocked: str) -> OverrideFn:
+    """Wrap an override predicate so that it never forces ``blocked``."""
+
+    def override(key: Key | None, x: Any) -> str | None:
+        name = fn(key, x)
+        return None if name == blocked else name
+
+    return override
 
 
 def _valid(validator: Validator, y: Any) -> bool:

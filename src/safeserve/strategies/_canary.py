@@ -50,20 +50,47 @@ def _validate_steps(
     values = [_check_percent("each step", s, zero_ok=False) for s in steps]
     if any(b <= a for a, b in itertools.pairwise(values)):
         raise ConfigError(f"steps must be strictly increasing, got {steps!r}")
+    if values[-1] != 100.0:
+        raise ConfigError(f"steps must end at 100 (the full rollout), got {steps!r}")
+
+
+def _positive(role: str, value: object, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{role} must be a number, got {value!r}")
+    ok = value >= 0 if allow_zero else value > 0
+    if not (ok and math.isfinite(value)):
+        raise ConfigError(
+            f"{role} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}"
+        )
 
 
 @attrs.frozen
 class Canary:
     """Send a growing share of users to a candidate, by a deterministic hash of their key.
 
-    The candidate starts at ``weight`` percent (by default the first step). Each user keeps
-    their variant while the weight grows: the 5% cohort is inside the 25% cohort.
+    The candidate starts at the first step. After every ``evaluate_every`` requests or
+    ``evaluate_interval`` seconds the policy judges it: while every critical check passes and
+    the step has baked (``min_duration`` seconds and ``min_samples`` requests per arm) it moves
+    to the next step; at 100% it becomes the new stable version. The moment a check fails, it
+    goes back to 0% in one step and stays there until :meth:`Router.retry`. Users keep their
+    variant while the weight grows: the 5% cohort is inside the 25% cohort.
 
     Args:
         baseline: The stable model's name in the router's models.
         candidate: The new model's name.
-        steps: Traffic percentages the rollout moves through.
-        weight: The starting percentage, if not the first step.
+        steps: Traffic percentages, strictly increasing, ending at 100.
+        weight: Pin the candidate at this percentage instead (manual mode: the policy judges
+            on :meth:`Router.evaluate` but never acts; use the router's controls).
+        auto: Whether the rollout acts on the verdicts by itself (default: True unless
+            ``weight`` is given).
+        min_duration: Seconds each step bakes before it may be promoted.
+        min_samples: Requests per arm each step needs before it may be promoted.
+        deadline: Seconds after which a step without a verdict takes ``on_deadline``
+            (None: no deadline).
+        on_deadline: ``"rollback"`` (default) or ``"pause"``.
+        evaluate_every: Requests between two automatic evaluations.
+        evaluate_interval: Seconds between two automatic evaluations (checked as requests
+            arrive).
 
     >>> import safeserve as ss
     >>> ss.Canary(baseline="v1", candidate="v2").initial_weights()
@@ -78,6 +105,13 @@ class Canary:
         default=(5.0, 25.0, 50.0, 100.0), converter=tuple, validator=_validate_steps
     )
     weight: float | None = attrs.field(default=None, kw_only=True)
+    auto: bool | None = attrs.field(default=None, kw_only=True)
+    min_duration: float = attrs.field(default=60.0, kw_only=True)
+    min_samples: int = attrs.field(default=500, kw_only=True)
+    deadline: float | None = attrs.field(default=3600.0, kw_only=True)
+    on_deadline: str = attrs.field(default="rollback", kw_only=True)
+    evaluate_every: int = attrs.field(default=1000, kw_only=True)
+    evaluate_interval: float = attrs.field(default=10.0, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         _check_name("baseline", self.baseline)
@@ -88,11 +122,38 @@ class Canary:
             )
         if self.weight is not None:
             _check_percent("weight", self.weight, zero_ok=True)
+        if self.auto is not None and not isinstance(self.auto, bool):
+            raise ConfigError(f"auto must be True, False or None, got {self.auto!r}")
+        _positive("min_duration", self.min_duration, allow_zero=True)
+        if (
+            isinstance(self.min_samples, bool)
+            or not isinstance(self.min_samples, int)
+            or self.min_samples < 0
+        ):
+            raise ConfigError(f"min_samples must be an int >= 0, got {self.min_samples!r}")
+        if self.deadline is not None:
+            _positive("deadline", self.deadline)
+        if self.on_deadline not in ("rollback", "pause"):
+            raise ConfigError(
+                f"on_deadline must be 'rollback' or 'pause', got {self.on_deadline!r}"
+            )
+        if (
+            isinstance(self.evaluate_every, bool)
+            or not isinstance(self.evaluate_every, int)
+            or self.evaluate_every < 1
+        ):
+            raise ConfigError(f"evaluate_every must be an int >= 1, got {self.evaluate_every!r}")
+        _positive("evaluate_interval", self.evaluate_interval)
 
     @property
     def candidates(self) -> tuple[str, ...]:
         """The candidate, as a one-element tuple."""
         return (self.candidate,)
+
+    @property
+    def automatic(self) -> bool:
+        """Whether the rollout acts on its verdicts by itself."""
+        return self.weight is None if self.auto is None else self.auto
 
     def initial_weights(self) -> dict[str, float]:
         """The weights the router starts with."""

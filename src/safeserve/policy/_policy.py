@@ -1,0 +1,315 @@
+"""The policy (checks plus how their verdicts combine) and the judge that applies it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import attrs
+import numpy as np
+from numpy.typing import NDArray
+
+from .._errors import ConfigError
+from ..metrics import MetricsSnapshot
+from ..stats import (
+    SequentialSRM,
+    Verdict,
+    holm,
+    mean_difference_cs_many,
+    proportion_difference_cs_many,
+)
+from ._checks import (
+    _CS,
+    SRM,
+    Check,
+    ErrorRate,
+    Guardrail,
+    Latency,
+    LatencyQuantile,
+    _Context,
+)
+from ._decision import Action, CheckResult
+
+__all__ = ["Judge", "Judgement", "Policy", "default_checks"]
+
+
+def default_checks() -> tuple[Check, ...]:
+    """The checks used when a rollout is given no policy.
+
+    An error-rate comparison (margin half a percentage point), a latency comparison (10%),
+    a p99 guard (25%), and an error-rate guardrail that acts at once (over 20% on at least 20
+    requests). :class:`SRM` is not among them: it counts requests, and returning users make
+    request counts follow the realized split of a finite user population rather than the
+    nominal weights; add it when requests are independent units or users are many.
+    """
+    return (
+        ErrorRate(),
+        Latency(),
+        LatencyQuantile(),
+        Guardrail(metric="error_rate", above=0.2, min_requests=20),
+    )
+
+
+def _checks(value: Sequence[Check] | None) -> tuple[Check, ...]:
+    if value is None:
+        return default_checks()
+    checks = tuple(value)
+    for c in checks:
+        if not isinstance(c, Check):
+            raise ConfigError(f"a policy takes checks such as ss.ErrorRate(), got {c!r}")
+    names = [c.name for c in checks]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"check names must be unique, repeated: {dupes!r}")
+    return checks
+
+
+def _alpha(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, float | int) or not 0 < value < 1:
+        raise ConfigError(f"{attribute.name} must be in (0, 1), got {value!r}")
+
+
+@attrs.frozen
+class Policy:
+    """What a rollout checks, and how the verdicts combine into an action.
+
+    Semantics (compare Argo Rollouts' ``failureLimit`` and Flagger's ``threshold``):
+
+    - each evaluation judges every check; a critical, non-dry-run comparative check that FAILs
+      makes the evaluation *failed*;
+    - the rollout rolls back when the failed evaluations exceed ``failure_limit`` (Argo's
+      ``failureLimit``, default 0: the first failure rolls back; Flagger's ``threshold`` N is
+      ``failure_limit=N-1``); with ``consecutive=True`` a clean evaluation resets the count;
+    - a breached guardrail rolls back at once, whatever ``failure_limit`` says;
+    - a sample ratio mismatch pauses the rollout;
+    - the candidate is promoted to the next step when the step's bake time and samples are met
+      and every critical, non-dry-run check PASSes;
+    - non-critical checks are reported, never acted on; dry-run checks are evaluated and
+      logged, never acted on.
+
+    ``alpha`` bounds the chance that a rollout of a candidate no worse than the baseline is
+    rolled back by the statistics: it is split evenly over the comparative steps, and within a
+    step over the comparative checks (Bonferroni; ``correction="holm"`` rejects more with the
+    same guarantee).
+
+    Args:
+        checks: The checks; the defaults of :func:`default_checks` when omitted.
+        alpha: The policy-level false-rollback rate.
+        failure_limit: Failed evaluations tolerated before a rollback.
+        consecutive: Count only consecutive failed evaluations.
+        correction: ``"bonferroni"`` or ``"holm"``.
+        tuning: N*, the total sample size at which the confidence sequences are tightest.
+
+    >>> import safeserve as ss
+    >>> p = ss.Policy([ss.ErrorRate(margin=0.01), ss.Latency(margin=0.2)])
+    >>> [c.name for c in p.checks]
+    ['error_rate', 'latency']
+    """
+
+    checks: tuple[Check, ...] = attrs.field(default=None, converter=_checks)
+    alpha: float = attrs.field(default=0.05, validator=_alpha, kw_only=True)
+    failure_limit: int = attrs.field(default=0, kw_only=True)
+    consecutive: bool = attrs.field(default=False, kw_only=True)
+    correction: Literal["bonferroni", "holm"] = attrs.field(default="bonferroni", kw_only=True)
+    tuning: float = attrs.field(default=5000.0, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.failure_limit, bool) or not isinstance(self.failure_limit, int):
+            raise ConfigError(f"failure_limit must be an int >= 0, got {self.failure_limit!r}")
+        if self.failure_limit < 0:
+            raise ConfigError(f"failure_limit must be an int >= 0, got {self.failure_limit!r}")
+        if self.correction not in ("bonferroni", "holm"):
+            raise ConfigError(f"correction must be 'bonferroni' or 'holm', got {self.correction!r}")
+        if not isinstance(self.tuning, int | float) or not self.tuning > 0:
+            raise ConfigError(f"tuning must be a positive number, got {self.tuning!r}")
+
+
+Policy.__module__ = "safeserve"
+
+
+@attrs.frozen(kw_only=True)
+class Judgement:
+    """The judge's reading of one evaluation, before the rollout turns it into an action."""
+
+    results: tuple[CheckResult, ...]
+    failed: bool
+    guardrail_breached: bool
+    srm_mismatch: bool
+    all_pass: bool
+
+
+class Judge:
+    """Evaluates a policy's checks on metric snapshots; holds the sequential tests' state."""
+
+    def __init__(self, policy: Policy, *, baseline: str, candidate: str, comparative_steps: int):
+        self.policy = policy
+        self.baseline = baseline
+        self.candidate = candidate
+        self._steps = max(1, comparative_steps)
+        self._states: dict[str, Any] = {}
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget all sequential state (a retry starts from scratch)."""
+        self._states = {c.name: c._new_state() for c in self.policy.checks}
+        self._last_totals: tuple[int, int, int, int] | None = None
+
+    def _new_counts(self, snap: MetricsSnapshot) -> tuple[int, int, int, int]:
+        """Requests and errors per arm since the last evaluation, from lifetime totals."""
+        c, b = snap.variant(self.candidate), snap.variant(self.baseline)
+        now = (
+            c.totals.get("requests", 0),
+            b.totals.get("requests", 0),
+            c.totals.get("requests", 0) - c.totals.get("ok", 0),
+            b.totals.get("requests", 0) - b.totals.get("ok", 0),
+        )
+        last = self._last_totals or (0, 0, 0, 0)
+        self._last_totals = now
+        return tuple(max(0, a - z) for a, z in zip(now, last, strict=True))  # type: ignore[return-value]
+
+    def evaluate(self, snap: MetricsSnapshot, *, weights: dict[str, float]) -> Judgement:
+        """Judge every check on ``snap`` given the weights in force during the interval."""
+        policy = self.policy
+        w_c, w_b = weights.get(self.candidate, 0.0), weights.get(self.baseline, 0.0)
+        comparative = w_c > 0 and w_b > 0
+        share = w_c / (w_c + w_b) if w_c + w_b > 0 else 0.0
+        req_c, req_b, err_c, err_b = self._new_counts(snap)
+        stat_checks = [c for c in policy.checks if c.comparative and not c.dry_run and c.critical]
+        alpha_step = policy.alpha / self._steps
+        alpha = alpha_step / max(1, len(stat_checks))
+        ctx = _Context(
+            baseline=snap.variant(self.baseline),
+            candidate=snap.variant(self.candidate),
+            comparative=comparative,
+            share=share,
+            alpha=alpha,
+            tuning=policy.tuning,
+            new_errors=(err_c, err_b),
+        )
+        # Vectorized confidence sequences: one call per kind for all checks that need one.
+        requests = {c.name: c._sequence(ctx, self._states[c.name]) for c in policy.checks}
+        sequences: dict[str, Any] = {}
+        for kind in ("mean", "proportion"):
+            batch = {n: r for n, r in requests.items() if r is not None and r.kind == kind}
+            if batch and comparative:
+                sequences.update(
+                    zip(batch, self._run(kind, list(batch.values()), ctx), strict=True)
+                )
+        results: list[CheckResult] = []
+        for check in policy.checks:
+            if isinstance(check, SRM):
+                results.append(self._srm(check, req_c, req_b, w_c, w_b))
+            elif check.comparative and not comparative:
+                results.append(
+                    check._result(
+                        Verdict.INCONCLUSIVE,
+                        "not comparable: one arm gets no traffic at this step",
+                    )
+                )
+            else:
+                results.append(
+                    check._judge(ctx, self._states[check.name], sequences.get(check.name))
+                )
+        if policy.correction == "holm":
+            results = self._holm(results, alpha_step)
+        acting = [r for r in results if not r.dry_run]
+        failed = any(
+            r.verdict is Verdict.FAIL and r.critical and r.kind not in ("guardrail", "srm")
+            for r in acting
+        )
+        breached = any(
+            r.verdict is Verdict.FAIL and r.kind == "guardrail" and r.critical for r in acting
+        )
+        mismatch = any(r.verdict is Verdict.FAIL and r.kind == "srm" for r in acting)
+        gating = [r for r in acting if r.critical and r.kind != "srm"]
+        if not comparative:
+            gating = [r for r in gating if r.kind == "guardrail"]
+        all_pass = all(r.verdict is Verdict.PASS for r in gating) if gating else True
+        return Judgement(
+            results=tuple(results),
+            failed=failed,
+            guardrail_breached=breached,
+            srm_mismatch=mismatch,
+            all_pass=all_pass,
+        )
+
+    def _run(self, kind: str, reqs: list[_CS], ctx: _Context) -> list[Any]:
+        def col(name: str) -> NDArray[Any]:
+            return np.array([getattr(r, name) for r in reqs])
+
+        opts: dict[str, Any] = {
+            "direction": [r.direction for r in reqs],
+            "relative": col("relative"),
+            "margin": col("margin"),
+            "harm_threshold": col("harm"),
+            "alpha": ctx.alpha,
+            "tuning": ctx.tuning,
+            "min_samples": int(min(r.min_samples for r in reqs)),
+        }
+        if kind == "mean":
+            out = mean_difference_cs_many(
+                col("n_c"), col("x_c"), col("v_c"), col("n_b"), col("x_b"), col("v_b"), **opts
+            )
+        else:
+            out = proportion_difference_cs_many(
+                col("n_c"),
+                col("x_c"),
+                col("n_b"),
+                col("x_b"),
+                min_events=int(min(r.min_events for r in reqs)),
+                **opts,
+            )
+        return list(out)
+
+    def _holm(self, results: list[CheckResult], alpha_step: float) -> list[CheckResult]:
+        idx = [
+            i
+            for i, r in enumerate(results)
+            if r.p_value is not None
+            and math.isfinite(r.p_value)
+            and r.critical
+            and not r.dry_run
+            and r.kind not in ("guardrail", "srm")
+        ]
+        if not idx:
+            return results
+        p_values = [float(results[i].p_value or 1.0) for i in idx]
+        rejected = holm(p_values, alpha=alpha_step).reject
+        out = list(results)
+        for i, rej in zip(idx, rejected, strict=True):
+            r = out[i]
+            if rej and r.verdict is not Verdict.FAIL:
+                out[i] = attrs.evolve(
+                    r,
+                    verdict=Verdict.FAIL,
+                    action=Action.ROLLBACK,
+                    reason=f"{r.reason}; rejected by Holm at alpha {alpha_step:.3g}",
+                )
+        return out
+
+    def _srm(self, check: SRM, n_c: int, n_b: int, w_c: float, w_b: float) -> CheckResult:
+        state = self._states[check.name]
+        if w_c <= 0 or w_b <= 0:
+            return check._result(Verdict.INCONCLUSIVE, "one arm gets no traffic: no split to check")
+        weights = (w_c, w_b)
+        if state["test"] is None:
+            state["test"] = SequentialSRM(weights, alpha=check.alpha)
+        r = state["test"].update([n_c, n_b], weights=weights)
+        verdict = Verdict.FAIL if r.mismatch else Verdict.PASS
+        return check._result(
+            verdict,
+            r.reason,
+            estimate=r.counts[0] / max(1, sum(r.counts)),
+            p_value=r.p_value,
+            margin=check.alpha,
+            n_candidate=r.counts[0],
+            n_baseline=r.counts[1],
+            action=Action.PAUSE if r.mismatch else Action.CONTINUE,
+        )
+
+    def reset_srm(self) -> None:
+        """Restart the SRM test (after a person resumed a rollout paused by it)."""
+        for c in self.policy.checks:
+            if isinstance(c, SRM):
+                self._states[c.name] = c._new_state()

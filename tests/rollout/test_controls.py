@@ -1,0 +1,256 @@
+"""Manual rollout controls, invalid transitions, and rollback under concurrent traffic."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import safeserve as ss
+
+from .conftest import Clock
+
+
+def make(clock: Clock, **kw: object) -> ss.Router:
+    options: dict[str, object] = {"min_duration": 60.0, "min_samples": 100}
+    options.update(kw)
+    return ss.Router(
+        {"v1": lambda x: 1, "v2": lambda x: 2},
+        strategy=ss.Canary("v1", "v2", **options),  # type: ignore[arg-type]
+        clock=clock,
+        name="controls",
+        overrides={"qa": "v2"},
+    )
+
+
+def test_promote_walks_the_steps_then_finishes(clock: Clock) -> None:
+    """promote() moves one step at a time; from 100% it makes the candidate stable."""
+    router = make(clock)
+    assert router.status().step == 0
+    assert router.weights["v2"] == 5.0
+    for expected in (25.0, 50.0, 100.0):
+        d = router.promote()
+        assert d.action is ss.Action.PROMOTE
+        assert d.manual
+        assert router.weights["v2"] == expected
+    d = router.promote()
+    st = router.status()
+    assert st.phase is ss.Phase.PROMOTED
+    assert st.stable == "v2"
+    with pytest.raises(ss.TransitionError, match="promoted"):
+        router.promote()
+
+
+def test_promote_full_skips_the_remaining_steps(clock: Clock) -> None:
+    """promote(full=True) goes straight to 100% and done."""
+    router = make(clock)
+    d = router.promote(full=True)
+    assert d.phase_after == "promoted"
+    assert router.weights == {"v1": 0.0, "v2": 100.0}
+
+
+def test_rollback_goes_to_zero_in_one_swap_and_blocks_overrides(clock: Clock) -> None:
+    """rollback() sends everyone to the baseline at once, forced keys included."""
+    router = make(clock)
+    router.promote()
+    version = router.version
+    assert router.route(0, key="qa").variant == "v2"
+    d = router.rollback(reason="bad smell")
+    assert router.version == version + 1
+    assert d.reason == "bad smell"
+    assert d.weights_after == {"v1": 100.0, "v2": 0.0}
+    assert {router.route(0, key=k).variant for k in ["qa", *range(500)]} == {"v1"}
+    with pytest.raises(ss.TransitionError, match="rolled_back"):
+        router.promote()
+    with pytest.raises(ss.TransitionError):
+        router.pause()
+
+
+def test_retry_starts_again_from_the_first_step(clock: Clock) -> None:
+    """retry() after a rollback goes back to the first step with fresh statistics."""
+    router = make(clock)
+    router.rollback()
+    d = router.retry()
+    assert d.action is ss.Action.RETRY
+    assert router.status().phase is ss.Phase.PROGRESSING
+    assert router.weights["v2"] == 5.0
+    assert router.route(0, key="qa").variant == "v2"
+    with pytest.raises(ss.TransitionError, match="retry"):
+        router.retry()
+
+
+def test_pause_and_resume(clock: Clock) -> None:
+    """pause() freezes the rollout; evaluations judge but do not act; resume() continues."""
+    router = make(clock, min_duration=0.0, min_samples=0)
+    router.pause(reason="investigating")
+    assert router.status().phase is ss.Phase.PAUSED
+    d = router.evaluate()
+    assert d.action is ss.Action.CONTINUE
+    assert router.weights["v2"] == 5.0
+    with pytest.raises(ss.TransitionError, match="paused"):
+        router.pause()
+    router.resume()
+    assert router.status().phase is ss.Phase.PROGRESSING
+    with pytest.raises(ss.TransitionError):
+        router.resume()
+
+
+def test_abort_is_terminal_until_retry(clock: Clock) -> None:
+    """abort() sends everyone to the baseline; only retry() leaves it."""
+    router = make(clock)
+    d = router.abort(reason="operator says no")
+    assert d.action is ss.Action.ABORT
+    assert router.status().phase is ss.Phase.ABORTED
+    assert router.weights["v2"] == 0.0
+    for control in (router.promote, router.pause, router.resume, router.abort):
+        with pytest.raises(ss.TransitionError, match="aborted"):
+            control()
+    router.retry()
+    assert router.status().phase is ss.Phase.PROGRESSING
+
+
+def test_rollback_after_promotion_undoes_it(clock: Clock) -> None:
+    """A promoted candidate can still be rolled back (Argo's undo)."""
+    router = make(clock)
+    router.promote(full=True)
+    router.rollback(reason="regret")
+    st = router.status()
+    assert st.stable == "v1"
+    assert st.weights["v2"] == 0.0
+
+
+def test_manual_mode_never_acts(clock: Clock) -> None:
+    """A canary pinned with weight= judges on evaluate() but never moves by itself."""
+    router = ss.Router(
+        {"v1": lambda x: 1, "v2": lambda x: 2},
+        strategy=ss.Canary("v1", "v2", weight=30, min_duration=0.0, min_samples=0),
+        clock=clock,
+    )
+    for i in range(5000):
+        router.predict(0, key=i)
+    d = router.evaluate()
+    assert d.action is ss.Action.CONTINUE
+    assert "manual mode" in d.reason
+    assert router.weights["v2"] == 30.0
+    router.promote()
+    assert router.weights["v2"] == 50.0
+
+
+def test_controls_without_a_rollout_raise() -> None:
+    """A router without a canary has nothing to promote or roll back."""
+    router = ss.Router({"v1": abs})
+    for control in (router.evaluate, router.promote, router.rollback, router.retry):
+        with pytest.raises(ss.TransitionError, match="no rollout"):
+            control()
+
+
+def test_no_request_served_by_the_candidate_once_rollback_returns(clock: Clock) -> None:
+    """8 threads route while another thread rolls back: every request that starts after
+    rollback() returned is served by the baseline."""
+    router = make(clock)
+    router.promote()
+    router.promote()  # 50%
+    done = threading.Event()
+    rolled = threading.Event()
+    start = threading.Barrier(9)
+    late_candidate = []
+    served = [0] * 8
+
+    def work(t: int) -> None:
+        start.wait()
+        i = 0
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline and i < 2_000_000:
+            after = rolled.is_set()  # read before the request starts
+            r = router.route(0, key=t * 10_000_000 + i)
+            if after and r.variant == "v2":
+                late_candidate.append(r)
+            served[t] += 1
+            i += 1
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    start.wait()
+    time.sleep(0.05)
+    router.rollback(reason="drill")
+    rolled.set()
+    time.sleep(0.05)
+    done.set()
+    for th in threads:
+        th.join(timeout=60)
+    assert not any(th.is_alive() for th in threads)
+    assert not late_candidate
+    assert sum(served) > 1000
+
+
+def test_never_two_evaluations_at_once(clock: Clock) -> None:
+    """Automatic evaluations from 8 threads never overlap."""
+    router = make(clock, evaluate_every=64)
+    rollout = router._rollout
+    assert rollout is not None
+    inside = []
+    overlap = []
+    original = rollout.evaluate
+
+    def watched(snap: object) -> object:
+        inside.append(1)
+        if len(inside) > 1:
+            overlap.append(len(inside))
+        time.sleep(0.001)
+        try:
+            return original(snap)  # type: ignore[arg-type]
+        finally:
+            inside.pop()
+
+    rollout.evaluate = watched  # type: ignore[method-assign]
+
+    def work(t: int) -> None:
+        for i in range(20_000):
+            router.route(0, key=t * 100_000 + i)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not overlap
+    assert len(router.status().decisions) > 10
+
+
+def test_canary_config_errors() -> None:
+    """Canary options are validated with errors naming the bad value."""
+    for kwargs, match in [
+        ({"steps": (5, 50)}, "end at 100"),
+        ({"min_duration": -1}, "min_duration"),
+        ({"min_samples": 1.5}, "min_samples"),
+        ({"deadline": 0}, "deadline"),
+        ({"on_deadline": "explode"}, "explode"),
+        ({"evaluate_every": 0}, "evaluate_every"),
+        ({"auto": "yes"}, "auto"),
+    ]:
+        with pytest.raises(ss.ConfigError, match=match):
+            ss.Canary("a", "b", **kwargs)  # type: ignore[arg-type]
+
+
+def test_policy_config_errors() -> None:
+    """Policies and checks reject bad options."""
+    with pytest.raises(ss.ConfigError, match="alpha"):
+        ss.Policy(alpha=1.5)
+    with pytest.raises(ss.ConfigError, match="failure_limit"):
+        ss.Policy(failure_limit=-1)
+    with pytest.raises(ss.ConfigError, match="unique"):
+        ss.Policy([ss.ErrorRate(), ss.ErrorRate()])
+    with pytest.raises(ss.ConfigError, match="checks such as"):
+        ss.Policy(["error_rate"])  # type: ignore[list-item]
+    with pytest.raises(ss.ConfigError, match="margin"):
+        ss.ErrorRate(margin=-0.1)
+    with pytest.raises(ss.ConfigError, match="above= or below="):
+        ss.Guardrail(metric="error_rate")
+    with pytest.raises(ss.ConfigError, match="either"):
+        ss.MetricCheck(metric="m", direction="either")
+    with pytest.raises(ss.ConfigError, match="policy needs"):
+        ss.Router({"a": abs, "b": abs}, strategy=ss.FixedSplit("a", {"b": 5}), policy=ss.Policy())
+    assert np is not None
