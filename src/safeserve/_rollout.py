@@ -9,12 +9,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import structlog
 
 from ._errors import TransitionError
+from .drift import DriftMonitor, DriftReport
 from .metrics import MetricsSnapshot
 from .policy._decision import Action, CheckResult, Decision
 from .policy._policy import Judge, Policy
+from .stats import Verdict
 
 __all__ = ["Phase", "Rollout"]
 
@@ -70,6 +73,9 @@ class Rollout:
         auto: bool,
         start_weight: float,
         history: int = 200,
+        drift: DriftMonitor | None = None,
+        drift_confirmations: int = 2,
+        drift_resume_after: float | None = 600.0,
     ) -> None:
         self.name = name
         self.baseline = baseline
@@ -101,6 +107,12 @@ class Rollout:
         self.step: int | None = self._step_of(start_weight)
         self.weight = float(start_weight)
         self.stable = baseline
+        self.drift = drift
+        self.drift_confirmations = drift_confirmations
+        self.drift_resume_after = drift_resume_after
+        self._drift_streak = 0
+        self._drift_clear_since: float | None = None
+        self.paused_by: str | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -304,19 +316,58 @@ class Rollout:
                 checks=checks,
             )
 
-    def resume(self, reason: str = "resumed by hand") -> Decision:
+    def resume(self, reason: str = "resumed by hand", *, manual: bool = True) -> Decision:
         with self.lock:
             self._require("resume", (Phase.PAUSED,))
             self.judge.reset_srm()
+            self.paused_by = None
+            self._drift_streak = 0
             return self._transition(
                 Action.RESUME,
                 reason,
                 phase=Phase.PROGRESSING,
                 weight=self.weight,
                 step=self.step,
-                manual=True,
+                manual=manual,
                 now=self._clock(),
             )
+
+    # -- drift ---------------------------------------------------------------------------
+
+    def _judge_drift(
+        self, now: float, results: tuple[CheckResult, ...]
+    ) -> tuple[CheckResult, Decision | None]:
+        """Pause on confirmed input drift; resume once it has cleared long enough."""
+        assert self.drift is not None
+        report = self.drift.evaluate()
+        result = _drift_result(report)
+        if report.drifted:
+            self._drift_streak += 1
+            self._drift_clear_since = None
+        else:
+            self._drift_streak = 0
+            if self._drift_clear_since is None:
+                self._drift_clear_since = now
+        checks = (*results, result)
+        if (
+            self.phase is Phase.PROGRESSING
+            and report.drifted
+            and self._drift_streak >= self.drift_confirmations
+        ):
+            decision = self.pause(f"input drift: {result.reason}", manual=False, checks=checks)
+            self.paused_by = "drift"
+            return result, decision
+        if (
+            self.phase is Phase.PAUSED
+            and self.paused_by == "drift"
+            and not report.drifted
+            and self.drift_resume_after is not None
+            and self._drift_clear_since is not None
+            and now - self._drift_clear_since >= self.drift_resume_after
+        ):
+            why = f"drift cleared for {now - self._drift_clear_since:g}s: resuming"
+            return result, self.resume(why, manual=False)
+        return result, None
 
     def abort(self, reason: str) -> Decision:
         with self.lock:
@@ -365,6 +416,13 @@ class Rollout:
                 )
             j = self.judge.evaluate(snap, weights=self.weights())
             keep = {"phase": self.phase, "weight": self.weight, "step": self.step}
+            results = j.results
+            if self.drift is not None and self.auto:
+                drift_result, decision = self._judge_drift(now, results)
+                if decision is not None:
+                    return decision
+                results = (*results, drift_result)
+                j = attrs.evolve(j, results=results)
             if not self.auto or self.phase is Phase.PAUSED:
                 why = "manual mode" if not self.auto else "paused"
                 return self._transition(
@@ -448,3 +506,41 @@ class Rollout:
                 now=now,
                 **keep,  # type: ignore[arg-type]
             )
+
+
+def _drift_result(report: DriftReport) -> CheckResult:
+    """One check result summarizing a drift report (the evidence names every feature)."""
+    if not report.drifted:
+        return CheckResult(
+            name="drift",
+            kind="drift",
+            verdict=Verdict.PASS,
+            reason=f"no drift ({report.n_baseline} baseline, {report.n_candidate} candidate rows)",
+            n_candidate=report.n_candidate,
+            n_baseline=report.n_baseline,
+        )
+    parts = []
+    q_values = []
+    for f in report.drifted_features:
+        stats = next(s for s in (f.baseline, f.between, f.candidate) if s is not None and s.drifted)
+        q_values.append(stats.q_value)
+        parts.append(f"{f.name} ({stats.test} p={stats.p_value:.2g}, PSI {stats.psi:.3g})")
+    if report.traffic_changed and not report.candidate_only:
+        blame = "the traffic changed (seen alike in the baseline's traffic), not the candidate"
+    elif report.candidate_only and not report.traffic_changed:
+        blame = "seen in the candidate's traffic only"
+    elif report.candidate_only:
+        blame = "the traffic changed, and some features differ in the candidate's traffic"
+    else:
+        blame = "not attributable yet"
+    return CheckResult(
+        name="drift",
+        kind="drift",
+        verdict=Verdict.FAIL,
+        estimate=float(len(parts)),
+        p_value=min(q_values) if q_values else None,
+        reason=f"{', '.join(parts)}: {blame}",
+        n_candidate=report.n_candidate,
+        n_baseline=report.n_baseline,
+        action=Action.PAUSE,
+    )

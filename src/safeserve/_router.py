@@ -20,6 +20,7 @@ from ._allocation import Allocation
 from ._errors import ConfigError, InvalidOutputError, TransitionError
 from ._hashing import BUCKETS, HASH_VERSION, Key, buckets_of, key_bytes, salt_seed
 from ._rollout import Phase, Rollout
+from .drift import DriftMonitor
 from .metrics import MetricsSnapshot, Recorder, TimeWindow
 from .policy import Decision, Policy
 from .strategies import Canary, Strategy
@@ -114,6 +115,7 @@ class _Snapshot:
     fallback: bool
     override_keys: Mapping[Hashable, int] | None
     override_fn: OverrideFn | None
+    observe: Callable[[Any, int], None] | None = None
     plain: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -180,6 +182,7 @@ class Router:
         seed: int | None = None,
         recorder: Recorder | None = None,
         policy: Policy | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         if not isinstance(models, Mapping) or not models:
             raise ConfigError(
@@ -257,6 +260,9 @@ class Router:
         self._last_eval = (0, self._clock())
         self._evaluate_every = FLUSH_EVERY
         self._evaluate_interval = math.inf
+        if drift is not None and not isinstance(drift, DriftMonitor):
+            raise ConfigError(f"drift must be a safeserve.drift.DriftMonitor, got {drift!r}")
+        self._drift = drift
         self._snapshot = self._build(allocation, version=1)
         if isinstance(strategy, Canary):
             self._rollout = Rollout(
@@ -274,11 +280,16 @@ class Router:
                 on_deadline=strategy.on_deadline,
                 auto=strategy.automatic,
                 start_weight=weights[strategy.candidate],
+                drift=drift,
+                drift_confirmations=strategy.drift_confirmations,
+                drift_resume_after=strategy.drift_resume_after,
             )
             self._evaluate_every = strategy.evaluate_every
             self._evaluate_interval = strategy.evaluate_interval
         elif policy is not None:
             raise ConfigError("a policy needs a rollout strategy such as ss.Canary")
+        if drift is not None and self._rollout is None:
+            raise ConfigError("a drift monitor needs a rollout strategy such as ss.Canary")
         # The request path checks for upkeep when the request id hits this mask.
         every = min(FLUSH_EVERY, self._evaluate_every)
         self._mask = (1 << (every.bit_length() - 1)) - 1
@@ -313,6 +324,7 @@ class Router:
             fallback=self._fallback,
             override_keys=override_keys,
             override_fn=override_fn,
+            observe=None if self._drift is None else self._drift.observe,
         )
 
     def set_weights(self, weights: Mapping[str, float]) -> None:
@@ -493,6 +505,8 @@ class Router:
                 y, fell_back = self._rejected(snap, rid, vi, override, x, y, latency)
             else:
                 self._append((rid, vi, latency, _OK, False, y, override))
+                if snap.observe is not None:
+                    snap.observe(x, vi)
                 if not rid & self._mask:
                     self._maintain(rid)
                 fell_back = False
@@ -636,6 +650,8 @@ class Router:
             xs = X[idx] if is_array else [X[i] for i in idx]
             parts.append((idx, snap.models[0](xs)))
         values = _scatter(parts, n)
+        if snap.observe is not None and n:
+            self._drift.observe_batch(X, vi)  # type: ignore[union-attr]
         self._record_batch(ids, vi, latency, status, fallback, values, override)
         return values, fallback
 

@@ -91,6 +91,11 @@ class Canary:
         evaluate_every: Requests between two automatic evaluations.
         evaluate_interval: Seconds between two automatic evaluations (checked as requests
             arrive).
+        drift_confirmations: With a drift monitor on the router, consecutive drifted
+            evaluations that pause the rollout (one evaluation alone flags drift with
+            probability about ``alpha`` even when nothing changed).
+        drift_resume_after: Seconds of clear evaluations after which a rollout paused by drift
+            resumes by itself (None: only :meth:`Router.resume`).
 
     >>> import safeserve as ss
     >>> ss.Canary(baseline="v1", candidate="v2").initial_weights()
@@ -112,6 +117,8 @@ class Canary:
     on_deadline: str = attrs.field(default="rollback", kw_only=True)
     evaluate_every: int = attrs.field(default=1000, kw_only=True)
     evaluate_interval: float = attrs.field(default=10.0, kw_only=True)
+    drift_confirmations: int = attrs.field(default=2, kw_only=True)
+    drift_resume_after: float | None = attrs.field(default=600.0, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         _check_name("baseline", self.baseline)
@@ -144,6 +151,16 @@ class Canary:
         ):
             raise ConfigError(f"evaluate_every must be an int >= 1, got {self.evaluate_every!r}")
         _positive("evaluate_interval", self.evaluate_interval)
+        if (
+            isinstance(self.drift_confirmations, bool)
+            or not isinstance(self.drift_confirmations, int)
+            or self.drift_confirmations < 1
+        ):
+            raise ConfigError(
+                f"drift_confirmations must be an int >= 1, got {self.drift_confirmations!r}"
+            )
+        if self.drift_resume_after is not None:
+            _positive("drift_resume_after", self.drift_resume_after, allow_zero=True)
 
     @property
     def candidates(self) -> tuple[str, ...]:

@@ -1,0 +1,269 @@
+"""Shadow mirroring: what it costs the primary, and what a hanging shadow costs in memory.
+
+Run: ``python benchmarks/bench_shadow.py`` (``--quick`` for a short run).
+
+1. ``submit`` alone: ns per call when the request is queued without waking a worker, when each
+   put wakes an idle worker, and when the queue is full (a counted drop).
+2. Request latency of a served primary (scikit-learn LogisticRegression.predict_proba on one row,
+   plus the mirror's submit) in a closed loop, with no shadow and with a ShadowMirror at 100%
+   mirroring whose shadow is 10x slower than the primary:
+   - "sleep" shadow: waits 10x the primary's median latency in time.sleep (releases the GIL, like
+     a shadow behind a network call or native code that drops the GIL);
+   - "cpu" shadow: the same model called 10 times (CPU-bound, holds the GIL most of the time).
+   Configurations are interleaved in blocks so that machine noise hits them alike.
+3. A shadow that hangs: tracemalloc peak and thread count after 100k submits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import numpy as np
+
+from _table import per_call_ns, print_table
+from safeserve._shadow import ShadowMirror
+
+
+def make_model() -> tuple[Callable[[Any], Any], Any]:
+    """A fitted LogisticRegression and one input row."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 32))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = LogisticRegression(max_iter=200).fit(X, y)
+    return model.predict_proba, X[:1]
+
+
+_POOL_MODEL: Any = None
+
+
+def _init_worker() -> None:
+    global _POOL_MODEL
+    _POOL_MODEL = make_model()[0]
+
+
+def _pool_shadow(v: Any) -> Any:
+    """The CPU-bound shadow (the model 10 times), run in another process."""
+    for _ in range(9):
+        _POOL_MODEL(v)
+    return _POOL_MODEL(v)
+
+
+def bench_submit(calls: int) -> list[list[object]]:
+    rows: list[list[object]] = []
+
+    def empty(a: Any, b: Any, c: Any, d: Any) -> bool:
+        return True
+
+    rows.append(
+        [
+            "reference: an empty 4-argument call",
+            f"{per_call_ns(lambda: empty(1, 1, 0.0, 1), calls=calls):.0f}",
+        ]
+    )
+    gate = threading.Event()
+    # Queued, no wake-up: the workers are busy on a blocked call.
+    m = ShadowMirror(lambda x: gate.wait(60), workers=1, queue_size=10 * calls + 10, timeout=1e9)
+    m.submit(0, 0, 0.0)
+    time.sleep(0.05)
+    rows.append(
+        ["queued (workers busy)", f"{per_call_ns(lambda: m.submit(1, 1, 0.0), calls=calls):.0f}"]
+    )
+    # Dropped: the queue is full.
+    m2 = ShadowMirror(lambda x: gate.wait(60), workers=1, queue_size=1, timeout=1e9)
+    m2.submit(0, 0, 0.0)
+    m2.submit(0, 0, 0.0)
+    rows.append(
+        ["dropped (queue full)", f"{per_call_ns(lambda: m2.submit(1, 1, 0.0), calls=calls):.0f}"]
+    )
+    # Each put wakes an idle worker (low traffic): paced so the worker is idle at every submit.
+    m3 = ShadowMirror(lambda x: x, workers=1, queue_size=1000)
+    m3.submit(0, 0, 0.0)
+    m3.wait_idle(5)
+    samples = []
+    for _ in range(min(calls, 2000)):
+        t0 = time.perf_counter_ns()
+        m3.submit(1, 1, 0.0)
+        samples.append(time.perf_counter_ns() - t0)
+        m3.wait_idle(5)
+    rows.append(["queued, wakes an idle worker", f"{statistics.median(samples):.0f}"])
+    # Suspended: a hung call with max_stuck=0.
+    m4 = ShadowMirror(lambda x: gate.wait(60), workers=1, max_stuck=0, timeout=0.001)
+    m4.submit(0, 0, 0.0)
+    deadline = time.monotonic() + 10
+    while m4.state != "suspended" and time.monotonic() < deadline:
+        time.sleep(0.005)
+    rows.append(
+        [
+            f"dropped ({m4.state})",
+            f"{per_call_ns(lambda: m4.submit(1, 1, 0.0), calls=calls):.0f}",
+        ]
+    )
+    gate.set()
+    for mm in (m, m2, m3, m4):
+        mm.close(timeout=5)
+    return rows
+
+
+def serve(
+    primary: Callable[[Any], Any], x: Any, n: int, mirror: ShadowMirror | None
+) -> list[float]:
+    """Closed loop of n requests; latency = primary call + submit, in seconds."""
+    out = []
+    clock = time.perf_counter
+    for i in range(n):
+        t0 = clock()
+        y = primary(x)
+        t1 = clock()
+        if mirror is not None:
+            mirror.submit(x, y, t1 - t0, i)
+        out.append(clock() - t0)
+    return out
+
+
+def pct(a: list[float], q: float) -> float:
+    return float(np.quantile(np.asarray(a), q)) * 1e6
+
+
+def bench_latency(n: int, blocks: int) -> None:
+    primary, x = make_model()
+    serve(primary, x, 500, None)  # warm up
+    base = np.median(serve(primary, x, 500, None))
+    slow = 10 * base
+
+    answer = primary(x)
+
+    def sleep_shadow(v: Any) -> Any:
+        time.sleep(slow)  # a remote shadow, or native code that releases the GIL
+        return answer
+
+    def cpu_shadow(v: Any) -> Any:
+        for _ in range(9):
+            primary(v)
+        return primary(v)
+
+    pool = ProcessPoolExecutor(max_workers=1, initializer=_init_worker)
+    pool.submit(_pool_shadow, x).result()  # start it and build its model
+
+    def pooled_shadow(v: Any) -> Any:
+        return pool.submit(_pool_shadow, v).result()  # the worker thread waits GIL-free
+
+    configs: dict[str, Callable[[Any], Any] | None] = {
+        "no shadow": None,
+        "shadow 10x, sleeps (GIL free)": sleep_shadow,
+        "shadow 10x, CPU-bound (GIL)": cpu_shadow,
+        "shadow 10x, CPU-bound in a process": pooled_shadow,
+    }
+    lat: dict[str, list[float]] = {k: [] for k in configs}
+    reports: dict[str, Any] = {}
+    mirrors = {
+        k: ShadowMirror(f, workers=2, queue_size=1000, timeout=10.0, name=k.split(",")[0])
+        for k, f in configs.items()
+        if f is not None
+    }
+    for _ in range(blocks):
+        for k in configs:
+            gc.collect()
+            lat[k] += serve(primary, x, n // blocks, mirrors.get(k))
+            if k in mirrors:
+                mirrors[k].wait_idle(30)  # the next block starts with an idle shadow
+    for k, m in mirrors.items():
+        reports[k] = m.report()
+        m.close(timeout=5)
+    pool.shutdown()
+    ref = lat["no shadow"]
+    rows = []
+    for k, a in lat.items():
+        r = reports.get(k)
+        rows.append(
+            [
+                k,
+                f"{pct(a, 0.5):.0f}",
+                f"{pct(a, 0.95):.0f}",
+                f"{pct(a, 0.99):.0f}",
+                f"{(pct(a, 0.99) / pct(ref, 0.99) - 1) * 100:+.1f}%",
+                "-" if r is None else f"{r.mirrored}/{r.submitted}",
+                "-" if r is None else f"{r.dropped}",
+                "-" if r is None else f"{r.compared}",
+            ]
+        )
+    print_table(
+        f"Request latency (us), primary LogisticRegression.predict_proba, {len(ref)} requests "
+        f"per config, shadow 10x = {slow * 1e6:.0f} us, 2 workers, queue 1000",
+        ["config", "p50", "p95", "p99", "p99 vs none", "mirrored", "dropped", "compared"],
+        rows,
+    )
+
+
+def bench_hang(n: int) -> None:
+    gate = threading.Event()
+    before = threading.active_count()
+    tracemalloc.start()
+    m = ShadowMirror(
+        lambda x: gate.wait(120), workers=2, max_stuck=4, queue_size=1000, timeout=0.02
+    )
+    payload = np.zeros(16)
+    clock = time.perf_counter
+    elapsed = 0.0
+    for i in range(n):
+        t0 = clock()
+        m.submit(payload, 0, 0.001, i)
+        elapsed += clock() - t0
+        if i % 1000 == 0:
+            time.sleep(0.002)  # serving takes time: let the watchdog see the overdue calls
+    r = m.report()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    threads = threading.active_count() - before
+    gate.set()
+    m.close(timeout=5)
+    print_table(
+        f"A shadow that hangs: {n} submits (timeout 20 ms, 2 workers, max_stuck 4, queue 1000)",
+        ["figure", "value"],
+        [
+            ["tracemalloc peak during the submits", f"{peak / 1024:.0f} KiB"],
+            ["threads added (bound workers+max_stuck+1 = 7)", threads],
+            ["mean submit cost (tracemalloc on)", f"{elapsed / n * 1e9:.0f} ns"],
+            ["state", r.state],
+            ["mirrored / dropped / suspended", f"{r.mirrored} / {r.dropped} / {r.suspended}"],
+            [
+                "timeouts / stuck / discarded / queued",
+                f"{r.timeouts} / {r.stuck} / {r.discarded} / {r.queued}",
+            ],
+        ],
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a short run")
+    args = ap.parse_args()
+    calls = 20_000 if args.quick else 200_000
+    print_table("ShadowMirror.submit (ns per call)", ["case", "ns"], bench_submit(calls))
+    bench_latency(3_000 if args.quick else 30_000, 6 if args.quick else 20)
+    bench_hang(100_000)
+
+
+if __name__ == "__main__":
+    main()

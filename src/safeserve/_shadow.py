@@ -1,0 +1,1147 @@
+"""Shadow mirroring: answer with the primary, replay the request on a shadow model off the path.
+
+The router calls :meth:`ShadowMirror.submit` after the primary answered. ``submit`` takes one
+short lock, puts the request on a bounded queue and returns; a small pool of daemon threads
+calls the shadow model, compares its output with the primary's on the same request, and keeps
+the counts and the paired statistics that :meth:`ShadowMirror.report` returns as plain data.
+
+Python cannot kill a thread, so a shadow call that runs past ``timeout`` is counted as a timeout
+and its thread is set aside as *stuck* and replaced by a fresh one, up to ``max_stuck`` stuck
+threads; beyond that, mirroring is suspended (every submit is dropped and counted) until stuck
+calls return. The queue is bounded and so is the number of threads, so a hanging shadow model
+exhausts neither memory nor threads.
+
+Every mirrored request ends in exactly one outcome, which gives the identities that
+:class:`ShadowReport` satisfies at every instant:
+
+- ``submitted == mirrored + dropped + suspended + refused``
+- ``mirrored == completed + errors + timeouts + discarded + queued + running``
+- ``completed == compared + skipped``
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+import attrs
+import numpy as np
+from scipy import special
+
+from ._errors import ConfigError
+from .metrics import LogHistogram, Moments, SignedLogHistogram
+from .stats import Verdict, always_valid_p
+from .stats._sequential import _halfwidth
+
+__all__ = ["OutputMode", "ShadowMirror", "ShadowPair", "ShadowReport"]
+
+OutputMode = Literal["auto", "label", "numeric"]
+_MODES: Final = ("auto", "label", "numeric")
+
+#: Concentration ``c`` of the Beta(c*p0, c*(1-p0)) mixing prior of the disagreement test.
+PRIOR_STRENGTH: Final = 10.0
+#: N*, the number of pairs at which the paired-difference sequence is tightest.
+TUNING: Final = 5000.0
+#: Pairs needed before the (asymptotic) paired-difference sequence may decide.
+MIN_PAIRS: Final = 100
+#: Buffered observations flushed into the moments and histograms at once.
+_FLUSH_AT: Final = 512
+
+# Mirror states.
+_IDLE, _RUNNING, _SUSPENDED, _CLOSED = "idle", "running", "suspended", "closed"
+# Output kinds of one value.
+_LABEL, _NUMERIC, _VECTOR, _OTHER = "label", "numeric", "vector", "other"
+_STOP: Final = object()
+
+_LABEL_SCALARS: Final = (str, bool, int, np.str_, np.bool_, np.integer)
+_FLOAT_SCALARS: Final = (float, np.floating)
+
+
+@attrs.frozen(kw_only=True)
+class ShadowPair:
+    """One mirrored request as both models answered it, handed to the ``sink``.
+
+    Attributes:
+        request_id: The id the router gave the request (None if it gave none).
+        input: The model input.
+        primary_output: What the primary answered (the caller got this).
+        shadow_output: What the shadow answered; None when it raised.
+        primary_latency: Seconds the primary took.
+        shadow_latency: Seconds the shadow took (until now for a timeout, by the mirror's clock).
+        error: None for a completed call, else why not: ``"timeout"``, ``"exception: ..."``,
+            ``"non_finite"`` or ``"mismatch: ..."``.
+
+    >>> p = ShadowPair(request_id=7, input=[1.0], primary_output="cat", shadow_output="dog",
+    ...                primary_latency=0.002, shadow_latency=0.02, error=None)
+    >>> p.primary_output == p.shadow_output
+    False
+    """
+
+    request_id: Any
+    input: Any
+    primary_output: Any
+    shadow_output: Any
+    primary_latency: float
+    shadow_latency: float
+    error: str | None
+
+
+@attrs.frozen(kw_only=True)
+class ShadowReport:
+    """Counts, paired statistics and verdicts of a :class:`ShadowMirror`, as plain data.
+
+    Undefined statistics (no pairs yet) are None, so that :meth:`to_dict` is valid JSON.
+    ``verdict`` combines the checks that apply: FAIL if any check fails, PASS when the output
+    check (disagreement for labels, or the margin test for numbers) and the error check both
+    pass, else INCONCLUSIVE. A check that has decided keeps its verdict (each report is a look
+    of an always-valid test; FAIL wins over an earlier PASS).
+
+    Identities, true of every report:
+    ``submitted == mirrored + dropped + suspended + refused``,
+    ``mirrored == completed + errors + timeouts + discarded + queued + running`` and
+    ``completed == compared + skipped``.
+
+    Attributes:
+        name: The mirror's name.
+        state: ``"idle"`` (not started in this process), ``"running"``, ``"suspended"`` or
+            ``"closed"``.
+        sample: The share of requests the router mirrors.
+        output_kind: ``"label"``, ``"numeric"`` (scalars), ``"vector"`` (arrays compared by L1
+            distance), or None before the first comparable output.
+        submitted: Calls of :meth:`ShadowMirror.submit`.
+        mirrored: Requests put on the queue.
+        dropped: Requests dropped because the queue was full.
+        suspended: Requests dropped because mirroring was suspended (too many stuck calls).
+        refused: Requests dropped because the mirror was closed.
+        completed: Shadow calls that returned a usable output in time.
+        compared: Completed calls that entered the paired statistics.
+        skipped: Completed calls not compared because the primary's output was unusable
+            (non-finite, or of another kind than the first one seen).
+        errors: Shadow calls that raised or returned an unusable output.
+        error_reasons: ``errors`` by reason: ``exception``, ``non_finite``, ``mismatch``.
+        timeouts: Shadow calls that ran past ``timeout`` (their result is never compared).
+        late: Timed-out calls that returned since (a subset of ``timeouts``).
+        discarded: Queued requests thrown away unrun (while suspended, at close, after a fork).
+        queued: Requests waiting in the queue now.
+        running: Shadow calls running now (stuck ones excluded).
+        stuck: Threads stuck in a timed-out call now.
+        sink_errors: Calls of the sink that raised.
+        agreement_rate: Share of compared label pairs that agree.
+        disagreements: Compared label pairs that disagree.
+        max_disagreement: The disagreement rate the label check tests against.
+        p_disagreement: Always-valid p-value against "disagreement <= max_disagreement".
+        p_agreement: Always-valid p-value against "disagreement >= max_disagreement".
+        label_verdict: The label check (None when outputs are not labels).
+        difference_metric: ``"difference"`` (shadow - primary) for scalars, ``"l1_distance"``
+            for vectors, None for labels.
+        difference_mean: Mean of the paired differences (or distances).
+        difference_variance: Their variance (``ddof=1``).
+        difference_lower: Lower end of the confidence sequence on the mean (two-sided for
+            differences, a one-sided bound for distances).
+        difference_upper: Upper end.
+        margin: The margin of the numeric check (None: no numeric check).
+        p_difference: Always-valid p-value against "the mean lies within the margin".
+        numeric_verdict: The numeric check (None without a margin or for labels).
+        error_rate: ``(errors + timeouts) / (completed + errors + timeouts)``.
+        max_error_rate: The error rate the error check tests against (None: no check).
+        p_error: Always-valid p-value against "error rate <= max_error_rate".
+        error_verdict: The error check (None when disabled).
+        latency_pairs: Pairs with a paired latency difference.
+        latency_difference_mean: Mean of shadow - primary latency, seconds.
+        latency_difference_variance: Its variance.
+        latency_difference_p50: Median of the paired latency differences (1% relative error).
+        latency_difference_p95: Their 95th percentile.
+        latency_difference_p99: Their 99th percentile.
+        primary_latency_p50: Median latency of the primary on mirrored requests.
+        primary_latency_p99: Its 99th percentile.
+        shadow_latency_p50: Median latency of the shadow on the same requests.
+        shadow_latency_p99: Its 99th percentile.
+        alpha: Level of each sequential check.
+        verdict: The combined verdict.
+        reason: A sentence saying why.
+
+    >>> r = ShadowMirror(lambda x: x, name="doc").report()
+    >>> r.verdict.value, r.submitted, r.output_kind
+    ('inconclusive', 0, None)
+    """
+
+    name: str
+    state: str
+    sample: float
+    output_kind: str | None
+    submitted: int
+    mirrored: int
+    dropped: int
+    suspended: int
+    refused: int
+    completed: int
+    compared: int
+    skipped: int
+    errors: int
+    error_reasons: dict[str, int]
+    timeouts: int
+    late: int
+    discarded: int
+    queued: int
+    running: int
+    stuck: int
+    sink_errors: int
+    agreement_rate: float | None
+    disagreements: int
+    max_disagreement: float
+    p_disagreement: float
+    p_agreement: float
+    label_verdict: Verdict | None
+    difference_metric: str | None
+    difference_mean: float | None
+    difference_variance: float | None
+    difference_lower: float | None
+    difference_upper: float | None
+    margin: float | None
+    p_difference: float
+    numeric_verdict: Verdict | None
+    error_rate: float | None
+    max_error_rate: float | None
+    p_error: float
+    error_verdict: Verdict | None
+    latency_pairs: int
+    latency_difference_mean: float | None
+    latency_difference_variance: float | None
+    latency_difference_p50: float | None
+    latency_difference_p95: float | None
+    latency_difference_p99: float | None
+    primary_latency_p50: float | None
+    primary_latency_p99: float | None
+    shadow_latency_p50: float | None
+    shadow_latency_p99: float | None
+    alpha: float
+    verdict: Verdict
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-serializable dict (verdicts as their string values).
+
+        >>> import json
+        >>> d = ShadowMirror(lambda x: x, name="doc").report().to_dict()
+        >>> json.loads(json.dumps(d))["verdict"]
+        'inconclusive'
+        """
+
+        def plain(_inst: Any, _field: Any, value: Any) -> Any:
+            return value.value if isinstance(value, Verdict) else value
+
+        return attrs.asdict(self, value_serializer=plain)
+
+
+# -- statistics --------------------------------------------------------------------------
+
+
+def disagreement_log_bf(
+    disagree: Any, agree: Any, p0: float, *, upper: bool, strength: float = PRIOR_STRENGTH
+) -> Any:
+    """Log Bayes factor of the one-sided beta-binomial mixture test on a Bernoulli rate.
+
+    ``upper=True`` tests H0 "rate <= p0" against a Beta(c*p0, c*(1-p0)) prior truncated to
+    ``[p0, 1]``; ``upper=False`` tests "rate >= p0" with the prior truncated to ``[0, p0]``. For
+    every rate in the alternative region the likelihood ratio against ``p0`` is a nonnegative
+    supermartingale under the whole composite null, and so is the mixture, so by Ville's
+    inequality the factor ever reaches ``1/alpha`` with probability at most ``alpha``.
+
+    ``BF = B(a+s, b+f) T(a+s, b+f) / (B(a, b) T(a, b)) / (p0^s (1-p0)^f)``, ``T`` the prior's
+    mass on the alternative side (a regularized incomplete beta function).
+
+    >>> round(float(disagreement_log_bf(20, 80, 0.05, upper=True)), 3)
+    12.284
+    """
+    s = np.asarray(disagree, dtype=np.float64)
+    f = np.asarray(agree, dtype=np.float64)
+    a, b = strength * p0, strength * (1.0 - p0)
+    tail = special.betaincc if upper else special.betainc
+    with np.errstate(divide="ignore"):
+        num = special.betaln(a + s, b + f) + np.log(tail(a + s, b + f, p0))
+        den = special.betaln(a, b) + math.log(float(tail(a, b, p0)))
+        return num - den - s * math.log(p0) - f * math.log1p(-p0)
+
+
+def _p_from_log_bf(log_bf: float) -> float:
+    return 1.0 if log_bf <= 0.0 else math.exp(-min(log_bf, 700.0))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _opt(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+# -- output classification -------------------------------------------------------------
+
+
+def _kind_of(v: Any, mode: str) -> tuple[str, Any]:
+    """Return (kind, comparable value) of one output under an output mode."""
+    if isinstance(v, np.ndarray) or (isinstance(v, list | tuple) and mode != "label"):
+        try:
+            arr = np.asarray(v)
+        except (TypeError, ValueError):
+            return _OTHER, v
+        if arr.size == 1 and arr.dtype.kind in "biufUS":
+            return _kind_of(arr.reshape(-1)[0].item(), mode)
+        if arr.size > 1 and arr.dtype.kind in "biuf" and mode != "label":
+            return _VECTOR, arr.astype(np.float64).reshape(-1)
+        return _OTHER, v
+    if mode == "label":
+        return (_LABEL, v) if isinstance(v, _LABEL_SCALARS) else (_OTHER, v)
+    if isinstance(v, _FLOAT_SCALARS) or (mode == "numeric" and isinstance(v, _LABEL_SCALARS)):
+        if isinstance(v, str | np.str_):
+            return _OTHER, v
+        return _NUMERIC, float(v)
+    if isinstance(v, _LABEL_SCALARS):
+        return _LABEL, v
+    return _OTHER, v
+
+
+def _finite(kind: str | None, value: Any) -> bool:
+    if kind == _NUMERIC:
+        return math.isfinite(value)
+    if kind == _VECTOR:
+        return bool(np.isfinite(value).all())
+    return True
+
+
+# -- threads ---------------------------------------------------------------------------
+
+
+class _Slot:
+    """One worker thread's bookkeeping, read by the watchdog under the mirror's lock."""
+
+    __slots__ = ("since", "thread", "timed_out")
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.timed_out = False
+        self.thread: threading.Thread | None = None
+
+
+_MIRRORS: weakref.WeakSet[ShadowMirror] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for mirror in list(_MIRRORS):
+        mirror._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _check_fraction(value: Any, name: str, *, open_low: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
+    v = float(value)
+    ok = (0.0 < v < 1.0) if open_low else (0.0 <= v <= 1.0)
+    if not (math.isfinite(v) and ok):
+        bounds = "(0, 1)" if open_low else "[0, 1]"
+        raise ConfigError(f"{name} must lie in {bounds}, got {value!r}")
+    return v
+
+
+def _check_int(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+class ShadowMirror:
+    """Replay a share of requests on a shadow model off the request path and compare answers.
+
+    The router checks ``bucket < mirror.mirror_bucket_limit`` (the request's routing bucket, so
+    that mirroring is deterministic per user) and then calls :meth:`submit` with the primary's
+    answer. ``submit`` never blocks on the shadow and never raises: it puts the request on a
+    bounded queue, or drops and counts it. Worker threads, started lazily on the first submit in
+    each process (and again after ``os.fork``), call the shadow model, time it with ``clock``,
+    and compare its output with the primary's on the same request.
+
+    Comparison, by output kind (``outputs="auto"`` takes the kind of the first primary output:
+    str, int and bool are labels, floats and size-1 arrays are numbers, longer numeric arrays are
+    vectors):
+
+    - labels: agreement rate, and an exact sequential test (a one-sided beta-binomial mixture)
+      that the disagreement rate exceeds ``max_disagreement``: FAIL when it does, PASS when it is
+      shown to be below it;
+    - numbers: the paired difference ``shadow - primary``; vectors (e.g. class probabilities):
+      the L1 distance ``sum(|shadow - primary|)`` (twice the total-variation distance between
+      two probability vectors). With a ``margin``, a normal-mixture confidence sequence on the
+      mean: FAIL when it lies wholly beyond the margin (``|mean| > margin`` for differences),
+      PASS when wholly within it, after at least 100 pairs;
+    - always: paired latency (shadow - primary), and a sequential test that the shadow's error
+      rate (exceptions, unusable outputs, timeouts) exceeds ``max_error_rate``.
+
+    Args:
+        shadow_model: The shadow's callable, called with the request's input.
+        sample: Share of requests to mirror, in [0, 1]; sets :attr:`mirror_bucket_limit`.
+        clock: A callable returning seconds that times shadow calls and detects timeouts;
+            ``time.perf_counter`` by default.
+        workers: Worker threads calling the shadow.
+        queue_size: Most requests waiting at once; more are dropped and counted.
+        timeout: Seconds after which a shadow call counts as a timeout and its thread is
+            replaced.
+        max_stuck: Most threads left stuck in timed-out calls; beyond, mirroring is suspended.
+        sink: ``sink(pair)`` receives every finished :class:`ShadowPair` (completed, error or
+            late), on a worker thread; an exception it raises is counted and ignored.
+        outputs: ``"auto"``, ``"label"`` or ``"numeric"``.
+        alpha: Level of each sequential check, valid at every look.
+        max_disagreement: Label check: the largest acceptable disagreement rate, in (0, 1).
+        margin: Numeric check: the largest acceptable mean difference (or distance); None
+            disables the numeric verdict.
+        max_error_rate: The largest acceptable shadow error rate, in (0, 1); None disables it.
+        name: A name for reports and thread names.
+
+    Raises:
+        ConfigError: for an invalid option.
+
+    >>> mirror = ShadowMirror(lambda x: "cat" if x < 70 else "dog", name="doc")
+    >>> mirror.mirror_bucket_limit
+    10000
+    >>> for i in range(100):
+    ...     _ = mirror.submit(i, "cat", 0.001, request_id=i)
+    >>> mirror.wait_idle(timeout=30)
+    True
+    >>> r = mirror.report()
+    >>> r.compared, r.disagreements, r.label_verdict.value
+    (100, 30, 'fail')
+    >>> mirror.close()
+    True
+    """
+
+    def __init__(
+        self,
+        shadow_model: Callable[[Any], Any],
+        *,
+        sample: float = 1.0,
+        clock: Callable[[], float] | None = None,
+        workers: int = 2,
+        queue_size: int = 1000,
+        timeout: float = 1.0,
+        max_stuck: int = 4,
+        sink: Callable[[ShadowPair], None] | None = None,
+        outputs: OutputMode = "auto",
+        alpha: float = 0.05,
+        max_disagreement: float = 0.05,
+        margin: float | None = None,
+        max_error_rate: float | None = 0.01,
+        name: str = "shadow",
+    ) -> None:
+        if not callable(shadow_model):
+            raise ConfigError(f"shadow_model must be callable, got {shadow_model!r}")
+        if clock is not None and not callable(clock):
+            raise ConfigError(f"clock must be a callable returning seconds, got {clock!r}")
+        if sink is not None and not callable(sink):
+            raise ConfigError(f"sink must be callable, got {sink!r}")
+        if outputs not in _MODES:
+            raise ConfigError(f"outputs must be one of {_MODES!r}, got {outputs!r}")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty str, got {name!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise ConfigError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        if margin is not None:
+            if isinstance(margin, bool) or not isinstance(margin, int | float):
+                raise ConfigError(f"margin must be a number >= 0 or None, got {margin!r}")
+            if not (math.isfinite(margin) and margin >= 0):
+                raise ConfigError(f"margin must be a finite number >= 0, got {margin!r}")
+        self.shadow_model = shadow_model
+        self.name = name
+        self.sample = _check_fraction(sample, "sample", open_low=False)
+        #: The router mirrors a request when its routing bucket is below this (of 10,000).
+        self.mirror_bucket_limit: int = round(self.sample * 10_000)
+        self.workers = _check_int(workers, "workers", 1)
+        self.queue_size = _check_int(queue_size, "queue_size", 1)
+        self.max_stuck = _check_int(max_stuck, "max_stuck", 0)
+        self.timeout = float(timeout)
+        self.sink = sink
+        self.outputs: OutputMode = outputs
+        self.alpha = _check_fraction(alpha, "alpha", open_low=True)
+        self.max_disagreement = _check_fraction(max_disagreement, "max_disagreement", open_low=True)
+        self.margin = None if margin is None else float(margin)
+        self.max_error_rate = (
+            None
+            if max_error_rate is None
+            else _check_fraction(max_error_rate, "max_error_rate", open_low=True)
+        )
+        self._clock: Callable[[], float] = clock or time.perf_counter
+        # The watchdog polls in real seconds; the timeout itself is read on ``clock``.
+        self._poll = min(max(self.timeout / 4.0, 0.005), 0.25)
+        self._init_runtime()
+        self._pid = os.getpid()
+        # Counters of the identities (under _lock).
+        self._submitted = 0
+        self._mirrored = 0
+        self._dropped = 0
+        self._suspended = 0
+        self._refused = 0
+        self._completed = 0
+        self._compared = 0
+        self._skipped = 0
+        self._errors: dict[str, int] = {"exception": 0, "non_finite": 0, "mismatch": 0}
+        self._timeouts = 0
+        self._late = 0
+        self._discarded = 0
+        self._sink_errors = 0
+        # Paired statistics (under _stats_lock).
+        self._stats_lock = threading.Lock()
+        self._kind: str | None = None
+        self._disagree = 0
+        self._agree = 0
+        self._diff = Moments()
+        self._diff_buf: list[float] = []
+        self._lat = Moments()
+        self._lat_hist = SignedLogHistogram()
+        self._lat_buf: list[float] = []
+        self._primary_hist = LogHistogram()
+        self._shadow_hist = LogHistogram()
+        self._primary_buf: list[float] = []
+        self._shadow_buf: list[float] = []
+        # Latched decisions of the sequential checks.
+        self._max_lbf_fail = 0.0
+        self._max_lbf_pass = 0.0
+        self._max_lbf_err = 0.0
+        self._max_lbf_err_pass = 0.0
+        self._numeric_fail = False
+        self._numeric_pass = False
+        self._p_difference = 1.0
+
+    def _init_runtime(self) -> None:
+        """Create the lock, queue and thread bookkeeping (again in a forked child)."""
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._put = self._queue.put
+        self._state = _IDLE
+        self._pending = 0
+        self._active: set[_Slot] = set()
+        self._stuck: set[_Slot] = set()
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: the parent's threads are gone; start afresh on the next submit."""
+        inflight = self._pending + sum(1 for s in self._active if s.since is not None)
+        self._discarded += inflight
+        closed = self._state == _CLOSED
+        self._init_runtime()
+        self._stats_lock = threading.Lock()
+        self._state = _CLOSED if closed else _IDLE
+        self._pid = os.getpid()
+
+    # -- the request path ----------------------------------------------------------------
+
+    def submit(
+        self, x: Any, primary_output: Any, primary_latency: float, request_id: Any = None
+    ) -> bool:
+        """Queue one request for the shadow; never blocks on the shadow and never raises.
+
+        Args:
+            x: The request's input, passed to the shadow model unchanged.
+            primary_output: What the primary answered.
+            primary_latency: Seconds the primary took.
+            request_id: The router's request id, passed through to the sink.
+
+        Returns:
+            True when queued; False when dropped (queue full, suspended, closed), which is
+            counted.
+
+        >>> mirror = ShadowMirror(lambda x: x + 1, name="doc")
+        >>> mirror.submit(1, 2, 0.001)
+        True
+        >>> mirror.close()
+        True
+        >>> mirror.submit(1, 2, 0.001), mirror.report().refused
+        (False, 1)
+        """
+        with self._lock:
+            self._submitted += 1
+            state = self._state
+            if state is _RUNNING:
+                if self._pending < self.queue_size:
+                    self._pending += 1
+                    self._mirrored += 1
+                    self._put((x, primary_output, primary_latency, request_id))
+                    return True
+                self._dropped += 1
+                return False
+            if state is _SUSPENDED:
+                self._suspended += 1
+                return False
+            if state is _CLOSED:
+                self._refused += 1
+                return False
+        return self._start_with(x, primary_output, primary_latency, request_id)
+
+    def _start_with(self, x: Any, y: Any, latency: float, rid: Any) -> bool:
+        """The first submit in this process: start the workers, then queue the request."""
+        if self._pid != os.getpid():
+            # A fork that the at-fork hook did not see: the parent's threads are not here.
+            self._reset_after_fork()
+        start = False
+        with self._lock:
+            if self._state is _IDLE:
+                self._state = _RUNNING
+                start = True
+            queued = self._state is _RUNNING and self._pending < self.queue_size
+            if queued:
+                self._pending += 1
+                self._mirrored += 1
+                self._put((x, y, latency, rid))
+            elif self._state is _RUNNING:
+                self._dropped += 1
+            elif self._state is _SUSPENDED:
+                self._suspended += 1
+            else:
+                self._refused += 1
+            slots = self._new_slots(self.workers) if start else []
+        if start:
+            try:
+                self._start(slots)
+            except Exception:  # e.g. "can't start new thread": never raise into the caller
+                with self._lock:
+                    for slot in slots:
+                        if slot.thread is None or not slot.thread.is_alive():
+                            self._active.discard(slot)
+        return queued
+
+    # -- threads -------------------------------------------------------------------------
+
+    def _new_slots(self, k: int) -> list[_Slot]:
+        """Register ``k`` worker slots (under _lock); their threads start after the lock."""
+        slots = [_Slot() for _ in range(k)]
+        self._active.update(slots)
+        return slots
+
+    def _start(self, slots: list[_Slot]) -> None:
+        _MIRRORS.add(self)
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(
+                target=self._watch, name=f"safeserve-shadow-{self.name}-watchdog", daemon=True
+            )
+            self._watchdog.start()
+        self._spawn(slots)
+
+    def _spawn(self, slots: list[_Slot]) -> None:
+        for slot in slots:
+            t = threading.Thread(
+                target=self._work, args=(slot,), name=f"safeserve-shadow-{self.name}", daemon=True
+            )
+            slot.thread = t
+            t.start()
+
+    def _watch(self) -> None:
+        stop = self._stop
+        while not stop.wait(self._poll):
+            self._check_overdue()
+
+    def _check_overdue(self) -> None:
+        """Count overdue calls as timeouts, set their threads aside, replace or suspend."""
+        now = self._clock()
+        with self._lock:
+            fresh = self._overdue_locked(now)
+        if fresh:
+            self._spawn(fresh)
+
+    def _overdue_locked(self, now: float) -> list[_Slot]:
+        fresh: list[_Slot] = []
+        for slot in [s for s in self._active if s.since is not None]:
+            since = slot.since
+            if since is None or now - since <= self.timeout:
+                continue
+            slot.timed_out = True
+            self._active.discard(slot)
+            self._stuck.add(slot)
+            self._timeouts += 1
+            if len(self._stuck) > self.max_stuck:
+                if self._state is _RUNNING:
+                    self._state = _SUSPENDED
+                    self._purge_locked()
+            elif self._state in (_RUNNING, _SUSPENDED):
+                fresh.extend(self._new_slots(1))
+        if fresh or self._stuck:
+            self._idle.notify_all()
+        return fresh
+
+    def _purge_locked(self) -> None:
+        """Discard every queued request now (on suspension), freeing their memory."""
+        get = self._queue.get_nowait
+        while self._pending:
+            try:
+                get()
+            except queue.Empty:  # popped by a worker that has not counted it yet
+                break
+            self._pending -= 1
+            self._discarded += 1
+
+    def _work(self, slot: _Slot) -> None:
+        get = self._queue.get
+        clock = self._clock
+        while True:
+            item = get()
+            if item is _STOP:
+                return
+            with self._lock:
+                self._pending -= 1
+                if self._state is not _RUNNING:
+                    self._discarded += 1
+                    if not self._pending:
+                        self._idle.notify_all()
+                    continue
+                t0 = clock()
+                slot.since = t0
+            x, y, primary_latency, rid = item
+            try:
+                out = self.shadow_model(x)
+                error: str | None = None
+            except BaseException as exc:  # a shadow failure never escapes the worker
+                out = None
+                error = f"exception: {type(exc).__name__}: {exc}"
+            t1 = clock()
+            if not self._finish(slot, x, y, out, error, primary_latency, t1 - t0, rid, t1):
+                return
+
+    def _finish(
+        self,
+        slot: _Slot,
+        x: Any,
+        y: Any,
+        out: Any,
+        error: str | None,
+        primary_latency: float,
+        latency: float,
+        rid: Any,
+        now: float,
+    ) -> bool:
+        """Count one returned call; return False when this thread should exit."""
+        kind: str | None = None
+        value: Any = None
+        pkind: str | None = None
+        pvalue: Any = None
+        if error is None:
+            kind, value = _kind_of(out, self.outputs)
+            pkind, pvalue = _kind_of(y, self.outputs)
+        keep = True
+        fresh: list[_Slot] = []
+        compare = False
+        with self._lock:
+            slot.since = None
+            if slot.timed_out:
+                # Counted as a timeout when it was noticed; the late result is not compared.
+                slot.timed_out = False
+                self._late += 1
+                self._stuck.discard(slot)
+                if self._state is _SUSPENDED and len(self._stuck) <= self.max_stuck:
+                    self._state = _RUNNING
+                if self._state is not _CLOSED and len(self._active) < self.workers:
+                    self._active.add(slot)
+                else:
+                    keep = False
+                error = "timeout"
+            elif latency > self.timeout:
+                self._timeouts += 1
+                self._late += 1
+                error = "timeout"
+            elif error is not None:
+                self._errors["exception"] += 1
+            else:
+                expected = self._kind
+                primary_ok = (
+                    pkind != _OTHER
+                    and (expected is None or pkind == expected)
+                    and _finite(pkind, pvalue)
+                )
+                if not primary_ok:
+                    # Nothing to compare with: judge the shadow's output on its own.
+                    if kind != _OTHER and not _finite(kind, value):
+                        error = "non_finite"
+                        self._errors["non_finite"] += 1
+                    else:
+                        self._completed += 1
+                        self._skipped += 1
+                elif kind != pkind or (kind == _VECTOR and value.shape != pvalue.shape):
+                    error = f"mismatch: shadow output {out!r} is not comparable to {y!r}"
+                    self._errors["mismatch"] += 1
+                elif not _finite(kind, value):
+                    error = "non_finite"
+                    self._errors["non_finite"] += 1
+                else:
+                    self._completed += 1
+                    self._compared += 1
+                    compare = True
+                    if expected is None:
+                        self._kind = kind
+            fresh = self._overdue_locked(now)
+            if not self._pending and not any(s.since is not None for s in self._active):
+                self._idle.notify_all()
+        if fresh:
+            self._spawn(fresh)
+        if compare:
+            self._compare(kind, value, pvalue, primary_latency, latency)
+        if self.sink is not None:
+            pair = ShadowPair(
+                request_id=rid,
+                input=x,
+                primary_output=y,
+                shadow_output=out,
+                primary_latency=primary_latency,
+                shadow_latency=latency,
+                error=error,
+            )
+            try:
+                self.sink(pair)
+            except BaseException:
+                with self._lock:
+                    self._sink_errors += 1
+        return keep
+
+    def _compare(
+        self, kind: str | None, value: Any, pvalue: Any, primary_latency: float, latency: float
+    ) -> None:
+        if kind == _VECTOR:
+            d = float(np.abs(value - pvalue).sum())
+        elif kind == _NUMERIC:
+            d = value - pvalue
+        else:
+            d = math.nan
+        with self._stats_lock:
+            if kind == _LABEL:
+                if value == pvalue:
+                    self._agree += 1
+                else:
+                    self._disagree += 1
+            elif math.isfinite(d):
+                self._diff_buf.append(d)
+            if isinstance(primary_latency, int | float) and math.isfinite(primary_latency):
+                pl = float(primary_latency)
+                self._lat_buf.append(latency - pl)
+                self._primary_buf.append(max(pl, 0.0))
+                self._shadow_buf.append(max(latency, 0.0))
+            if len(self._lat_buf) >= _FLUSH_AT or len(self._diff_buf) >= _FLUSH_AT:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._diff_buf:
+            self._diff.update_many(self._diff_buf)
+            self._diff_buf.clear()
+        if self._lat_buf:
+            self._lat.update_many(self._lat_buf)
+            self._lat_hist.update_many(self._lat_buf)
+            self._primary_hist.update_many(self._primary_buf)
+            self._shadow_hist.update_many(self._shadow_buf)
+            self._lat_buf.clear()
+            self._primary_buf.clear()
+            self._shadow_buf.clear()
+
+    # -- control -------------------------------------------------------------------------
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until the queue is empty and no call runs (stuck calls aside), or ``timeout``.
+
+        Args:
+            timeout: Most real seconds to wait.
+
+        Returns:
+            True when idle.
+
+        >>> ShadowMirror(lambda x: x, name="doc").wait_idle(timeout=0.1)
+        True
+        """
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        with self._lock:
+            while self._pending or any(s.since is not None for s in self._active):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, self._poll))
+        return True
+
+    def close(self, timeout: float = 1.0, *, drain: bool = False) -> bool:
+        """Stop the workers; idempotent. Later submits are refused and counted.
+
+        Queued requests are discarded (counted) unless ``drain`` is true, which first waits for
+        them (within the same ``timeout``). Threads stuck in a hanging call cannot be stopped:
+        they are daemon threads and exit when their call returns.
+
+        Args:
+            timeout: Most real seconds to wait, in total.
+            drain: Run the queued requests before stopping.
+
+        Returns:
+            True when every worker that was not stuck has stopped.
+
+        >>> mirror = ShadowMirror(lambda x: x, name="doc")
+        >>> mirror.close(), mirror.close()
+        (True, True)
+        """
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        if drain:
+            self.wait_idle(timeout)
+        with self._lock:
+            if self._state is not _CLOSED:
+                self._state = _CLOSED
+                for _ in range(len(self._active)):
+                    self._put(_STOP)
+            self._stop.set()
+            threads = [s.thread for s in self._active if s.thread is not None]
+            self._idle.notify_all()
+        if self._watchdog is not None:
+            threads.append(self._watchdog)
+        me = threading.current_thread()
+        for t in threads:
+            if t is not me:
+                t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads if t is not me)
+
+    def __enter__(self) -> ShadowMirror:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def state(self) -> str:
+        """``"idle"``, ``"running"``, ``"suspended"`` or ``"closed"``."""
+        return self._state
+
+    def thread_count(self) -> int:
+        """Live threads of this mirror: workers, stuck threads and the watchdog.
+
+        Never more than ``workers + max_stuck + 1``.
+        """
+        with self._lock:
+            slots = list(self._active | self._stuck)
+        n = sum(1 for s in slots if s.thread is not None and s.thread.is_alive())
+        return n + int(self._watchdog is not None and self._watchdog.is_alive())
+
+    # -- report --------------------------------------------------------------------------
+
+    def report(self) -> ShadowReport:
+        """Check for overdue calls, then return the counts, statistics and verdicts.
+
+        Each call is a look of the sequential checks; a check that decided keeps its verdict.
+        """
+        if self._state in (_RUNNING, _SUSPENDED):
+            self._check_overdue()
+        with self._lock:
+            c: dict[str, Any] = {
+                "state": self._state,
+                "submitted": self._submitted,
+                "mirrored": self._mirrored,
+                "dropped": self._dropped,
+                "suspended": self._suspended,
+                "refused": self._refused,
+                "completed": self._completed,
+                "compared": self._compared,
+                "skipped": self._skipped,
+                "error_reasons": dict(self._errors),
+                "timeouts": self._timeouts,
+                "late": self._late,
+                "discarded": self._discarded,
+                "queued": self._pending,
+                "running": sum(1 for s in self._active if s.since is not None),
+                "stuck": len(self._stuck),
+                "sink_errors": self._sink_errors,
+            }
+        errors = sum(c["error_reasons"].values())
+        c["errors"] = errors
+        with self._stats_lock:
+            self._flush_locked()
+            return self._report_locked(c)
+
+    def _report_locked(self, c: dict[str, Any]) -> ShadowReport:
+        alpha = self.alpha
+        kind = self._kind
+        reasons: list[str] = []
+        # Label check.
+        s, f = self._disagree, self._agree
+        label_verdict: Verdict | None = None
+        if kind == _LABEL:
+            p0 = self.max_disagreement
+            self._max_lbf_fail = max(
+                self._max_lbf_fail, float(disagreement_log_bf(s, f, p0, upper=True))
+            )
+            self._max_lbf_pass = max(
+                self._max_lbf_pass, float(disagreement_log_bf(s, f, p0, upper=False))
+            )
+            label_verdict = self._latched(self._max_lbf_fail, self._max_lbf_pass)
+            rate = s / (s + f) if s + f else math.nan
+            reasons.append(
+                f"disagreement {_fmt(rate)} on {s + f} pairs vs max {_fmt(p0)}: "
+                f"{label_verdict.value}"
+            )
+        # Numeric check.
+        d = self._diff
+        metric = {_NUMERIC: "difference", _VECTOR: "l1_distance"}.get(kind or "")
+        mean = d.mean if d.n else math.nan
+        var = d.variance
+        lower = upper = math.nan
+        numeric_verdict: Verdict | None = None
+        if metric is not None and d.n >= 2:
+            lower, upper = self._difference_bounds(d.n, mean, var, two_sided=metric == "difference")
+            if self.margin is not None and d.n >= MIN_PAIRS:
+                m = self.margin
+                if metric == "difference":
+                    fail = lower > m or upper < -m
+                    ok = -m < lower and upper < m
+                else:
+                    fail, ok = lower > m, upper < m
+                self._numeric_fail |= fail
+                self._numeric_pass |= ok
+                self._p_difference = min(
+                    self._p_difference, self._p_beyond_margin(d.n, mean, var, metric)
+                )
+        if metric is not None and self.margin is not None:
+            numeric_verdict = (
+                Verdict.FAIL
+                if self._numeric_fail
+                else Verdict.PASS
+                if self._numeric_pass
+                else Verdict.INCONCLUSIVE
+            )
+            reasons.append(
+                f"mean {metric} {_fmt(mean)} in [{_fmt(lower)}, {_fmt(upper)}] on {d.n} pairs "
+                f"vs margin {_fmt(self.margin)}: {numeric_verdict.value}"
+            )
+        elif metric is not None:
+            reasons.append("no margin: numeric outputs are summarized, not judged")
+        # Error check.
+        failures = c["errors"] + c["timeouts"]
+        trials = c["completed"] + failures
+        error_verdict: Verdict | None = None
+        if self.max_error_rate is not None:
+            p0 = self.max_error_rate
+            ok_calls = trials - failures
+            self._max_lbf_err = max(
+                self._max_lbf_err, float(disagreement_log_bf(failures, ok_calls, p0, upper=True))
+            )
+            self._max_lbf_err_pass = max(
+                self._max_lbf_err_pass,
+                float(disagreement_log_bf(failures, ok_calls, p0, upper=False)),
+            )
+            error_verdict = self._latched(self._max_lbf_err, self._max_lbf_err_pass)
+            reasons.append(
+                f"{failures} shadow errors and timeouts in {trials} calls vs max rate "
+                f"{_fmt(p0)}: {error_verdict.value}"
+            )
+        output_verdict = label_verdict if kind == _LABEL else numeric_verdict
+        checks = [v for v in (output_verdict, error_verdict) if v is not None]
+        if Verdict.FAIL in checks:
+            verdict = Verdict.FAIL
+        elif output_verdict is Verdict.PASS and error_verdict in (None, Verdict.PASS):
+            verdict = Verdict.PASS
+        else:
+            verdict = Verdict.INCONCLUSIVE
+        if kind is None:
+            reasons.insert(0, "no compared pairs yet")
+        lat = self._lat
+        lh = self._lat_hist
+        return ShadowReport(
+            name=self.name,
+            state=c["state"],
+            sample=self.sample,
+            output_kind=kind,
+            submitted=c["submitted"],
+            mirrored=c["mirrored"],
+            dropped=c["dropped"],
+            suspended=c["suspended"],
+            refused=c["refused"],
+            completed=c["completed"],
+            compared=c["compared"],
+            skipped=c["skipped"],
+            errors=c["errors"],
+            error_reasons=c["error_reasons"],
+            timeouts=c["timeouts"],
+            late=c["late"],
+            discarded=c["discarded"],
+            queued=c["queued"],
+            running=c["running"],
+            stuck=c["stuck"],
+            sink_errors=c["sink_errors"],
+            agreement_rate=f / (s + f) if s + f else None,
+            disagreements=s,
+            max_disagreement=self.max_disagreement,
+            p_disagreement=_p_from_log_bf(self._max_lbf_fail),
+            p_agreement=_p_from_log_bf(self._max_lbf_pass),
+            label_verdict=label_verdict,
+            difference_metric=metric,
+            difference_mean=_opt(mean),
+            difference_variance=_opt(var),
+            difference_lower=_opt(lower),
+            difference_upper=_opt(upper),
+            margin=self.margin,
+            p_difference=self._p_difference,
+            numeric_verdict=numeric_verdict,
+            error_rate=failures / trials if trials else None,
+            max_error_rate=self.max_error_rate,
+            p_error=_p_from_log_bf(self._max_lbf_err),
+            error_verdict=error_verdict,
+            latency_pairs=lat.n,
+            latency_difference_mean=_opt(lat.get()),
+            latency_difference_variance=_opt(lat.variance),
+            latency_difference_p50=_opt(lh.quantile(0.5)) if lat.n else None,
+            latency_difference_p95=_opt(lh.quantile(0.95)) if lat.n else None,
+            latency_difference_p99=_opt(lh.quantile(0.99)) if lat.n else None,
+            primary_latency_p50=self._primary_hist.quantile(0.5) if lat.n else None,
+            primary_latency_p99=self._primary_hist.quantile(0.99) if lat.n else None,
+            shadow_latency_p50=self._shadow_hist.quantile(0.5) if lat.n else None,
+            shadow_latency_p99=self._shadow_hist.quantile(0.99) if lat.n else None,
+            alpha=alpha,
+            verdict=verdict,
+            reason="; ".join(reasons),
+        )
+
+    def _latched(self, lbf_fail: float, lbf_pass: float) -> Verdict:
+        threshold = -math.log(self.alpha)
+        if lbf_fail >= threshold:
+            return Verdict.FAIL
+        if lbf_pass >= threshold:
+            return Verdict.PASS
+        return Verdict.INCONCLUSIVE
+
+    def _difference_bounds(
+        self, n: int, mean: float, var: float, *, two_sided: bool
+    ) -> tuple[float, float]:
+        se = np.array([math.sqrt(var / n)])
+        hw = float(
+            _halfwidth(se, np.array([float(n)]), self.alpha, TUNING, one_sided=not two_sided)[0]
+        )
+        return mean - hw, mean + hw
+
+    def _p_beyond_margin(self, n: int, mean: float, var: float, metric: str) -> float:
+        """Always-valid p-value against "the mean lies within the margin"."""
+        se = math.sqrt(var / n)
+        m = float(self.margin or 0.0)
+        if metric == "difference":
+            null = m if mean >= 0 else -m
+            p = always_valid_p(
+                mean, se, n, null=null, alternative="two-sided", alpha=self.alpha, tuning=TUNING
+            )
+            return float(p) if abs(mean) > m else 1.0
+        p = always_valid_p(
+            mean, se, n, null=m, alternative="greater", alpha=self.alpha, tuning=TUNING
+        )
+        return float(p)
+
+    def __repr__(self) -> str:
+        return (
+            f"<safeserve.ShadowMirror {self.name!r} sample={self.sample:g} "
+            f"state={self._state} workers={self.workers}>"
+        )
+
+
+for _cls in (ShadowMirror, ShadowPair, ShadowReport):
+    _cls.__module__ = "safeserve"
+del _cls

@@ -1,0 +1,127 @@
+"""The drift gate: input drift pauses a rollout, names the features, and clears by itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import safeserve as ss
+from safeserve.drift import DriftMonitor, ReferenceProfile
+
+from .conftest import Clock
+
+FEATURES = 5
+
+
+def setup(clock: Clock, **canary: object) -> tuple[ss.Router, DriftMonitor]:
+    rng = np.random.default_rng(0)
+    profile = ReferenceProfile.from_data(rng.normal(size=(20_000, FEATURES)))
+    monitor = DriftMonitor(profile, sample_rate=1.0, window=2_000, min_samples=500, seed=1)
+    options: dict[str, object] = {
+        "min_duration": 1e9,  # never promote: these tests are about pausing
+        "min_samples": 100,
+        "evaluate_every": 500,
+        "drift_resume_after": 300.0,
+    }
+    options.update(canary)
+    router = ss.Router(
+        {"v1": lambda X: np.zeros(len(X)), "v2": lambda X: np.zeros(len(X))},
+        strategy=ss.Canary("v1", "v2", weight=50, auto=True, **options),  # type: ignore[arg-type]
+        policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.5)]),
+        clock=clock,
+        drift=monitor,
+    )
+    return router, monitor
+
+
+def feed(
+    router: ss.Router,
+    clock: Clock,
+    rng: np.random.Generator,
+    *,
+    batches: int,
+    shift: float = 0.0,
+    candidate_only: bool = False,
+) -> None:
+    for b in range(batches):
+        clock.t += 10.0
+        X = rng.normal(size=(500, FEATURES))
+        keys = rng.integers(0, 2**40, size=500)
+        if shift:
+            if candidate_only:
+                on_candidate = router.route_batch(X, keys=keys).variants == "v2"
+                X[on_candidate, 3] += shift
+            else:
+                X[:, 3] += shift
+        router.predict_batch(X, keys=keys)
+        router.evaluate()
+
+
+def test_shared_drift_pauses_as_traffic_changed_then_resumes(clock: Clock) -> None:
+    """A 1-sigma shift of x3 in everyone's traffic pauses the rollout, blaming the traffic,
+    and the rollout resumes by itself once the shift has been gone for the configured time."""
+    router, _ = setup(clock)
+    rng = np.random.default_rng(1)
+    feed(router, clock, rng, batches=6)
+    assert router.status().phase is ss.Phase.PROGRESSING
+    feed(router, clock, rng, batches=8, shift=1.0)
+    st = router.status()
+    assert st.phase is ss.Phase.PAUSED
+    pause = [d for d in st.decisions if d.action is ss.Action.PAUSE][-1]
+    assert "x3" in pause.reason
+    assert "traffic changed" in pause.reason
+    assert pause.check("drift").verdict is ss.stats.Verdict.FAIL
+    assert pause.weights_after == pause.weights_before
+    feed(router, clock, rng, batches=50)
+    st = router.status()
+    assert st.phase is ss.Phase.PROGRESSING
+    resume = [d for d in st.decisions if d.action is ss.Action.RESUME][-1]
+    assert not resume.manual
+    assert "drift cleared" in resume.reason
+
+
+def test_candidate_only_drift_is_named_as_such(clock: Clock) -> None:
+    """When only the candidate's rows shift, the decision says so."""
+    router, _ = setup(clock)
+    rng = np.random.default_rng(2)
+    feed(router, clock, rng, batches=10, shift=1.5, candidate_only=True)
+    st = router.status()
+    assert st.phase is ss.Phase.PAUSED
+    pause = [d for d in st.decisions if d.action is ss.Action.PAUSE][-1]
+    assert "x3" in pause.reason
+    assert "candidate's traffic" in pause.reason
+
+
+def test_no_drift_no_pause(clock: Clock) -> None:
+    """Stationary inputs never pause the rollout in this run."""
+    router, _ = setup(clock)
+    feed(router, clock, np.random.default_rng(3), batches=30)
+    assert router.status().phase is ss.Phase.PROGRESSING
+
+
+def test_manual_resume_after_drift(clock: Clock) -> None:
+    """A rollout paused by drift can be resumed by hand (no automatic resume configured)."""
+    router, _ = setup(clock, drift_resume_after=None)
+    rng = np.random.default_rng(4)
+    feed(router, clock, rng, batches=8, shift=1.0)
+    assert router.status().phase is ss.Phase.PAUSED
+    feed(router, clock, rng, batches=20)
+    assert router.status().phase is ss.Phase.PAUSED
+    router.resume()
+    assert router.status().phase is ss.Phase.PROGRESSING
+
+
+def test_single_requests_are_observed_too(clock: Clock) -> None:
+    """route() records sampled inputs for the monitor."""
+    router, monitor = setup(clock)
+    for i in range(400):
+        router.route(np.zeros(FEATURES), key=i)
+    monitor.flush()
+    assert monitor.window_size("baseline") + monitor.window_size("candidate") == 400
+
+
+def test_drift_needs_a_rollout() -> None:
+    """A drift monitor without a canary is a configuration error."""
+    profile = ReferenceProfile.from_data(np.random.default_rng(0).normal(size=(100, 2)))
+    with pytest.raises(ss.ConfigError, match="drift monitor"):
+        ss.Router({"a": abs}, drift=DriftMonitor(profile, window=100, min_samples=50))

@@ -1,0 +1,713 @@
+"""Shadow mirroring: off-path execution, bounded resources, exact counts, paired statistics."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import integrate
+from scipy import stats as sps
+
+import safeserve._shadow as shadow_module
+from safeserve._errors import ConfigError
+from safeserve._shadow import ShadowMirror, ShadowPair, ShadowReport, disagreement_log_bf
+from safeserve.stats import Verdict
+
+WAIT = 30.0  # upper bound of every wait in this file (real seconds); never a speed assertion
+
+
+def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Poll ``pred`` until true; fail (rather than hang) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.001)
+
+
+class ManualClock:
+    """A clock that only moves when the test says so (thread-safe reads and writes)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+def check_identities(r: ShadowReport) -> None:
+    """The accounting identities that every report satisfies."""
+    assert r.submitted == r.mirrored + r.dropped + r.suspended + r.refused
+    assert r.mirrored == (r.completed + r.errors + r.timeouts + r.discarded + r.queued + r.running)
+    assert r.completed == r.compared + r.skipped
+    assert r.errors == sum(r.error_reasons.values())
+    assert 0 <= r.late <= r.timeouts
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Any]]:
+    """Close every mirror and set every Event registered by a test, whatever happens."""
+    things: list[Any] = []
+    yield things
+    for t in things:
+        if isinstance(t, threading.Event):
+            t.set()
+    for t in things:
+        if isinstance(t, ShadowMirror):
+            t.close(timeout=5.0)
+
+
+def labels(x: int) -> str:
+    return "cat" if x % 3 else "dog"
+
+
+# -- the request path --------------------------------------------------------------------
+
+
+def test_caller_thread_never_runs_the_shadow(cleanup: list[Any]) -> None:
+    """The shadow model runs on the mirror's worker threads, never on the submitting thread."""
+    seen: set[int] = set()
+    lock = threading.Lock()
+
+    def shadow(x: int) -> str:
+        with lock:
+            seen.add(threading.get_ident())
+        return labels(x)
+
+    m = ShadowMirror(shadow, name="ident")
+    cleanup.append(m)
+    for i in range(200):
+        assert m.submit(i, labels(i), 0.001, request_id=i)
+    assert m.wait_idle(WAIT)
+    assert seen
+    assert threading.get_ident() not in seen
+    assert m.report().compared == 200
+
+
+def test_mirror_bucket_limit_follows_sample() -> None:
+    """mirror_bucket_limit is round(sample * 10_000), the router's bucket threshold."""
+    for sample, limit in [(0.0, 0), (0.07, 700), (0.33333, 3333), (1.0, 10_000)]:
+        assert ShadowMirror(labels, sample=sample).mirror_bucket_limit == limit
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"sample": 1.5}, "1.5"),
+        ({"sample": float("nan")}, "nan"),
+        ({"workers": 0}, "0"),
+        ({"queue_size": 2.0}, "2.0"),
+        ({"timeout": -1}, "-1"),
+        ({"max_stuck": -1}, "-1"),
+        ({"outputs": "probs"}, "'probs'"),
+        ({"alpha": 1.0}, "1.0"),
+        ({"max_disagreement": 0}, "0"),
+        ({"margin": float("inf")}, "inf"),
+        ({"max_error_rate": 2}, "2"),
+        ({"sink": 3}, "3"),
+        ({"clock": "now"}, "'now'"),
+        ({"name": ""}, "''"),
+    ],
+)
+def test_bad_options_raise_config_error_naming_the_value(
+    kwargs: dict[str, Any], fragment: str
+) -> None:
+    """Each invalid option raises ConfigError whose message names the bad value."""
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        ShadowMirror(labels, **kwargs)
+
+
+def test_shadow_model_must_be_callable() -> None:
+    """A non-callable shadow model is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match="42"):
+        ShadowMirror(42)  # type: ignore[arg-type]
+
+
+def test_queue_overflow_drops_and_counts_exactly(cleanup: list[Any]) -> None:
+    """With the shadow blocked, submit returns at once; beyond queue_size every submit is a
+    counted drop, and the queue never holds more than queue_size requests."""
+    gate = threading.Event()
+    cleanup.append(gate)
+    m = ShadowMirror(lambda x: gate.wait(WAIT) and x, workers=1, queue_size=10, timeout=1e9)
+    cleanup.append(m)
+    assert m.submit(0, 0, 0.0)
+    wait_until(lambda: m.report().running == 1, "the worker to pick up the first request")
+    results = [m.submit(i, i, 0.0) for i in range(1, 41)]
+    assert results == [True] * 10 + [False] * 30
+    r = m.report()
+    assert (r.queued, r.dropped, r.running, r.mirrored, r.submitted) == (10, 30, 1, 11, 41)
+    check_identities(r)
+    gate.set()
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert (r.completed, r.dropped, r.queued) == (11, 30, 0)
+    check_identities(r)
+
+
+def test_shadow_exceptions_never_reach_the_caller(cleanup: list[Any]) -> None:
+    """A raising shadow is counted as an error (reason 'exception'); submit returns True."""
+    pairs: list[ShadowPair] = []
+
+    def shadow(x: int) -> int:
+        if x % 2:
+            raise RuntimeError(f"boom {x}")
+        return x
+
+    m = ShadowMirror(shadow, sink=pairs.append, workers=1, name="raise")
+    cleanup.append(m)
+    assert all(m.submit(i, i, 0.0, request_id=i) for i in range(100))
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert (r.errors, r.error_reasons["exception"], r.completed) == (50, 50, 50)
+    check_identities(r)
+    errs = sorted((p.request_id, p.error) for p in pairs if p.error)
+    assert errs[0] == (1, "exception: RuntimeError: boom 1")
+    assert r.error_verdict is Verdict.FAIL
+    assert r.verdict is Verdict.FAIL
+
+
+def test_non_finite_and_mismatched_shadow_outputs_are_errors(cleanup: list[Any]) -> None:
+    """NaN/inf shadow outputs count as 'non_finite' errors, outputs of another kind as
+    'mismatch'; a non-finite primary output is skipped, not compared."""
+    outs = {0: 1.0, 1: float("nan"), 2: float("inf"), 3: "label", 4: 2.0}
+    m = ShadowMirror(outs.__getitem__, workers=1, name="bad")
+    cleanup.append(m)
+    for i in outs:
+        m.submit(i, 1.5, 0.0)
+    m.submit(0, float("nan"), 0.0)  # unusable primary: skipped
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert r.error_reasons == {"exception": 0, "non_finite": 2, "mismatch": 1}
+    assert (r.completed, r.compared, r.skipped) == (3, 2, 1)
+    assert r.difference_mean == pytest.approx(np.mean([1.0 - 1.5, 2.0 - 1.5]))
+    check_identities(r)
+
+
+def test_sink_receives_pairs_and_its_errors_are_counted(cleanup: list[Any]) -> None:
+    """The sink gets one ShadowPair per finished call; a raising sink is counted, and
+    mirroring goes on."""
+    got: list[ShadowPair] = []
+
+    def sink(pair: ShadowPair) -> None:
+        got.append(pair)
+        if pair.request_id % 4 == 0:
+            raise ValueError("sink down")
+
+    m = ShadowMirror(labels, sink=sink, workers=2, name="sink")
+    cleanup.append(m)
+    for i in range(40):
+        m.submit(i, "cat", 0.002, request_id=i)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert r.sink_errors == 10
+    assert len(got) == 40
+    p = next(p for p in got if p.request_id == 3)
+    assert (p.input, p.primary_output, p.shadow_output, p.error) == (3, "cat", "dog", None)
+    assert p.primary_latency == 0.002
+    assert r.compared == 40
+
+
+def test_close_is_idempotent_bounded_and_refuses_later_submits(cleanup: list[Any]) -> None:
+    """close() returns within its timeout even while a call hangs (reporting False), returns
+    True once the worker is free, and later submits are refused and counted."""
+    gate = threading.Event()
+    cleanup.append(gate)
+    m = ShadowMirror(lambda x: gate.wait(WAIT), workers=1, timeout=1e9, name="close")
+    cleanup.append(m)
+    m.submit(0, True, 0.0)
+    m.submit(1, True, 0.0)
+    wait_until(lambda: m.report().running == 1, "the call to start")
+    assert m.close(timeout=0.05) is False  # the hanging worker cannot be joined yet
+    assert m.submit(2, True, 0.0) is False
+    gate.set()
+    wait_until(lambda: m.close(timeout=0.05), "the worker to stop")
+    assert m.close() is True
+    r = m.report()
+    assert (r.state, r.refused, r.discarded, r.completed) == ("closed", 1, 1, 1)
+    check_identities(r)
+
+
+def test_close_with_drain_runs_the_queue(cleanup: list[Any]) -> None:
+    """close(drain=True) runs the queued requests before stopping."""
+    m = ShadowMirror(labels, workers=1, name="drain")
+    cleanup.append(m)
+    for i in range(50):
+        m.submit(i, labels(i), 0.0)
+    assert m.close(timeout=WAIT, drain=True)
+    r = m.report()
+    assert (r.compared, r.discarded, r.disagreements) == (50, 0, 0)
+
+
+# -- hung shadows ------------------------------------------------------------------------
+
+
+def test_hung_shadow_is_counted_and_bounds_threads_and_memory(cleanup: list[Any]) -> None:
+    """A shadow that hangs: calls past the timeout count as timeouts, stuck threads are
+    replaced up to max_stuck, then mirroring is suspended; threads and queue stay bounded;
+    when the calls return they count as late and mirroring resumes."""
+    gate = threading.Event()
+    cleanup.append(gate)
+    clock = ManualClock()
+    workers, max_stuck, queue_size = 2, 3, 20
+    before = threading.active_count()
+    m = ShadowMirror(
+        lambda x: gate.wait(WAIT) and x,
+        clock=clock,
+        workers=workers,
+        max_stuck=max_stuck,
+        queue_size=queue_size,
+        timeout=1.0,
+        name="hung",
+    )
+    cleanup.append(m)
+    bound = workers + max_stuck + 1
+    for _round in range(10):
+        for i in range(100):
+            m.submit(i, i, 0.0)
+            if i % 25 == 0:
+                assert m.report().queued <= queue_size
+        if m.state == "suspended":
+            break
+        wait_until(lambda: m.report().running == workers, "the workers to hang")
+        clock.advance(1.5)
+        r = m.report()  # notices the overdue calls
+        check_identities(r)
+        assert m.thread_count() <= bound
+        assert threading.active_count() - before <= bound
+    r = m.report()
+    assert r.state == "suspended"
+    assert r.stuck == max_stuck + 1
+    assert r.timeouts == max_stuck + 1
+    assert r.queued <= queue_size
+    assert m.submit(0, 0, 0.0) is False
+    assert m.report().suspended >= 1
+    assert threading.active_count() - before <= bound
+    check_identities(m.report())
+    gate.set()
+    wait_until(lambda: m.report().stuck == 0, "the stuck calls to return")
+    r = m.report()
+    assert r.late == r.timeouts
+    assert r.state == "running"
+    assert m.submit(7, 7, 0.0)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert r.completed >= 1
+    check_identities(r)
+
+
+def test_slow_call_is_a_timeout_when_it_returns(cleanup: list[Any]) -> None:
+    """A call that took longer than timeout but was not noticed while running is counted as a
+    timeout (and late) by its worker on return; its output is not compared."""
+    clock = ManualClock()
+
+    def slow(x: int) -> int:
+        clock.advance(2.0 if x == 0 else 0.001)
+        return x
+
+    m = ShadowMirror(slow, clock=clock, workers=1, timeout=1.0, name="slow")
+    cleanup.append(m)
+    for i in range(3):
+        m.submit(i, i, 0.0)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert (r.timeouts, r.late, r.compared, r.stuck) == (1, 1, 2, 0)
+    check_identities(r)
+
+
+# -- accounting under concurrency --------------------------------------------------------
+
+
+def test_counts_are_exact_under_concurrent_submits(cleanup: list[Any]) -> None:
+    """8 threads submit at once while reports are taken: every report satisfies the
+    identities, and the final totals are exact."""
+    threads_n, per_thread = 8, 3000
+    sink_calls: list[ShadowPair] = []
+    m = ShadowMirror(
+        lambda x: x % 7 if x % 11 else None,  # None is no label: a mismatch error
+        workers=2,
+        queue_size=64,
+        sink=sink_calls.append,
+        name="concurrent",
+    )
+    cleanup.append(m)
+    barrier = threading.Barrier(threads_n + 1)
+    accepted = [0] * threads_n
+
+    def work(t: int) -> None:
+        barrier.wait(WAIT)
+        for i in range(per_thread):
+            x = t * per_thread + i
+            accepted[t] += bool(m.submit(x, x % 7, 0.0, request_id=x))
+
+    ths = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for th in ths:
+        th.start()
+    barrier.wait(WAIT)
+    while any(th.is_alive() for th in ths):
+        r = m.report()
+        check_identities(r)
+        assert r.queued <= 64
+    for th in ths:
+        th.join(WAIT)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    check_identities(r)
+    assert r.submitted == threads_n * per_thread
+    assert r.mirrored == sum(accepted)
+    assert r.dropped == r.submitted - sum(accepted)
+    assert r.completed + r.errors == r.mirrored
+    assert len(sink_calls) == r.mirrored
+    failed = [p.request_id for p in sink_calls if p.error]
+    assert r.errors == r.error_reasons["mismatch"] == len(failed)
+    assert all(rid % 11 == 0 for rid in failed)
+    assert r.disagreements == 0
+
+
+BEHAVIOURS = st.sampled_from(["same", "other", "raise", "nan", "mismatch"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(BEHAVIOURS, max_size=60))
+def test_counts_match_the_behaviour_of_each_request(behaviours: list[str]) -> None:
+    """For any sequence of shadow behaviours, each count equals its tally in the sequence."""
+
+    def shadow(i: int) -> Any:
+        b = behaviours[i]
+        if b == "raise":
+            raise KeyError(i)
+        return {"same": 1.0, "other": 3.0, "nan": math.nan, "mismatch": "x"}[b]
+
+    m = ShadowMirror(shadow, workers=2, name="prop")
+    try:
+        for i in range(len(behaviours)):
+            assert m.submit(i, 1.0, 0.0)
+        assert m.wait_idle(WAIT)
+        r = m.report()
+    finally:
+        m.close(timeout=5.0)
+    tally = {b: behaviours.count(b) for b in ("same", "other", "raise", "nan", "mismatch")}
+    assert r.compared == tally["same"] + tally["other"]
+    assert r.error_reasons == {
+        "exception": tally["raise"],
+        "non_finite": tally["nan"],
+        "mismatch": tally["mismatch"],
+    }
+    check_identities(r)
+    if r.compared:
+        expected = 2.0 * tally["other"] / r.compared
+        assert r.difference_mean == pytest.approx(expected)
+
+
+# -- paired statistics -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("s", "f", "p0", "upper"),
+    [
+        (20, 80, 0.05, True),
+        (0, 200, 0.05, False),
+        (3, 50, 0.05, True),
+        (10, 10, 0.2, False),
+        (1, 300, 0.01, True),
+        (0, 0, 0.05, True),
+    ],
+)
+def test_disagreement_bayes_factor_matches_numerical_integration(
+    s: int, f: int, p0: float, upper: bool
+) -> None:
+    """The closed-form truncated beta-binomial mixture equals scipy's quadrature of its
+    definition: the prior-weighted likelihood ratio over the alternative side."""
+    a, b = 10 * p0, 10 * (1 - p0)
+    lo, hi = (p0, 1.0) if upper else (0.0, p0)
+    mass = integrate.quad(lambda q: sps.beta.pdf(q, a, b), lo, hi, limit=200)[0]
+    ratio = integrate.quad(
+        lambda q: sps.binom.pmf(s, s + f, q) / sps.binom.pmf(s, s + f, p0) * sps.beta.pdf(q, a, b),
+        lo,
+        hi,
+        limit=200,
+    )[0]
+    got = float(disagreement_log_bf(s, f, p0, upper=upper))
+    assert got == pytest.approx(math.log(ratio / mass), abs=1e-6)
+
+
+def _first_crossing(hits: np.ndarray) -> np.ndarray:
+    return np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, hits.shape[1] + 1)
+
+
+def _boundary_error_rates(runs: int, pairs: int, seed: int) -> tuple[float, float]:
+    """False FAIL and false PASS rates with the disagreement rate exactly at the threshold,
+    looking after every pair."""
+    rng = np.random.default_rng(seed)
+    p0, alpha = 0.05, 0.05
+    x = rng.random((runs, pairs)) < p0
+    s = x.cumsum(axis=1)
+    f = np.arange(1, pairs + 1) - s
+    thr = math.log(1 / alpha)
+    fail = (disagreement_log_bf(s, f, p0, upper=True) >= thr).any(axis=1).mean()
+    wrong_pass = (disagreement_log_bf(s, f, p0, upper=False) >= thr).any(axis=1).mean()
+    return float(fail), float(wrong_pass)
+
+
+def test_disagreement_test_keeps_alpha_at_the_boundary_under_continuous_looks() -> None:
+    """With the disagreement rate exactly max_disagreement and a look after every pair, the
+    test FAILs (and PASSes) in at most alpha of runs (plus Monte-Carlo slack)."""
+    fail, wrong_pass = _boundary_error_rates(300, 800, seed=11)
+    slack = 3 * math.sqrt(0.05 * 0.95 / 300)
+    assert fail <= 0.05 + slack
+    assert wrong_pass <= 0.05 + slack
+
+
+@pytest.mark.slow
+def test_disagreement_test_keeps_alpha_at_the_boundary_large() -> None:
+    """The boundary simulation with 2000 runs of 2000 pairs each."""
+    fail, wrong_pass = _boundary_error_rates(2000, 2000, seed=12)
+    slack = 3 * math.sqrt(0.05 * 0.95 / 2000)
+    assert fail <= 0.05 + slack
+    assert wrong_pass <= 0.05 + slack
+
+
+def _run_label_mirror(shadow: Callable[[int], str], pairs: int, look_every: int) -> list[Any]:
+    """Mirror ``pairs`` requests, looking every ``look_every``; return (n, verdict) per look."""
+    m = ShadowMirror(shadow, workers=1, max_disagreement=0.05, name="labels")
+    looks = []
+    try:
+        for start in range(0, pairs, look_every):
+            for i in range(start, start + look_every):
+                m.submit(i, labels(i), 0.0)
+            assert m.wait_idle(WAIT)
+            r = m.report()
+            looks.append((r.compared, r.label_verdict))
+            if r.label_verdict is Verdict.FAIL:
+                break
+    finally:
+        m.close(timeout=5.0)
+    return looks
+
+
+def test_disagreement_regression_fails_within_bounded_pairs() -> None:
+    """A shadow answering another class on 20% of requests FAILs the max_disagreement=0.05
+    check, looking every 10 pairs, within 200 pairs (a 1-in-5 pattern needs 30)."""
+
+    def shadow(i: int) -> str:
+        return "fish" if i % 5 == 0 else labels(i)
+
+    looks = _run_label_mirror(shadow, 200, 10)
+    assert looks[-1][1] is Verdict.FAIL
+    assert looks[-1][0] <= 200
+
+
+def test_identical_shadow_never_fails_and_eventually_passes() -> None:
+    """A/A: an identical shadow never FAILs at any look and PASSes within 300 pairs."""
+    looks = _run_label_mirror(labels, 300, 10)
+    verdicts = [v for _, v in looks]
+    assert Verdict.FAIL not in verdicts
+    assert verdicts[-1] is Verdict.PASS
+
+
+def _aa_noisy_labels(runs: int, pairs: int, seed: int) -> int:
+    """Runs (through real mirrors) whose shadow disagrees at random at exactly 5%."""
+    fails = 0
+    for r in range(runs):
+        rng = np.random.default_rng([seed, r])
+        flip = rng.random(pairs) < 0.05
+        looks = _run_label_mirror(lambda i, flip=flip: "fish" if flip[i] else labels(i), pairs, 25)
+        fails += any(v is Verdict.FAIL for _, v in looks)
+    return fails
+
+
+def test_shadow_at_the_threshold_rarely_fails_through_the_mirror() -> None:
+    """Through the threaded mirror, a shadow disagreeing at exactly max_disagreement FAILs in
+    few of 20 runs (at most 4: the chance of 5+ at the 5% level is under 2%)."""
+    assert _aa_noisy_labels(20, 300, seed=5) <= 4
+
+
+@pytest.mark.slow
+def test_shadow_at_the_threshold_rarely_fails_through_the_mirror_large() -> None:
+    """The same with 200 runs of 600 pairs: at most 5% + 3 standard errors FAIL."""
+    assert _aa_noisy_labels(200, 600, seed=6) <= 200 * (0.05 + 3 * math.sqrt(0.05 * 0.95 / 200))
+
+
+def _numeric_mirror(offset: float, margin: float, pairs: int, seed: int) -> list[ShadowReport]:
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(offset, 1.0, size=pairs)
+    m = ShadowMirror(lambda i: float(i) + noise[i], workers=1, margin=margin, name="num")
+    reports = []
+    try:
+        for start in range(0, pairs, 100):
+            for i in range(start, min(start + 100, pairs)):
+                m.submit(i, float(i), 0.0)
+            assert m.wait_idle(WAIT)
+            reports.append(m.report())
+    finally:
+        m.close(timeout=5.0)
+    return reports
+
+
+def test_numeric_moments_match_numpy_on_the_paired_differences() -> None:
+    """The report's mean and variance of shadow - primary equal numpy's on the same pairs."""
+    r = _numeric_mirror(0.0, 0.5, 500, seed=3)[-1]
+    noise = np.random.default_rng(3).normal(0.0, 1.0, size=500)
+    assert r.output_kind == "numeric"
+    assert r.difference_metric == "difference"
+    assert r.difference_mean == pytest.approx(np.mean(noise), rel=1e-9, abs=1e-12)
+    assert r.difference_variance == pytest.approx(np.var(noise, ddof=1), rel=1e-9)
+    assert r.difference_lower is not None
+    assert r.difference_upper is not None
+    assert r.difference_lower < np.mean(noise) < r.difference_upper
+
+
+def test_numeric_offset_beyond_margin_fails_and_equal_outputs_pass() -> None:
+    """A shadow offset by 1.0 (noise sd 1) FAILs a 0.3 margin; an unbiased one PASSes it."""
+    assert _numeric_mirror(1.0, 0.3, 1000, seed=1)[-1].numeric_verdict is Verdict.FAIL
+    unbiased = _numeric_mirror(0.0, 0.3, 1000, seed=2)
+    assert all(r.numeric_verdict is not Verdict.FAIL for r in unbiased)
+    assert unbiased[-1].numeric_verdict is Verdict.PASS
+
+
+def test_numeric_sequence_covers_the_true_mean_at_every_look() -> None:
+    """The confidence sequence of the mean difference covers the true offset at every look
+    (100-pair looks) in at least 1 - alpha of 30 runs."""
+    misses = 0
+    for seed in range(30):
+        reports = _numeric_mirror(0.25, 0.1, 600, seed=100 + seed)
+        misses += any(
+            not (r.difference_lower <= 0.25 <= r.difference_upper)  # type: ignore[operator]
+            for r in reports
+        )
+    assert misses <= 4  # P(Binomial(30, 0.05) >= 5) < 2%
+
+
+def test_vector_outputs_use_the_l1_distance(cleanup: list[Any]) -> None:
+    """Probability vectors are compared by L1 distance, as numpy computes it."""
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet(np.ones(4), size=50)
+    q = rng.dirichlet(np.ones(4), size=50)
+    m = ShadowMirror(lambda i: q[i], workers=1, margin=0.5, name="vec")
+    cleanup.append(m)
+    for i in range(50):
+        m.submit(i, p[i], 0.0)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    d = np.abs(q - p).sum(axis=1)
+    assert (r.output_kind, r.difference_metric) == ("vector", "l1_distance")
+    assert r.difference_mean == pytest.approx(d.mean())
+    assert r.difference_variance == pytest.approx(d.var(ddof=1))
+
+
+def test_paired_latency_quantiles_match_numpy(cleanup: list[Any]) -> None:
+    """Latency differences (shadow - primary) have numpy's quantiles within 1% and the exact
+    mean; the shadow's latency is read on the injected clock."""
+    clock = ManualClock()
+    rng = np.random.default_rng(8)
+    shadow_lat = rng.lognormal(-4.0, 0.5, size=400)
+    primary_lat = rng.lognormal(-5.0, 0.5, size=400)
+
+    def shadow(i: int) -> str:
+        clock.advance(float(shadow_lat[i]))
+        return labels(i)
+
+    m = ShadowMirror(shadow, clock=clock, workers=1, timeout=1e9, name="lat")
+    cleanup.append(m)
+    for i in range(400):
+        m.submit(i, labels(i), float(primary_lat[i]))
+    m.submit(400 % 7, labels(400 % 7), float("nan"))  # bad latency: compared, no latency pair
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    measured = shadow_lat  # the clock moved by exactly these amounts
+    diff = measured - primary_lat
+    assert r.latency_pairs == 400
+    assert r.compared == 401
+    assert r.latency_difference_mean == pytest.approx(diff.mean(), rel=1e-6)
+    for q, got in [
+        (0.5, r.latency_difference_p50),
+        (0.95, r.latency_difference_p95),
+        (0.99, r.latency_difference_p99),
+    ]:
+        assert got == pytest.approx(np.quantile(diff, q, method="lower"), rel=0.0101)
+    assert r.shadow_latency_p99 == pytest.approx(
+        np.quantile(measured, 0.99, method="lower"), rel=0.0101
+    )
+
+
+def test_mixed_primary_kinds_are_skipped_not_compared(cleanup: list[Any]) -> None:
+    """After the first primary output fixes the kind (labels), a float primary output is
+    skipped; outputs='numeric' treats ints as numbers."""
+    m = ShadowMirror(lambda x: x, workers=1, name="mixed")
+    cleanup.append(m)
+    m.submit("a", "a", 0.0)
+    assert m.wait_idle(WAIT)
+    m.submit(1.5, 1.5, 0.0)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert (r.output_kind, r.compared, r.skipped) == ("label", 1, 1)
+    n = ShadowMirror(lambda x: x + 1, workers=1, outputs="numeric", name="ints")
+    cleanup.append(n)
+    n.submit(3, 3, 0.0)
+    assert n.wait_idle(WAIT)
+    assert (n.report().output_kind, n.report().difference_mean) == ("numeric", 1.0)
+
+
+def test_report_to_dict_is_strict_json(cleanup: list[Any]) -> None:
+    """to_dict() serializes with allow_nan=False, verdicts as their string values."""
+    m = ShadowMirror(labels, name="json")
+    cleanup.append(m)
+    assert json.loads(json.dumps(m.report().to_dict(), allow_nan=False))["state"] == "idle"
+    for i in range(20):
+        m.submit(i, labels(i), 0.001)
+    assert m.wait_idle(WAIT)
+    d = json.loads(json.dumps(m.report().to_dict(), allow_nan=False))
+    assert d["label_verdict"] == "inconclusive"
+    assert d["compared"] == 20
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_workers_restart_in_a_forked_child(cleanup: list[Any]) -> None:
+    """After os.fork the child starts its own workers on its first submit and mirrors."""
+    m = ShadowMirror(labels, workers=1, name="fork")
+    cleanup.append(m)
+    m.submit(1, labels(1), 0.0)
+    assert m.wait_idle(WAIT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # the child: report through the exit code, never return into pytest
+        code = 1
+        try:
+            ok = m.state == "idle" and m.submit(2, labels(2), 0.0) and m.wait_idle(10.0)
+            r = m.report()
+            code = 0 if ok and r.compared == 2 and r.state == "running" else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert m.report().compared == 1
+
+
+def test_class_examples_run() -> None:
+    """The >>> examples of the classes run (collected here while they are not re-exported)."""
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    tests = [
+        t
+        for obj in (ShadowMirror, ShadowReport, ShadowPair)
+        for t in finder.find(obj, obj.__name__, module=False, globs=dict(vars(shadow_module)))
+    ]
+    assert sum(len(t.examples) for t in tests) >= 5
+    out: list[str] = []
+    for t in tests:
+        runner.run(t, out=out.append)
+    assert runner.failures == 0, "".join(out)
