@@ -27,6 +27,7 @@ from ._errors import (
 from ._hashing import BUCKETS, HASH_VERSION, bucket_of, buckets_of, salt_seed
 from ._rollout import Phase
 from ._router import Routed, RoutedBatch, Router, Status
+from ._shadow import ShadowMirror, ShadowPair, ShadowReport
 from ._validators import has_shape, is_finite
 from .policy import (
     SRM,
@@ -40,7 +41,7 @@ from .policy import (
     MetricCheck,
     Policy,
 )
-from .strategies import Canary, FixedSplit
+from .strategies import BlueGreen, Canary, FixedSplit, Pipeline, Shadow
 
 try:
     __version__ = _metadata.version("safeserve")
@@ -53,6 +54,7 @@ __all__ = [
     "SRM",
     "Action",
     "Allocation",
+    "BlueGreen",
     "Canary",
     "CheckResult",
     "ConfigError",
@@ -67,11 +69,16 @@ __all__ = [
     "LatencyQuantile",
     "MetricCheck",
     "Phase",
+    "Pipeline",
     "Policy",
     "Routed",
     "RoutedBatch",
     "Router",
     "SafeserveError",
+    "Shadow",
+    "ShadowMirror",
+    "ShadowPair",
+    "ShadowReport",
     "Status",
     "TransitionError",
     "bucket_of",

@@ -13,11 +13,13 @@ import attrs
 import structlog
 
 from ._errors import TransitionError
+from ._shadow import ShadowMirror
 from .drift import DriftMonitor, DriftReport
-from .metrics import MetricsSnapshot
+from .metrics import MetricsSnapshot, VariantMetrics
 from .policy._decision import Action, CheckResult, Decision
 from .policy._policy import Judge, Policy
 from .stats import Verdict
+from .strategies import BlueGreen, Shadow
 
 __all__ = ["Phase", "Rollout"]
 
@@ -43,7 +45,7 @@ class Phase(enum.StrEnum):
 
 Phase.__module__ = "safeserve"
 
-_ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
+_ACTIVE = (Phase.PROGRESSING, Phase.PAUSED, Phase.SHADOW, Phase.PENDING)
 _STOPPED = (Phase.ROLLED_BACK, Phase.ABORTED)
 
 
@@ -76,6 +78,12 @@ class Rollout:
         drift: DriftMonitor | None = None,
         drift_confirmations: int = 2,
         drift_resume_after: float | None = 600.0,
+        shadow: Shadow | None = None,
+        start_mirror: Callable[[Shadow | None], ShadowMirror | None] | None = None,
+        blue_green: BlueGreen | None = None,
+        validate: Callable[[], str | None] | None = None,
+        snapshot: Callable[[], MetricsSnapshot] | None = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.baseline = baseline
@@ -113,6 +121,181 @@ class Rollout:
         self._drift_streak = 0
         self._drift_clear_since: float | None = None
         self.paused_by: str | None = None
+        self._paused_from = Phase.PROGRESSING
+        # Shadow and blue/green stages.
+        self.shadow = shadow
+        self._start_mirror = start_mirror
+        self.mirror: ShadowMirror | None = None
+        self.blue_green = blue_green
+        self._validate = validate
+        self._snapshot = snapshot
+        self._release = release
+        self.frozen_baseline: VariantMetrics | None = None
+        self.release_at: float | None = None
+        self.released = False
+        self._enter_first_stage(now)
+
+    # -- stages ----------------------------------------------------------------------------
+
+    def _enter_first_stage(self, now: float) -> None:
+        """Start in the shadow phase, the blue/green pre-switch phase, or the first step."""
+        if self.shadow is not None:
+            self.phase, self.weight, self.step = Phase.SHADOW, 0.0, None
+            if self._start_mirror is not None:
+                self.mirror = self._start_mirror(self.shadow)
+        elif self.blue_green is not None:
+            self.phase, self.weight, self.step = Phase.PENDING, 0.0, None
+        self.step_started_at = now
+
+    def _stop_mirror(self) -> None:
+        if self.mirror is not None and self._start_mirror is not None:
+            self._start_mirror(None)
+        self.mirror = None
+
+    def _shadow_result(self) -> CheckResult:
+        assert self.mirror is not None
+        r = self.mirror.report()
+        verdict = {"fail": Verdict.FAIL, "pass": Verdict.PASS}.get(
+            str(getattr(r.verdict, "value", r.verdict)), Verdict.INCONCLUSIVE
+        )
+        estimate = r.agreement_rate if r.output_kind == "label" else r.difference_mean
+        p = [v for v in (r.p_disagreement, r.p_difference, r.p_error) if v is not None]
+        return CheckResult(
+            name="shadow",
+            kind="shadow",
+            verdict=verdict,
+            estimate=estimate,
+            p_value=min(p) if p else None,
+            reason=f"{r.reason} ({r.compared} pairs compared, {r.dropped} dropped, "
+            f"{r.errors} errors, {r.timeouts} timeouts)",
+            n_candidate=r.compared,
+            n_baseline=r.compared,
+            action=Action.ROLLBACK if verdict is Verdict.FAIL else Action.CONTINUE,
+        )
+
+    def _leave_shadow(
+        self, now: float, reason: str, *, manual: bool, checks: tuple[CheckResult, ...] = ()
+    ) -> Decision:
+        """The shadow phase passed: stop mirroring and start the next phase."""
+        self._stop_mirror()
+        if self.blue_green is not None:
+            d = self._transition(
+                Action.PROMOTE,
+                reason,
+                phase=Phase.PENDING,
+                weight=0.0,
+                step=None,
+                manual=manual,
+                now=now,
+                checks=checks,
+            )
+            self._validated = True
+            return d
+        if len(self.steps) == 0:
+            # A shadow-only rollout: passing is the end; traffic never moved.
+            return self._transition(
+                Action.PROMOTE,
+                reason,
+                phase=Phase.PROMOTED,
+                weight=0.0,
+                step=None,
+                manual=manual,
+                now=now,
+                checks=checks,
+            )
+        return self._transition(
+            Action.PROMOTE,
+            f"{reason}: starting the canary at {self.steps[0]:g}%",
+            phase=Phase.PROGRESSING,
+            weight=self.steps[0],
+            step=0,
+            manual=manual,
+            now=now,
+            checks=checks,
+        )
+
+    def _switch(
+        self, now: float, reason: str, *, manual: bool, checks: tuple[CheckResult, ...] = ()
+    ) -> Decision:
+        """Blue/green: move 100% to the preview in one swap and start the watch."""
+        if self._snapshot is not None:
+            self.frozen_baseline = self._snapshot().variant(self.baseline)
+        return self._transition(
+            Action.PROMOTE,
+            reason,
+            phase=Phase.PROGRESSING,
+            weight=100.0,
+            step=0,
+            manual=manual,
+            now=now,
+            checks=checks,
+        )
+
+    def _evaluate_pending(self, now: float) -> Decision:
+        """Blue/green before the switch: validate, then switch (or wait for promote())."""
+        checks: tuple[CheckResult, ...] = ()
+        if not getattr(self, "_validated", False):
+            failure = self._validate() if self._validate is not None else None
+            verdict = Verdict.FAIL if failure else Verdict.PASS
+            check = CheckResult(
+                name="validation",
+                kind="validation",
+                verdict=verdict,
+                reason=failure or "the preview passed its validation",
+                action=Action.ROLLBACK if failure else Action.CONTINUE,
+            )
+            checks = (check,)
+            if failure:
+                return self.rollback(f"validation failed: {failure}", manual=False, checks=checks)
+            self._validated = True
+        assert self.blue_green is not None
+        if self.blue_green.auto_promote:
+            return self._switch(
+                now, "preview validated: switching all traffic", manual=False, checks=checks
+            )
+        return self._transition(
+            Action.CONTINUE,
+            "preview validated: waiting for promote()",
+            phase=self.phase,
+            weight=self.weight,
+            step=self.step,
+            manual=False,
+            now=now,
+            checks=checks,
+        )
+
+    def _evaluate_shadow(self, now: float) -> Decision:
+        assert self.shadow is not None
+        result = self._shadow_result()
+        checks = (result,)
+        elapsed = now - self.step_started_at
+        keep = {"phase": self.phase, "weight": self.weight, "step": self.step}
+        if result.verdict is Verdict.FAIL:
+            return self.rollback(f"shadow failed: {result.reason}", manual=False, checks=checks)
+        if (
+            result.verdict is Verdict.PASS
+            and result.n_candidate >= self.shadow.min_pairs
+            and elapsed >= self.shadow.min_duration
+        ):
+            return self._leave_shadow(
+                now, f"shadow passed: {result.reason}", manual=False, checks=checks
+            )
+        if self.shadow.deadline is not None and elapsed > self.shadow.deadline:
+            why = (
+                f"shadow phase ran past its deadline of {self.shadow.deadline:g}s without a verdict"
+            )
+            if self.shadow.on_deadline == "pause":
+                return self.pause(why, manual=False, checks=checks)
+            return self.rollback(why, manual=False, checks=checks)
+        return self._transition(
+            Action.CONTINUE,
+            f"shadowing: {result.n_candidate} of {self.shadow.min_pairs} pairs, "
+            f"{elapsed:g}s of {self.shadow.min_duration:g}s",
+            checks=checks,
+            manual=False,
+            now=now,
+            **keep,  # type: ignore[arg-type]
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -255,6 +438,10 @@ class Rollout:
         with self.lock:
             self._require("promote", _ACTIVE)
             now = self._clock()
+            if self.phase is Phase.SHADOW:
+                return self._leave_shadow(now, reason or "shadow phase ended by hand", manual=True)
+            if self.phase is Phase.PENDING:
+                return self._switch(now, reason or "switched by hand", manual=True)
             if full or self.weight >= 100.0:
                 return self._finish(now, reason or "promoted by hand", manual=True)
             step, weight = self._next()
@@ -272,6 +459,8 @@ class Rollout:
         self, now: float, reason: str, *, manual: bool, checks: tuple[CheckResult, ...] = ()
     ) -> Decision:
         self.stable = self.candidate
+        if self.blue_green is not None and self.blue_green.keep_old is not None:
+            self.release_at = now + self.blue_green.keep_old
         return self._transition(
             Action.PROMOTE,
             reason,
@@ -288,6 +477,12 @@ class Rollout:
     ) -> Decision:
         with self.lock:
             self._require("roll back", (*_ACTIVE, Phase.PROMOTED))
+            if self.released:
+                raise TransitionError(
+                    f"cannot roll back rollout {self.name!r}: the old version "
+                    f"{self.baseline!r} was released after keep_old"
+                )
+            self._stop_mirror()
             self.stable = self.baseline
             return self._transition(
                 Action.ROLLBACK,
@@ -304,7 +499,8 @@ class Rollout:
         self, reason: str, *, manual: bool = True, checks: tuple[CheckResult, ...] = ()
     ) -> Decision:
         with self.lock:
-            self._require("pause", (Phase.PROGRESSING,))
+            self._require("pause", (Phase.PROGRESSING, Phase.SHADOW))
+            self._paused_from = self.phase
             return self._transition(
                 Action.PAUSE,
                 reason,
@@ -325,7 +521,7 @@ class Rollout:
             return self._transition(
                 Action.RESUME,
                 reason,
-                phase=Phase.PROGRESSING,
+                phase=self._paused_from,
                 weight=self.weight,
                 step=self.step,
                 manual=manual,
@@ -372,6 +568,7 @@ class Rollout:
     def abort(self, reason: str) -> Decision:
         with self.lock:
             self._require("abort", _ACTIVE)
+            self._stop_mirror()
             return self._transition(
                 Action.ABORT,
                 reason,
@@ -387,6 +584,16 @@ class Rollout:
             self._require("retry", _STOPPED)
             self.judge.restart()
             self.stable = self.baseline
+            self.frozen_baseline = None
+            self._validated = False
+            now = self._clock()
+            if self.shadow is not None or self.blue_green is not None:
+                phase = Phase.SHADOW if self.shadow is not None else Phase.PENDING
+                d = self._transition(
+                    Action.RETRY, reason, phase=phase, weight=0.0, step=None, manual=True, now=now
+                )
+                self._enter_first_stage(now)
+                return d
             return self._transition(
                 Action.RETRY,
                 reason,
@@ -394,7 +601,7 @@ class Rollout:
                 weight=self.steps[0],
                 step=0,
                 manual=True,
-                now=self._clock(),
+                now=now,
             )
 
     # -- automatic evaluation ----------------------------------------------------------------
@@ -404,6 +611,30 @@ class Rollout:
         with self.lock:
             now = self._clock()
             self.evaluations += 1
+            if (
+                self.phase is Phase.PROMOTED
+                and self.release_at is not None
+                and not self.released
+                and now >= self.release_at
+                and self._release is not None
+            ):
+                self._release()
+                self.released = True
+            if self.phase is Phase.SHADOW:
+                return self._evaluate_shadow(now)
+            if self.phase is Phase.PENDING:
+                return self._evaluate_pending(now)
+            if self.phase is Phase.PAUSED and self._paused_from is Phase.SHADOW:
+                return self._transition(
+                    Action.CONTINUE,
+                    "paused in the shadow phase",
+                    phase=self.phase,
+                    weight=self.weight,
+                    step=self.step,
+                    manual=False,
+                    now=now,
+                    checks=(self._shadow_result(),) if self.mirror is not None else (),
+                )
             if self.phase not in _ACTIVE:
                 return self._transition(
                     Action.CONTINUE,
@@ -414,7 +645,9 @@ class Rollout:
                     manual=False,
                     now=now,
                 )
-            j = self.judge.evaluate(snap, weights=self.weights())
+            j = self.judge.evaluate(
+                snap, weights=self.weights(), frozen_baseline=self.frozen_baseline
+            )
             keep = {"phase": self.phase, "weight": self.weight, "step": self.step}
             results = j.results
             if self.drift is not None and self.auto:

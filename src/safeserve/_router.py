@@ -20,10 +20,11 @@ from ._allocation import Allocation
 from ._errors import ConfigError, InvalidOutputError, TransitionError
 from ._hashing import BUCKETS, HASH_VERSION, Key, buckets_of, key_bytes, salt_seed
 from ._rollout import Phase, Rollout
+from ._shadow import ShadowMirror, ShadowReport
 from .drift import DriftMonitor
 from .metrics import MetricsSnapshot, Recorder, TimeWindow
 from .policy import Decision, Policy
-from .strategies import Canary, Strategy
+from .strategies import BlueGreen, Canary, Pipeline, Shadow, Strategy
 
 __all__ = ["Routed", "RoutedBatch", "Router", "Status"]
 
@@ -85,6 +86,7 @@ class Status:
         metrics: The per-variant metric windows.
         keyless: Requests that came without a key (random bucket, counted apart).
         stable: The variant that is the stable version now (the candidate once promoted).
+        shadow: The shadow comparison while a shadow phase runs, else None.
     """
 
     name: str
@@ -96,6 +98,7 @@ class Status:
     metrics: MetricsSnapshot
     keyless: int
     stable: str
+    shadow: ShadowReport | None = None
 
 
 Status.__module__ = "safeserve"
@@ -116,6 +119,7 @@ class _Snapshot:
     override_keys: Mapping[Hashable, int] | None
     override_fn: OverrideFn | None
     observe: Callable[[Any, int], None] | None = None
+    mirror: ShadowMirror | None = None
     plain: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -243,9 +247,8 @@ class Router:
             raise ConfigError(f"policy must be a safeserve.Policy, got {policy!r}")
         if recorder is None:
             # A rollout's windows restart at every step and should cover a whole step.
-            window = (
-                TimeWindow(length=86_400.0, slices=48) if isinstance(strategy, Canary) else None
-            )
+            rollout = _stages(strategy) is not None
+            window = TimeWindow(length=86_400.0, slices=48) if rollout else None
             recorder = Recorder(self._all, clock=self._clock, window=window)
         self._recorder = recorder
         self._append = self._recorder.append
@@ -263,29 +266,48 @@ class Router:
         if drift is not None and not isinstance(drift, DriftMonitor):
             raise ConfigError(f"drift must be a safeserve.drift.DriftMonitor, got {drift!r}")
         self._drift = drift
+        self._mirror: ShadowMirror | None = None
         self._snapshot = self._build(allocation, version=1)
-        if isinstance(strategy, Canary):
+        stages = _stages(strategy)
+        if stages is not None:
+            shadow, canary, blue_green = stages
+            first = shadow or blue_green or canary
+            assert first is not None
             self._rollout = Rollout(
                 name=name,
-                baseline=strategy.baseline,
-                candidate=strategy.candidate,
-                steps=strategy.steps,
+                baseline=allocation.baseline,
+                candidate=allocation.candidates[0],
+                steps=canary.steps if canary else (100.0,) if blue_green else (),
                 policy=policy or Policy(),
                 clock=self._clock,
                 apply=self._apply_weights,
                 reset_windows=self._recorder.reset,
-                min_duration=strategy.min_duration,
-                min_samples=strategy.min_samples,
-                deadline=strategy.deadline,
-                on_deadline=strategy.on_deadline,
-                auto=strategy.automatic,
-                start_weight=weights[strategy.candidate],
+                min_duration=(
+                    canary.min_duration if canary else blue_green.watch if blue_green else 0.0
+                ),
+                min_samples=(
+                    canary.min_samples if canary else blue_green.min_samples if blue_green else 0
+                ),
+                deadline=canary.deadline if canary else None,
+                on_deadline=canary.on_deadline if canary else "rollback",
+                auto=canary.automatic if canary else True,
+                start_weight=weights[allocation.candidates[0]],
                 drift=drift,
-                drift_confirmations=strategy.drift_confirmations,
-                drift_resume_after=strategy.drift_resume_after,
+                drift_confirmations=canary.drift_confirmations if canary else 2,
+                drift_resume_after=canary.drift_resume_after if canary else 600.0,
+                shadow=shadow,
+                start_mirror=self._start_mirror,
+                blue_green=blue_green,
+                validate=self._validate_preview,
+                snapshot=self._recorder.snapshot,
+                release=self._release_baseline,
             )
-            self._evaluate_every = strategy.evaluate_every
-            self._evaluate_interval = strategy.evaluate_interval
+            self._evaluate_every = min(
+                c.evaluate_every for c in (shadow, canary, blue_green) if c is not None
+            )
+            self._evaluate_interval = min(
+                c.evaluate_interval for c in (shadow, canary, blue_green) if c is not None
+            )
         elif policy is not None:
             raise ConfigError("a policy needs a rollout strategy such as ss.Canary")
         if drift is not None and self._rollout is None:
@@ -300,6 +322,73 @@ class Router:
             weights=allocation.weights,
             hash_version=HASH_VERSION,
         )
+
+    # -- shadow and blue/green plumbing ---------------------------------------------------
+
+    def _rebuild(self) -> None:
+        """Swap in a new snapshot with the same weights (mirror or models changed)."""
+        with self._lock:
+            old = self._snapshot
+            self._snapshot = self._build(old.allocation, version=old.version + 1)
+
+    def _start_mirror(self, config: Shadow | None) -> ShadowMirror | None:
+        """Start mirroring to the candidate (``config``) or stop it (``None``)."""
+        old = self._mirror
+        if config is None:
+            self._mirror = None
+        else:
+            self._mirror = ShadowMirror(
+                self._models[self._index[config.shadow]],
+                clock=self._clock,
+                **config.mirror_options(),
+            )
+        self._rebuild()
+        if old is not None:
+            old.close(timeout=1.0)
+        return self._mirror
+
+    def _mirror_one(
+        self, snap: _Snapshot, x: Any, key: Key | None, y: Any, latency: float, rid: int
+    ) -> None:
+        """Hand a served request to the shadow if its key falls in the mirrored share."""
+        mirror = snap.mirror
+        assert mirror is not None
+        bucket = rid % BUCKETS if key is None else _xxh3(key_bytes(key), snap.seed) % BUCKETS
+        if bucket < mirror.mirror_bucket_limit:
+            mirror.submit(x, y, latency, rid)
+
+    def _validate_preview(self) -> str | None:
+        """Run the blue/green validation callable on the preview; return why it failed."""
+        strategy = self._strategy
+        bg = strategy.phases[1] if isinstance(strategy, Pipeline) else strategy
+        check = bg.validation if isinstance(bg, BlueGreen) else None
+        if check is None:
+            return None
+        try:
+            ok = check(self._models[1])
+        except Exception as exc:
+            return f"validation raised {type(exc).__name__}: {exc}"
+        return None if ok else f"validation returned {ok!r}"
+
+    def _release_baseline(self) -> None:
+        """Drop the old version after keep_old (blue/green): it can no longer serve."""
+        name = self._all[0]
+        models = list(self._models)
+        models[0] = _released(name)
+        self._models = tuple(models)
+        self._rebuild()
+        _log.info("safeserve.released", rollout=self.name, variant=name)
+
+    def close(self) -> None:
+        """Stop background work (the shadow mirror's threads). Idempotent."""
+        if self._mirror is not None:
+            self._mirror.close(timeout=1.0)
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- configuration -------------------------------------------------------------------
 
@@ -325,6 +414,7 @@ class Router:
             override_keys=override_keys,
             override_fn=override_fn,
             observe=None if self._drift is None else self._drift.observe,
+            mirror=self._mirror,
         )
 
     def set_weights(self, weights: Mapping[str, float]) -> None:
@@ -507,6 +597,8 @@ class Router:
                 self._append((rid, vi, latency, _OK, False, y, override))
                 if snap.observe is not None:
                     snap.observe(x, vi)
+                if snap.mirror is not None:
+                    self._mirror_one(snap, x, key, y, latency, rid)
                 if not rid & self._mask:
                     self._maintain(rid)
                 fell_back = False
@@ -754,6 +846,7 @@ class Router:
             metrics=self._recorder.snapshot(),
             keyless=self._keyless,
             stable=rollout.stable if rollout is not None else snap.allocation.baseline,
+            shadow=snap.mirror.report() if snap.mirror is not None else None,
         )
 
     # -- rollout controls ----------------------------------------------------------------------
@@ -880,3 +973,30 @@ def _scatter(parts: list[tuple[NDArray[np.int64], Any]], n: int) -> Any:
         for i, y in zip(idx.tolist(), ys, strict=True):
             result[i] = y
     return result
+
+
+def _stages(strategy: object) -> tuple[Shadow | None, Canary | None, BlueGreen | None] | None:
+    """Split a rollout strategy into its (shadow, canary, blue/green) stages; None if none."""
+    if isinstance(strategy, Canary):
+        return None, strategy, None
+    if isinstance(strategy, Shadow):
+        return strategy, None, None
+    if isinstance(strategy, BlueGreen):
+        return strategy.shadow, None, strategy
+    if isinstance(strategy, Pipeline):
+        first, second = strategy.phases
+        assert isinstance(first, Shadow)
+        if isinstance(second, Canary):
+            return first, second, None
+        assert isinstance(second, BlueGreen)
+        return first, None, second
+    return None
+
+
+def _released(name: str) -> Model:
+    """Stand-in for a model released after a blue/green switch."""
+
+    def released(x: Any) -> Any:
+        raise TransitionError(f"model {name!r} was released after the blue/green switch")
+
+    return released

@@ -43,7 +43,7 @@ def feed(
     shift: float = 0.0,
     candidate_only: bool = False,
 ) -> None:
-    for b in range(batches):
+    for _ in range(batches):
         clock.t += 10.0
         X = rng.normal(size=(500, FEATURES))
         keys = rng.integers(0, 2**40, size=500)

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._errors import ConfigError
-from ..metrics import MetricsSnapshot
+from ..metrics import MetricsSnapshot, VariantMetrics
 from ..stats import (
     SequentialSRM,
     Verdict,
@@ -168,18 +168,28 @@ class Judge:
         self._last_totals = now
         return tuple(max(0, a - z) for a, z in zip(now, last, strict=True))  # type: ignore[return-value]
 
-    def evaluate(self, snap: MetricsSnapshot, *, weights: dict[str, float]) -> Judgement:
-        """Judge every check on ``snap`` given the weights in force during the interval."""
+    def evaluate(
+        self,
+        snap: MetricsSnapshot,
+        *,
+        weights: dict[str, float],
+        frozen_baseline: VariantMetrics | None = None,
+    ) -> Judgement:
+        """Judge every check on ``snap`` given the weights in force during the interval.
+
+        With ``frozen_baseline`` (blue/green after the switch) the candidate is compared with
+        the baseline's metrics from before the switch: a non-concurrent comparison.
+        """
         policy = self.policy
         w_c, w_b = weights.get(self.candidate, 0.0), weights.get(self.baseline, 0.0)
-        comparative = w_c > 0 and w_b > 0
+        comparative = (w_c > 0 and w_b > 0) or (frozen_baseline is not None and w_c > 0)
         share = w_c / (w_c + w_b) if w_c + w_b > 0 else 0.0
         req_c, req_b, err_c, err_b = self._new_counts(snap)
         stat_checks = [c for c in policy.checks if c.comparative and not c.dry_run and c.critical]
         alpha_step = policy.alpha / self._steps
         alpha = alpha_step / max(1, len(stat_checks))
         ctx = _Context(
-            baseline=snap.variant(self.baseline),
+            baseline=frozen_baseline or snap.variant(self.baseline),
             candidate=snap.variant(self.candidate),
             comparative=comparative,
             share=share,

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from ._canary import Canary, FixedSplit, Strategy
+from ._shadow import BlueGreen, Pipeline, Shadow
 
-__all__ = ["Canary", "FixedSplit", "Strategy"]
+__all__ = ["BlueGreen", "Canary", "FixedSplit", "Pipeline", "Shadow", "Strategy"]

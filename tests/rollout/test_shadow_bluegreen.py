@@ -1,0 +1,348 @@
+"""Shadow and blue/green rollouts and pipelines of phases, through a real Router."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+import safeserve as ss
+
+from .conftest import Clock
+
+
+def labels(shift: float = 0.0) -> Any:
+    """A classifier on one number: class 1 above 0.5 (+ shift)."""
+
+    def model(x: float) -> int:
+        return int(x > 0.5 + shift)
+
+    return model
+
+
+def wait_for(pred: Any, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_caller_thread_never_runs_the_shadow_model() -> None:
+    """The primary answers on the caller's thread; the shadow runs on a worker thread."""
+    threads: list[int] = []
+
+    def shadow(x: float) -> int:
+        threads.append(threading.get_ident())
+        return int(x > 0.5)
+
+    with ss.Router(
+        {"v1": labels(), "v2": shadow},
+        strategy=ss.Shadow("v1", "v2", min_pairs=10**9),
+        name="shadow",
+    ) as router:
+        for i in range(300):
+            r = router.route(i / 300, key=i)
+            assert r.variant == "v1"
+        assert wait_for(lambda: len(threads) == 300)
+        assert threading.get_ident() not in threads
+        st = router.status()
+        assert st.phase is ss.Phase.SHADOW
+        assert st.shadow is not None
+        assert st.shadow.mirrored == 300
+        assert st.metrics.variant("v2").totals["requests"] == 0
+
+
+def test_queue_overflow_drops_and_counts_without_blocking() -> None:
+    """With the shadow blocked, mirrors beyond the queue are dropped and counted."""
+    release = threading.Event()
+
+    def blocked(x: float) -> int:
+        release.wait(timeout=30)
+        return 0
+
+    router = ss.Router(
+        {"v1": labels(), "v2": blocked},
+        strategy=ss.Shadow("v1", "v2", workers=1, queue_size=50, timeout=60.0, min_pairs=10**9),
+    )
+    try:
+        for i in range(500):
+            router.predict(0.1, key=i)
+        report = router.status().shadow
+        assert report is not None
+        assert report.dropped >= 500 - 50 - 1
+        assert report.submitted == 500
+    finally:
+        release.set()
+        router.close()
+
+
+def test_disagreement_in_shadow_ends_the_pipeline_before_any_user_sees_the_candidate() -> None:
+    """A candidate that disagrees on ~20% of requests fails the shadow phase; the canary
+    never starts and no request is ever answered by the candidate."""
+    clock = Clock()
+    router = ss.Router(
+        {"v1": labels(), "v2": labels(shift=0.2)},
+        strategy=ss.Pipeline(
+            [
+                ss.Shadow(
+                    "v1",
+                    "v2",
+                    max_disagreement=0.05,
+                    min_pairs=200,
+                    min_duration=0.0,
+                    evaluate_every=100,
+                ),
+                ss.Canary("v1", "v2", min_duration=0.0, min_samples=100),
+            ]
+        ),
+        clock=clock,
+    )
+    rng = np.random.default_rng(0)
+    served = set()
+    with router:
+        for i in range(5_000):
+            clock.t += 0.1
+            served.add(router.route(float(rng.random()), key=i).variant)
+            if i % 100 == 0:
+                router.status().shadow and wait_for(lambda: router.status().shadow.queued == 0, 5)  # type: ignore[union-attr]
+            if router.status().phase is ss.Phase.ROLLED_BACK:
+                break
+        st = router.status()
+    assert st.phase is ss.Phase.ROLLED_BACK
+    assert served == {"v1"}
+    assert st.metrics.variant("v2").totals["requests"] == 0
+    rollback = st.decisions[-1]
+    assert rollback.reason.startswith("shadow failed")
+    assert rollback.check("shadow").verdict is ss.stats.Verdict.FAIL
+
+
+def test_good_shadow_then_canary_promotes() -> None:
+    """An identical candidate passes the shadow phase, then the canary starts at 5%."""
+    clock = Clock()
+    router = ss.Router(
+        {"v1": labels(), "v2": labels()},
+        strategy=ss.Pipeline(
+            [
+                ss.Shadow("v1", "v2", min_pairs=300, min_duration=0.0, evaluate_every=100),
+                ss.Canary("v1", "v2", min_duration=1e9),
+            ]
+        ),
+        clock=clock,
+    )
+    rng = np.random.default_rng(1)
+    with router:
+        for i in range(20_000):
+            clock.t += 0.1
+            router.route(float(rng.random()), key=i)
+            if i % 200 == 0:
+                wait_for(
+                    lambda: router.status().shadow is None or router.status().shadow.queued == 0, 5
+                )  # type: ignore[union-attr]
+            if router.status().phase is ss.Phase.PROGRESSING:
+                break
+        st = router.status()
+    assert st.phase is ss.Phase.PROGRESSING
+    assert st.weights["v2"] == 5.0
+    assert [d.action for d in st.decisions if d.action is not ss.Action.CONTINUE] == [
+        ss.Action.PROMOTE
+    ]
+    assert st.shadow is None  # mirroring stopped
+
+
+class Flaky:
+    """A preview that starts failing after the switch (when told to)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.broken = False
+        self.clock = clock
+        self.rng = np.random.default_rng(3)
+
+    def __call__(self, x: float) -> float:
+        self.clock.t += 0.01
+        if self.broken and self.rng.random() < 0.3:
+            raise RuntimeError("preview failure")
+        return 1.0
+
+
+def stable(clock: Clock) -> Any:
+    def model(x: float) -> float:
+        clock.t += 0.01
+        return 1.0
+
+    return model
+
+
+def test_blue_green_validates_switches_and_promotes() -> None:
+    """A validated preview takes all traffic at once and is promoted after the watch."""
+    clock = Clock()
+    preview = Flaky(clock)
+    router = ss.Router(
+        {"blue": stable(clock), "green": preview},
+        strategy=ss.BlueGreen(
+            "blue",
+            "green",
+            validation=lambda m: m(0.0) == 1.0,
+            watch=60.0,
+            min_samples=200,
+            evaluate_every=100,
+        ),
+        policy=ss.Policy([ss.ErrorRate(margin=0.02), ss.Guardrail(metric="error_rate", above=0.2)]),
+        clock=clock,
+    )
+    for i in range(300):
+        clock.t += 0.1
+        router.predict(0.0, key=i)
+    # The first automatic evaluation validated the preview and switched all traffic at once.
+    switch = next(d for d in router.status().decisions if d.action is ss.Action.PROMOTE)
+    assert switch.check("validation").verdict is ss.stats.Verdict.PASS
+    assert switch.weights_after == {"blue": 0.0, "green": 100.0}
+    assert router.weights == {"blue": 0.0, "green": 100.0}
+    for i in range(5_000):
+        clock.t += 0.1
+        router.predict(0.0, key=i)
+        if router.status().phase is ss.Phase.PROMOTED:
+            break
+    st = router.status()
+    assert st.phase is ss.Phase.PROMOTED
+    assert st.stable == "green"
+
+
+def test_blue_green_switches_back_on_post_promotion_failure() -> None:
+    """Failures after the switch send all traffic back to the active version at once."""
+    clock = Clock()
+    preview = Flaky(clock)
+    router = ss.Router(
+        {"blue": stable(clock), "green": preview},
+        strategy=ss.BlueGreen("blue", "green", watch=600.0, min_samples=200, evaluate_every=100),
+        policy=ss.Policy([ss.ErrorRate(margin=0.01), ss.Guardrail(metric="error_rate", above=0.2)]),
+        clock=clock,
+    )
+    for i in range(500):
+        clock.t += 0.1
+        router.predict(0.0, key=i)
+    router.evaluate()
+    assert router.weights["green"] == 100.0
+    preview.broken = True
+    for i in range(5_000):
+        clock.t += 0.1
+        with contextlib.suppress(RuntimeError):
+            router.predict(0.0, key=i)
+        if router.status().phase is ss.Phase.ROLLED_BACK:
+            break
+    st = router.status()
+    assert st.phase is ss.Phase.ROLLED_BACK
+    assert st.weights == {"blue": 100.0, "green": 0.0}
+    assert st.stable == "blue"
+    assert router.predict(0.0, key="after") == 1.0
+
+
+def test_blue_green_failed_validation_never_switches() -> None:
+    """A preview that fails its validation never receives traffic."""
+
+    def validation(model: Any) -> bool:
+        raise ValueError("wrong output schema")
+
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen("blue", "green", validation=validation),
+    )
+    d = router.evaluate()
+    assert d.action is ss.Action.ROLLBACK
+    assert "wrong output schema" in d.reason
+    assert router.weights["green"] == 0.0
+
+
+def test_blue_green_manual_promotion_and_instant_rollback() -> None:
+    """With auto_promote=False the switch waits for promote(); rollback() switches back."""
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen("blue", "green", auto_promote=False),
+    )
+    router.evaluate()
+    assert router.weights["green"] == 0.0
+    router.promote()
+    assert router.predict(0, key="k") == 2
+    router.rollback(reason="instant switch back")
+    assert router.predict(0, key="k") == 1
+
+
+def test_keep_old_releases_the_old_version() -> None:
+    """After keep_old past the promotion, the old version is released and rollback refuses."""
+    clock = Clock()
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen("blue", "green", watch=0.0, min_samples=0, keep_old=30.0),
+        policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.5)]),
+        clock=clock,
+    )
+    router.evaluate()  # validate + switch
+    for i in range(50):
+        router.predict(0, key=i)
+    router.evaluate()  # watch over, guardrail holds: promoted
+    assert router.status().phase is ss.Phase.PROMOTED
+    clock.t += 31.0
+    router.evaluate()
+    with pytest.raises(ss.TransitionError, match="released"):
+        router.rollback()
+
+
+@pytest.mark.parametrize("direction", ["switch", "switch back"])
+def test_switch_is_atomic_under_concurrent_traffic(direction: str) -> None:
+    """8 threads route while the switch happens: every request that starts after the switch
+    returned is served by the new side."""
+    router = ss.Router(
+        {"blue": lambda x: "blue", "green": lambda x: "green"},
+        strategy=ss.BlueGreen("blue", "green", auto_promote=False),
+    )
+    router.evaluate()
+    if direction == "switch back":
+        router.promote()
+    new = "green" if direction == "switch" else "blue"
+    done, switched = threading.Event(), threading.Event()
+    start = threading.Barrier(9)
+    late: list[str] = []
+
+    def work(t: int) -> None:
+        start.wait()
+        i = 0
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline and i < 1_000_000:
+            after = switched.is_set()
+            v = router.predict(0, key=t * 10_000_000 + i)
+            if after and v != new:
+                late.append(v)
+            i += 1
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    start.wait()
+    time.sleep(0.05)
+    if direction == "switch":
+        router.promote()
+    else:
+        router.rollback(reason="switch back")
+    switched.set()
+    time.sleep(0.05)
+    done.set()
+    for th in threads:
+        th.join(timeout=60)
+    assert not late
+
+
+def test_pipeline_config_errors() -> None:
+    """Pipelines check their phases."""
+    with pytest.raises(ss.ConfigError, match="Shadow phase followed"):
+        ss.Pipeline([ss.Canary("a", "b")])
+    with pytest.raises(ss.ConfigError, match="same two versions"):
+        ss.Pipeline([ss.Shadow("a", "b"), ss.Canary("a", "c")])
+    with pytest.raises(ss.ConfigError, match="sample"):
+        ss.Shadow("a", "b", sample=0)
+    with pytest.raises(ss.ConfigError, match="differ"):
+        ss.BlueGreen("a", "a")
