@@ -9,14 +9,14 @@ from scipy import special
 __all__ = ["binomial_cs"]
 
 
-def _log_bf(x: int, n: int, p: float) -> float:
+def _log_bf(x: int, n: int, p: float, log_beta: float) -> float:
     # Mixture (uniform prior) over the point likelihood at p: a test martingale under p.
     ll = 0.0
     if x:
         ll += x * math.log(p) if p > 0 else -math.inf
     if n - x:
         ll += (n - x) * math.log1p(-p) if p < 1 else -math.inf
-    return float(special.betaln(x + 1, n - x + 1)) - ll
+    return log_beta - ll
 
 
 def binomial_cs(x: int, n: int, alpha: float) -> tuple[float, float]:
@@ -35,8 +35,10 @@ def binomial_cs(x: int, n: int, alpha: float) -> tuple[float, float]:
     bound = math.log(1.0 / alpha)
     center = x / n
 
+    log_beta = float(special.betaln(x + 1, n - x + 1))
+
     def f(p: float) -> float:
-        return _log_bf(x, n, p) - bound
+        return _log_bf(x, n, p, log_beta) - bound
 
     def edge(inner: float, outer: float) -> float:
         """Root of ``f`` between ``inner`` (f < 0) and ``outer`` (f >= 0).
@@ -58,7 +60,10 @@ def binomial_cs(x: int, n: int, alpha: float) -> tuple[float, float]:
                 inner = p
             else:
                 outer = p
-            if abs(outer - inner) <= 1e-12 * max(1e-300, abs(inner)) or abs(outer - inner) < 1e-15:
+            # Near 0 or 1 the function is steep: the width is judged against the distance to
+            # the nearer end, down to float resolution.
+            scale = max(1e-300, min(abs(inner), abs(1.0 - inner)))
+            if abs(outer - inner) <= max(1e-12 * scale, 4e-16):
                 break
             slope = (n - x) / (1 - p) - x / p if 0 < p < 1 else 0.0
             p = p - fp / slope if slope else math.nan

@@ -8,17 +8,11 @@ from typing import Any, Literal
 
 import attrs
 import numpy as np
-from numpy.typing import NDArray
 
 from .._errors import ConfigError
 from ..metrics import MetricsSnapshot, VariantMetrics
-from ..stats import (
-    SequentialSRM,
-    Verdict,
-    holm,
-    mean_difference_cs_many,
-    proportion_difference_cs_many,
-)
+from ..stats import SequentialSRM, Verdict, holm
+from ..stats._sequential import _sequence_core
 from ._checks import (
     _CS,
     SRM,
@@ -199,13 +193,10 @@ class Judge:
         )
         # Vectorized confidence sequences: one call per kind for all checks that need one.
         requests = {c.name: c._sequence(ctx, self._states[c.name]) for c in policy.checks}
+        batch = {n: r for n, r in requests.items() if r is not None}
         sequences: dict[str, Any] = {}
-        for kind in ("mean", "proportion"):
-            batch = {n: r for n, r in requests.items() if r is not None and r.kind == kind}
-            if batch and comparative:
-                sequences.update(
-                    zip(batch, self._run(kind, list(batch.values()), ctx), strict=True)
-                )
+        if batch and comparative:
+            sequences = dict(zip(batch, self._run(list(batch.values()), ctx), strict=True))
         results: list[CheckResult] = []
         for check in policy.checks:
             if isinstance(check, SRM):
@@ -244,33 +235,43 @@ class Judge:
             all_pass=all_pass,
         )
 
-    def _run(self, kind: str, reqs: list[_CS], ctx: _Context) -> list[Any]:
-        def col(name: str) -> NDArray[Any]:
-            return np.array([getattr(r, name) for r in reqs])
+    def _run(self, reqs: list[_CS], ctx: _Context) -> list[Any]:
+        """All confidence sequences of one evaluation in one vectorized call.
 
-        opts: dict[str, Any] = {
-            "direction": [r.direction for r in reqs],
-            "relative": col("relative"),
-            "margin": col("margin"),
-            "harm_threshold": col("harm"),
-            "alpha": ctx.alpha,
-            "tuning": ctx.tuning,
-            "min_samples": int(min(r.min_samples for r in reqs)),
-        }
-        if kind == "mean":
-            out = mean_difference_cs_many(
-                col("n_c"), col("x_c"), col("v_c"), col("n_b"), col("x_b"), col("v_b"), **opts
+        Proportions enter as means with per-unit variance ``p(1 - p)``, together with their
+        event counts for the minimum-events gate (means carry no such gate).
+        """
+        n_c = np.array([r.n_c for r in reqs], dtype=np.float64)
+        n_b = np.array([r.n_b for r in reqs], dtype=np.float64)
+        x_c = np.array([r.x_c for r in reqs], dtype=np.float64)
+        x_b = np.array([r.x_b for r in reqs], dtype=np.float64)
+        prop = np.array([r.kind == "proportion" for r in reqs])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p_c, p_b = x_c / n_c, x_b / n_b
+        var_c = np.where(prop, p_c * (1 - p_c), [r.v_c for r in reqs])
+        var_b = np.where(prop, p_b * (1 - p_b), [r.v_b for r in reqs])
+        ev = np.minimum(x_c, n_c - x_c) + np.minimum(x_b, n_b - x_b)
+        events = np.where(prop, np.nan_to_num(ev), float(2**40)).astype(np.int64)
+        min_events = min((r.min_events for r in reqs if r.kind == "proportion"), default=0)
+        return list(
+            _sequence_core(
+                n_c,
+                np.where(prop, p_c, x_c),
+                np.nan_to_num(var_c),
+                n_b,
+                np.where(prop, p_b, x_b),
+                np.nan_to_num(var_b),
+                events=events,
+                alpha=ctx.alpha,
+                direction=[r.direction for r in reqs],
+                relative=np.array([r.relative for r in reqs]),
+                margin=np.array([r.margin for r in reqs]),
+                harm_threshold=np.array([r.harm for r in reqs]),
+                tuning=ctx.tuning,
+                min_samples=int(min(r.min_samples for r in reqs)),
+                min_events=int(min_events),
             )
-        else:
-            out = proportion_difference_cs_many(
-                col("n_c"),
-                col("x_c"),
-                col("n_b"),
-                col("x_b"),
-                min_events=int(min(r.min_events for r in reqs)),
-                **opts,
-            )
-        return list(out)
+        )
 
     def _holm(self, results: list[CheckResult], alpha_step: float) -> list[CheckResult]:
         idx = [

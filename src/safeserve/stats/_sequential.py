@@ -419,16 +419,18 @@ def _sequence_core(
 
         higher = dcode == 0
         lower_worse = dcode == 1
-        p_harm = np.where(
-            higher,
-            p1(est - harm),
-            np.where(lower_worse, p1(-harm - est), np.minimum(p2(est - harm), p2(-harm - est))),
-        )
-        p_ni = np.where(
-            higher,
-            p1(marg - est),
-            np.where(lower_worse, p1(est + marg), np.maximum(p2(marg - est), p2(est + marg))),
-        )
+        # Only the directions present are computed (each p-value costs a dozen array ops).
+        p_harm = np.ones_like(est)
+        p_ni = np.ones_like(est)
+        if higher.any():
+            p_harm = np.where(higher, p1(est - harm), p_harm)
+            p_ni = np.where(higher, p1(marg - est), p_ni)
+        if lower_worse.any():
+            p_harm = np.where(lower_worse, p1(-harm - est), p_harm)
+            p_ni = np.where(lower_worse, p1(est + marg), p_ni)
+        if two.any():
+            p_harm = np.where(two, np.minimum(p2(est - harm), p2(-harm - est)), p_harm)
+            p_ni = np.where(two, np.maximum(p2(marg - est), p2(est + marg)), p_ni)
         fail = np.where(
             higher,
             lower > harm,
