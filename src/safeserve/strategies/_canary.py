@@ -64,6 +64,29 @@ def _positive(role: str, value: object, *, allow_zero: bool = False) -> None:
         )
 
 
+def _count(role: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{role} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_phase(
+    *,
+    min_duration: float,
+    deadline: float | None,
+    on_deadline: str,
+    evaluate_every: int,
+    evaluate_interval: float,
+) -> None:
+    """The options every timed phase shares: bake time, deadline and evaluation cadence."""
+    _positive("min_duration", min_duration, allow_zero=True)
+    if deadline is not None:
+        _positive("deadline", deadline)
+    if on_deadline not in ("rollback", "pause"):
+        raise ConfigError(f"on_deadline must be 'rollback' or 'pause', got {on_deadline!r}")
+    _count("evaluate_every", evaluate_every, 1)
+    _positive("evaluate_interval", evaluate_interval)
+
+
 @attrs.frozen
 class Canary:
     """Send a growing share of users to a candidate, by a deterministic hash of their key.
@@ -131,34 +154,15 @@ class Canary:
             _check_percent("weight", self.weight, zero_ok=True)
         if self.auto is not None and not isinstance(self.auto, bool):
             raise ConfigError(f"auto must be True, False or None, got {self.auto!r}")
-        _positive("min_duration", self.min_duration, allow_zero=True)
-        if (
-            isinstance(self.min_samples, bool)
-            or not isinstance(self.min_samples, int)
-            or self.min_samples < 0
-        ):
-            raise ConfigError(f"min_samples must be an int >= 0, got {self.min_samples!r}")
-        if self.deadline is not None:
-            _positive("deadline", self.deadline)
-        if self.on_deadline not in ("rollback", "pause"):
-            raise ConfigError(
-                f"on_deadline must be 'rollback' or 'pause', got {self.on_deadline!r}"
-            )
-        if (
-            isinstance(self.evaluate_every, bool)
-            or not isinstance(self.evaluate_every, int)
-            or self.evaluate_every < 1
-        ):
-            raise ConfigError(f"evaluate_every must be an int >= 1, got {self.evaluate_every!r}")
-        _positive("evaluate_interval", self.evaluate_interval)
-        if (
-            isinstance(self.drift_confirmations, bool)
-            or not isinstance(self.drift_confirmations, int)
-            or self.drift_confirmations < 1
-        ):
-            raise ConfigError(
-                f"drift_confirmations must be an int >= 1, got {self.drift_confirmations!r}"
-            )
+        _count("min_samples", self.min_samples, 0)
+        _check_phase(
+            min_duration=self.min_duration,
+            deadline=self.deadline,
+            on_deadline=self.on_deadline,
+            evaluate_every=self.evaluate_every,
+            evaluate_interval=self.evaluate_interval,
+        )
+        _count("drift_confirmations", self.drift_confirmations, 1)
         if self.drift_resume_after is not None:
             _positive("drift_resume_after", self.drift_resume_after, allow_zero=True)
 

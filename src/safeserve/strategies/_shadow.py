@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from .._errors import ConfigError
-from ._canary import Canary, _check_name, _positive
+from ._canary import Canary, _check_name, _check_phase, _count, _positive
 
 __all__ = ["BlueGreen", "Pipeline", "Shadow"]
 
@@ -82,28 +82,16 @@ class Shadow:
         if self.primary == self.shadow:
             raise ConfigError(f"shadow {self.shadow!r} must differ from primary {self.primary!r}")
         _share(self.sample)
-        if (
-            isinstance(self.min_pairs, bool)
-            or not isinstance(self.min_pairs, int)
-            or self.min_pairs < 1
-        ):
-            raise ConfigError(f"min_pairs must be an int >= 1, got {self.min_pairs!r}")
-        _positive("min_duration", self.min_duration, allow_zero=True)
-        if self.deadline is not None:
-            _positive("deadline", self.deadline)
-        if self.on_deadline not in ("rollback", "pause"):
-            raise ConfigError(
-                f"on_deadline must be 'rollback' or 'pause', got {self.on_deadline!r}"
-            )
+        _count("min_pairs", self.min_pairs, 1)
+        _check_phase(
+            min_duration=self.min_duration,
+            deadline=self.deadline,
+            on_deadline=self.on_deadline,
+            evaluate_every=self.evaluate_every,
+            evaluate_interval=self.evaluate_interval,
+        )
         if self.sink is not None and not callable(self.sink):
             raise ConfigError(f"sink must be callable, got {self.sink!r}")
-        if (
-            isinstance(self.evaluate_every, bool)
-            or not isinstance(self.evaluate_every, int)
-            or self.evaluate_every < 1
-        ):
-            raise ConfigError(f"evaluate_every must be an int >= 1, got {self.evaluate_every!r}")
-        _positive("evaluate_interval", self.evaluate_interval)
 
     @property
     def baseline(self) -> str:
@@ -191,21 +179,16 @@ class BlueGreen:
         if not isinstance(self.auto_promote, bool):
             raise ConfigError(f"auto_promote must be a bool, got {self.auto_promote!r}")
         _positive("watch", self.watch, allow_zero=True)
-        if (
-            isinstance(self.min_samples, bool)
-            or not isinstance(self.min_samples, int)
-            or self.min_samples < 0
-        ):
-            raise ConfigError(f"min_samples must be an int >= 0, got {self.min_samples!r}")
+        _count("min_samples", self.min_samples, 0)
         if self.keep_old is not None:
             _positive("keep_old", self.keep_old, allow_zero=True)
-        if (
-            isinstance(self.evaluate_every, bool)
-            or not isinstance(self.evaluate_every, int)
-            or self.evaluate_every < 1
-        ):
-            raise ConfigError(f"evaluate_every must be an int >= 1, got {self.evaluate_every!r}")
-        _positive("evaluate_interval", self.evaluate_interval)
+        _check_phase(
+            min_duration=self.watch,
+            deadline=None,
+            on_deadline="rollback",
+            evaluate_every=self.evaluate_every,
+            evaluate_interval=self.evaluate_interval,
+        )
 
     @property
     def baseline(self) -> str:
