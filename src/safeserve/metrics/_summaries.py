@@ -317,7 +317,80 @@ class Moments:
         return f"Moments(n={self.n!r}, mean={self.mean!r}, m2={self.m2!r})"
 
 
-class LogHistogram:
+class _DenseHistogram:
+    """Arithmetic shared by the dense histograms: counts add, subtract and compare exactly.
+
+    Subclasses define ``counts``, ``spec`` (the bucket layout), ``value_at`` and ``copy``.
+    """
+
+    __slots__ = ()
+    counts: NDArray[np.int64]
+
+    @property
+    def spec(self) -> tuple[float, float, float]:  # pragma: no cover - defined by subclasses
+        raise TypeError
+
+    def value_at(self, index: int) -> float:  # pragma: no cover - defined by subclasses
+        raise TypeError
+
+    def copy(self) -> Self:  # pragma: no cover - defined by subclasses
+        raise TypeError
+
+    def quantile(self, q: float) -> float:
+        """Return the ``q``-quantile (``np.quantile(..., method='lower')`` within ``a``).
+
+        Returns ``nan`` when empty.
+
+        Raises:
+            DataError: for ``q`` outside ``[0, 1]``.
+        """
+        return _quantile_from_counts(self.counts, q, self.value_at)
+
+    def get(self) -> float:
+        """Return the median (river's ``get``)."""
+        return self.quantile(0.5)
+
+    def _check(self, other: object) -> Self:
+        if type(other) is not type(self) or other.spec != self.spec:
+            raise DataError(f"cannot combine {self!r} with {other!r}")
+        return other
+
+    def __iadd__(self, other: Self) -> Self:
+        self.counts += self._check(other).counts
+        return self
+
+    def __isub__(self, other: Self) -> Self:
+        o = self._check(other)
+        if (o.counts > self.counts).any():
+            raise DataError(f"cannot subtract {o!r} from the smaller {self!r}")
+        self.counts -= o.counts
+        return self
+
+    def __add__(self, other: Self) -> Self:
+        out = self.copy()
+        out += other
+        return out
+
+    def __sub__(self, other: Self) -> Self:
+        out = self.copy()
+        out -= other
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is type(self)
+            and other.spec == self.spec
+            and bool((other.counts == self.counts).all())
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def reset(self) -> None:
+        """Forget every observation."""
+        self.counts[:] = 0
+
+
+class LogHistogram(_DenseHistogram):
     """A DDSketch-style histogram with fixed log-spaced buckets and dense numpy counts.
 
     A positive value ``x`` goes to bucket ``k = ceil(log_gamma(x))`` with
@@ -447,65 +520,12 @@ class LogHistogram:
         k = index - 1 + self.key_min
         return float(2.0 * self.gamma**k / (1.0 + self.gamma))
 
-    def quantile(self, q: float) -> float:
-        """Return the ``q``-quantile (``np.quantile(..., method='lower')`` within ``a``).
-
-        Returns ``nan`` when empty.
-
-        Raises:
-            DataError: for ``q`` outside ``[0, 1]``.
-        """
-        return _quantile_from_counts(self.counts, q, self.value_at)
-
-    def get(self) -> float:
-        """Return the median (river's ``get``)."""
-        return self.quantile(0.5)
-
-    def _check(self, other: object) -> LogHistogram:
-        if not isinstance(other, LogHistogram) or other.spec != self.spec:
-            raise DataError(f"cannot combine {self!r} with {other!r}")
-        return other
-
-    def __iadd__(self, other: LogHistogram) -> Self:
-        self.counts += self._check(other).counts
-        return self
-
-    def __isub__(self, other: LogHistogram) -> Self:
-        o = self._check(other)
-        if (o.counts > self.counts).any():
-            raise DataError(f"cannot subtract {o!r} from the smaller {self!r}")
-        self.counts -= o.counts
-        return self
-
-    def __add__(self, other: LogHistogram) -> LogHistogram:
-        out = self.copy()
-        out += other
-        return out
-
-    def __sub__(self, other: LogHistogram) -> LogHistogram:
-        out = self.copy()
-        out -= other
-        return out
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, LogHistogram)
-            and other.spec == self.spec
-            and bool((other.counts == self.counts).all())
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
     def copy(self) -> LogHistogram:
         """Return an independent copy."""
         out = LogHistogram.__new__(LogHistogram)
         out.spec, out.gamma, out._inv_ln_gamma = self.spec, self.gamma, self._inv_ln_gamma
         out.key_min, out.key_max, out.counts = self.key_min, self.key_max, self.counts.copy()
         return out
-
-    def reset(self) -> None:
-        """Forget every observation."""
-        self.counts[:] = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration and the non-empty buckets as plain data.
@@ -539,7 +559,7 @@ def _quantile_from_counts(counts: NDArray[np.int64], q: float, value_at: Any) ->
     return float(value_at(idx))
 
 
-class SignedLogHistogram:
+class SignedLogHistogram(_DenseHistogram):
     """A log-bucket histogram for values of either sign (DDSketch's two-sided layout).
 
     Negative values go to a mirror of :class:`LogHistogram` over ``|x|``; values with
@@ -623,62 +643,11 @@ class SignedLogHistogram:
             return -self._side.value_at(half - 1 - index)
         return self._side.value_at(index - half)
 
-    def quantile(self, q: float) -> float:
-        """Return the ``q``-quantile (``np.quantile(..., method='lower')`` within ``a``).
-
-        Raises:
-            DataError: for ``q`` outside ``[0, 1]``.
-        """
-        return _quantile_from_counts(self.counts, q, self.value_at)
-
-    def get(self) -> float:
-        """Return the median (river's ``get``)."""
-        return self.quantile(0.5)
-
-    def _check(self, other: object) -> SignedLogHistogram:
-        if not isinstance(other, SignedLogHistogram) or other.spec != self.spec:
-            raise DataError(f"cannot combine {self!r} with {other!r}")
-        return other
-
-    def __iadd__(self, other: SignedLogHistogram) -> Self:
-        self.counts += self._check(other).counts
-        return self
-
-    def __isub__(self, other: SignedLogHistogram) -> Self:
-        o = self._check(other)
-        if (o.counts > self.counts).any():
-            raise DataError(f"cannot subtract {o!r} from the smaller {self!r}")
-        self.counts -= o.counts
-        return self
-
-    def __add__(self, other: SignedLogHistogram) -> SignedLogHistogram:
-        out = self.copy()
-        out += other
-        return out
-
-    def __sub__(self, other: SignedLogHistogram) -> SignedLogHistogram:
-        out = self.copy()
-        out -= other
-        return out
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, SignedLogHistogram)
-            and other.spec == self.spec
-            and bool((other.counts == self.counts).all())
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
     def copy(self) -> SignedLogHistogram:
         """Return an independent copy."""
         out = SignedLogHistogram.__new__(SignedLogHistogram)
         out._side, out.counts = self._side, self.counts.copy()
         return out
-
-    def reset(self) -> None:
-        """Forget every observation."""
-        self.counts[:] = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration and the non-empty buckets as plain data."""
