@@ -7,7 +7,7 @@ import math
 import numpy as np
 from hypothesis import strategies as st
 
-__all__ = ["samples", "samples_with_nan", "tied_samples"]
+__all__ = ["extreme_samples", "samples", "samples_with_nan", "tied_samples"]
 
 # Values on a coarse grid produce ties; a wide range of magnitudes stays well inside float64.
 _grid = st.integers(min_value=-50, max_value=50).map(lambda i: i / 4.0)
@@ -20,6 +20,20 @@ def samples(min_size: int = 1, max_size: int = 40) -> st.SearchStrategy[np.ndarr
     tied = st.lists(_grid, min_size=min_size, max_size=max_size)
     constant = st.tuples(_grid, st.integers(min_size, max_size)).map(lambda t: [t[0]] * t[1])
     return st.one_of(continuous, tied, constant).map(lambda v: np.asarray(v, dtype=np.float64))
+
+
+# Magnitudes from the smallest denormal to 1e300, mixed within one sample, with exact zeros.
+_extreme = st.one_of(
+    st.floats(min_value=-1e300, max_value=1e300, allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1e-300, 1.0, 1e300, -1e300]),
+)
+
+
+def extreme_samples(min_size: int = 1, max_size: int = 25) -> st.SearchStrategy[np.ndarray]:
+    """Samples mixing denormal, ordinary and huge (1e300) values, with ties at zero."""
+    return st.lists(_extreme, min_size=min_size, max_size=max_size).map(
+        lambda v: np.asarray(v, dtype=np.float64)
+    )
 
 
 def tied_samples(min_size: int = 1, max_size: int = 40) -> st.SearchStrategy[np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
-from tests.stats.strategies import samples, samples_with_nan, tied_samples
+from tests.stats.strategies import extreme_samples, samples, samples_with_nan, tied_samples
 
 from safeserve._errors import ConfigError, DataError
 from safeserve.stats import (
@@ -45,21 +45,89 @@ ALTERNATIVES = st.sampled_from(["two-sided", "greater", "less"])
 # ----------------------------------------------------------------------------- Welch
 
 
+def _oracle_exponent(x: np.ndarray, y: np.ndarray) -> int:
+    """The power of two 2**e that brings the larger sample range to [0.5, 1).
+
+    Welch's t, df and p-value are unchanged when both samples are multiplied by c > 0, and the
+    interval is multiplied by c; for a power of two the product is exact. scipy squares the
+    deviations and then the variances, which underflow to 0 for a range near 1e-86 (its df
+    becomes 0/0) and overflow near 1e150, so it is given the rescaled samples.
+    """
+    spread = max(float(np.ptp(x)), float(np.ptp(y)))
+    return -math.frexp(spread)[1]
+
+
+def _ldexp(values: np.ndarray | float, e: int) -> np.ndarray:
+    """values * 2**e (e may exceed the float range: only the products need to fit)."""
+    with np.errstate(over="ignore"):
+        return np.ldexp(values, e)
+
+
+def close_rescaled(ours: float, e: int, oracle: float, *, scale: float) -> bool:
+    """close(ours * 2**e, oracle), where ``ours`` is in the data's units and ``oracle`` at the
+    rescaled ones. In the data's units a result cannot resolve steps below the smallest
+    denormal, 2**-1074 (a mean of 0 and 5e-324 is 0 or 5e-324); that step, rescaled, is
+    allowed as well."""
+    if math.isinf(ours) or math.isinf(oracle):
+        return float(_ldexp(ours, e)) == oracle
+    abs_tol = 1e-12 * scale + math.ldexp(1.0, e - 1074)
+    return math.isclose(float(_ldexp(ours, e)), oracle, rel_tol=REL, abs_tol=abs_tol)
+
+
 @settings(max_examples=150, deadline=None)
-@given(x=samples(min_size=2), y=samples(min_size=2), alt=ALTERNATIVES, conf=st.floats(0.5, 0.999))
+@given(
+    x=st.one_of(samples(min_size=2), extreme_samples(min_size=2)),
+    y=st.one_of(samples(min_size=2), extreme_samples(min_size=2)),
+    alt=ALTERNATIVES,
+    conf=st.floats(0.5, 0.999),
+)
 def test_welch_matches_scipy(x: np.ndarray, y: np.ndarray, alt: str, conf: float) -> None:
-    """Welch t, df, p-value and interval equal ttest_ind(equal_var=False) to 1e-9 relative."""
-    assume(np.var(x, ddof=1) + np.var(y, ddof=1) > 0)
+    """Welch t, df, p-value and interval equal ttest_ind(equal_var=False) to 1e-9 relative, at
+    any scale from denormal to 1e300 (scipy sees the samples rescaled by a power of two)."""
+    assume(np.ptp(x) > 0 or np.ptp(y) > 0)
+    e = _oracle_exponent(x, y)
+    xs, ys = _ldexp(x, e), _ldexp(y, e)
+    # When the means lie ~1e300 spreads apart, rescaled values (or scipy's sums of them)
+    # overflow: scipy cannot serve there (test_welch_constant_arm_against_tiny_variation can).
+    assume(float(np.abs(np.concatenate([xs, ys])).max()) * (x.size + y.size) < 1e300)
     r = welch_test(x, y, confidence=conf, alternative=alt)
-    o = quiet(stats.ttest_ind, x, y, equal_var=False, alternative=alt)
+    o = quiet(stats.ttest_ind, xs, ys, equal_var=False, alternative=alt)
     ci = quiet(o.confidence_interval, conf)
-    scale = float(np.abs(np.concatenate([x, y])).max()) + 1.0
+    # Rounding in mean +/- q * se is relative to the data's magnitude, not to the result's.
+    scale = float(np.abs(np.concatenate([xs, ys])).max())
     assert close(r.statistic, float(o.statistic))
     assert close(r.df, float(o.df))
     assert close(r.p_value, float(o.pvalue))
-    assert close(r.lower, float(ci.low), scale=scale)
-    assert close(r.upper, float(ci.high), scale=scale)
+    assert close_rescaled(r.estimate, e, float(np.mean(xs) - np.mean(ys)), scale=scale)
+    assert close_rescaled(r.lower, e, float(ci.low), scale=scale)
+    assert close_rescaled(r.upper, e, float(ci.high), scale=scale)
     assert r.nan_removed == 0
+
+
+def test_welch_tiny_and_huge_scales_match_unit_scale() -> None:
+    """The same samples at 2**-1070 (denormal), 1 and 2**990 give the same t, df and p, and the
+    estimate and interval scaled by the same power of two (no underflow to 0/0, no overflow)."""
+    x = np.array([1.0, 2.5, 0.25, 3.0])
+    y = np.array([0.5, 0.75, 1.0])
+    unit = welch_test(x, y)
+    for e in (-1070, -1000, -300, 300, 990):
+        r = welch_test(np.ldexp(x, e), np.ldexp(y, e))
+        assert close(r.statistic, unit.statistic)
+        assert close(r.df, unit.df)
+        assert close(r.p_value, unit.p_value)
+        for ours, ref in ((r.estimate, unit.estimate), (r.lower, unit.lower)):
+            # Below 2**-1022 a result keeps only the bits above 5e-324: allow 2 such steps.
+            assert math.isclose(ours, math.ldexp(ref, e), rel_tol=1e-9, abs_tol=1e-323)
+
+
+def test_welch_constant_arm_against_tiny_variation() -> None:
+    """A constant arm against a denormal-scale spread: t = 1 / 0.5 per unit of spread, df = 1."""
+    r = welch_test([0.0, 0.0], [0.0, 2.28255788e-86])
+    o = stats.ttest_ind([0.0, 0.0], [0.0, 1.0], equal_var=False)
+    assert (r.statistic, r.df, r.p_value) == (float(o.statistic), float(o.df), float(o.pvalue))
+    r = welch_test([1.0, 1.0], [0.0, 1e-200])
+    assert (r.df, r.p_value) == (1.0, 0.0)
+    assert close(r.statistic, 2e200)
 
 
 @settings(max_examples=60, deadline=None)
@@ -67,9 +135,12 @@ def test_welch_matches_scipy(x: np.ndarray, y: np.ndarray, alt: str, conf: float
 def test_welch_removes_and_counts_nan(x: np.ndarray, y: np.ndarray) -> None:
     """NaN values are removed and counted; the rest matches scipy with nan_policy='omit'."""
     cx, cy = x[~np.isnan(x)], y[~np.isnan(y)]
-    assume(cx.size >= 2 and cy.size >= 2 and np.var(cx, ddof=1) + np.var(cy, ddof=1) > 0)
+    assume(cx.size >= 2 and cy.size >= 2 and (np.ptp(cx) > 0 or np.ptp(cy) > 0))
+    e = _oracle_exponent(cx, cy)
+    xs, ys = _ldexp(x, e), _ldexp(y, e)  # NaN stays NaN
+    assume(np.isfinite(xs[~np.isnan(xs)]).all() and np.isfinite(ys[~np.isnan(ys)]).all())
     r = welch_test(x, y)
-    o = quiet(stats.ttest_ind, x, y, equal_var=False, nan_policy="omit")
+    o = quiet(stats.ttest_ind, xs, ys, equal_var=False, nan_policy="omit")
     assert r.nan_removed == int(np.isnan(x).sum() + np.isnan(y).sum())
     assert (r.n_candidate, r.n_baseline) == (cx.size, cy.size)
     assert close(r.statistic, float(o.statistic))
@@ -112,7 +183,11 @@ def _not_all_tied(x: np.ndarray, y: np.ndarray) -> bool:
 
 
 @settings(max_examples=150, deadline=None)
-@given(x=samples(), y=samples(), alt=ALTERNATIVES)
+@given(
+    x=st.one_of(samples(), extreme_samples()),
+    y=st.one_of(samples(), extreme_samples()),
+    alt=ALTERNATIVES,
+)
 def test_mann_whitney_u_and_p_match_scipy(x: np.ndarray, y: np.ndarray, alt: str) -> None:
     """U and the asymptotic, continuity-corrected p-value equal scipy's mannwhitneyu."""
     assume(_not_all_tied(x, y))
@@ -124,7 +199,10 @@ def test_mann_whitney_u_and_p_match_scipy(x: np.ndarray, y: np.ndarray, alt: str
 
 
 @settings(max_examples=100, deadline=None)
-@given(x=samples(max_size=25), y=samples(max_size=25))
+@given(
+    x=st.one_of(samples(max_size=25), extreme_samples()),
+    y=st.one_of(samples(max_size=25), extreme_samples()),
+)
 def test_hodges_lehmann_estimate_is_median_of_differences(x: np.ndarray, y: np.ndarray) -> None:
     """The estimate is the median of all pairwise differences candidate - baseline."""
     assume(_not_all_tied(x, y))
@@ -137,10 +215,64 @@ def _p_at(x: np.ndarray, y: np.ndarray, shift: float, alt: str) -> float:
     return float(o.pvalue)
 
 
+def _probe(x: np.ndarray, y: np.ndarray, a: float, b: float) -> float | None:
+    """A shift strictly between the pairwise differences a < b at which the float sample x - s
+    has the ranks and ties of the exact one, or None if the tried shifts have none.
+
+    In exact arithmetic every s in (a, b) gives the same test. In float64, x - s rounds: with
+    x = [0, 5e-73] and s = 0.5 both values become -0.5, a tie the exact sample does not have,
+    which changes scipy's tie-corrected variance. Ordering against y is kept (rounding is
+    monotone and s lies strictly between two differences), so a shift is faithful when it merges
+    no two distinct values of x and lands no value of x - s on a value of y.
+    """
+    with np.errstate(over="ignore"):
+        mid = (a + b) / 2.0 if math.isfinite(a + b) else a / 2.0 + b / 2.0
+        for s in (mid, float(np.nextafter(a, b)), float(np.nextafter(b, a))):
+            if not a < s < b:
+                continue
+            shifted = x - s
+            if (
+                np.isfinite(shifted).all()
+                and np.unique(shifted).size == np.unique(x).size
+                and not np.isin(shifted, y).any()
+            ):
+                return s
+    return None
+
+
+def _check_interval_inverts_scipy(x: np.ndarray, y: np.ndarray, alt: str, conf: float) -> None:
+    r = mann_whitney_test(x, y, confidence=conf, alternative=alt)
+    diffs = np.unique(np.subtract.outer(x, y))
+    side = (1.0 - conf) / 2.0 if alt == "two-sided" else 1.0 - conf
+    tol = 1e-12
+
+    def p_between(i: int, test: str) -> float | None:
+        s = _probe(x, y, float(diffs[i]), float(diffs[i + 1]))
+        return None if s is None else _p_at(x, y, s, test)
+
+    if not math.isinf(r.lower):
+        assert r.lower in diffs
+        k = int(np.searchsorted(diffs, r.lower))
+        # just below the lower end the "greater" test rejects, just above it accepts
+        if k > 0 and (p := p_between(k - 1, "greater")) is not None:
+            assert p < side + tol
+        if k + 1 < diffs.size and (p := p_between(k, "greater")) is not None:
+            assert p >= side - tol
+    if not math.isinf(r.upper):
+        assert r.upper in diffs
+        k = int(np.searchsorted(diffs, r.upper))
+        # just above the upper end the "less" test rejects, just below it accepts
+        if k + 1 < diffs.size and (p := p_between(k, "less")) is not None:
+            assert p <= side + tol
+        if k > 0 and (p := p_between(k - 1, "less")) is not None:
+            assert p > side - tol
+    assert r.lower <= r.upper
+
+
 @settings(max_examples=150, deadline=None)
 @given(
-    x=st.one_of(tied_samples(max_size=25), samples(max_size=25)),
-    y=st.one_of(tied_samples(max_size=25), samples(max_size=25)),
+    x=st.one_of(tied_samples(max_size=25), samples(max_size=25), extreme_samples()),
+    y=st.one_of(tied_samples(max_size=25), samples(max_size=25), extreme_samples()),
     alt=ALTERNATIVES,
     conf=st.sampled_from([0.8, 0.9, 0.95, 0.98]),
 )
@@ -151,29 +283,30 @@ def test_hodges_lehmann_interval_inverts_scipy_test(
     candidate - shift against baseline, at level (1 - conf) / 2 (or 1 - conf one-sided), turns
     from rejecting to accepting: R's wilcox.test(conf.int=TRUE, exact=FALSE) rule."""
     assume(_not_all_tied(x, y))
-    r = mann_whitney_test(x, y, confidence=conf, alternative=alt)
-    diffs = np.unique(np.subtract.outer(x, y))
-    side = (1.0 - conf) / 2.0 if alt == "two-sided" else 1.0 - conf
-    tol = 1e-12
-    if not math.isinf(r.lower):
-        assert r.lower in diffs
-        k = int(np.searchsorted(diffs, r.lower))
-        if k > 0:  # just below the lower end the "greater" test rejects
-            below = (diffs[k - 1] + diffs[k]) / 2.0
-            assert _p_at(x, y, below, "greater") < side + tol
-        if k + 1 < diffs.size:  # just above it, it accepts
-            above = (diffs[k] + diffs[k + 1]) / 2.0
-            assert _p_at(x, y, above, "greater") >= side - tol
-    if not math.isinf(r.upper):
-        assert r.upper in diffs
-        k = int(np.searchsorted(diffs, r.upper))
-        if k + 1 < diffs.size:  # just above the upper end the "less" test rejects
-            above = (diffs[k] + diffs[k + 1]) / 2.0
-            assert _p_at(x, y, above, "less") <= side + tol
-        if k > 0:  # just below it, it accepts
-            below = (diffs[k - 1] + diffs[k]) / 2.0
-            assert _p_at(x, y, below, "less") > side - tol
-    assert r.lower <= r.upper
+    _check_interval_inverts_scipy(x, y, alt, conf)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "ends"),
+    [
+        ([0.0, 0.0, 0.0, 1.0, 5.045136865433464e-73], [0.0, 0.0, 0.0], (0.0, 1.0)),
+        (
+            [0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 0.5, 2.2250738585072014e-308, -1.0, -1.0],
+            [0.0, 0.0, -0.25, 0.75],
+            (-0.25, 1.25),
+        ),
+    ],
+)
+def test_hodges_lehmann_interval_with_values_below_rounding(
+    x: list[float], y: list[float], ends: tuple[float, float]
+) -> None:
+    """Values far below the spacing of the others (5e-73 beside 0 and 1) stay distinct: the
+    interval is the exact-arithmetic one, checked at shifts where x - shift rounds nothing
+    together. (At shift 0.5, scipy would see 5e-73 - 0.5 == 0 - 0.5, an extra tie.)"""
+    xa, ya = np.asarray(x), np.asarray(y)
+    _check_interval_inverts_scipy(xa, ya, "two-sided", 0.8)
+    r = mann_whitney_test(xa, ya, confidence=0.8)
+    assert (r.lower, r.upper) == ends
 
 
 def test_mann_whitney_large_samples_use_the_same_interval_rule() -> None:

@@ -9,6 +9,7 @@ after removal) is a :class:`~safeserve.DataError`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -82,6 +83,27 @@ class WelchResult:
     confidence: float
 
 
+def _ldexp(mantissa: float, exponent: int) -> float:
+    """``mantissa * 2**exponent``, saturating to a signed infinity instead of raising."""
+    try:
+        return math.ldexp(mantissa, exponent)
+    except OverflowError:
+        return math.copysign(math.inf, mantissa)
+
+
+def _scaled_moments(values: NDArray[np.float64]) -> tuple[float, float, int]:
+    """Mean ``m`` and variance ``v`` (ddof=1) of ``values / 2**e`` and the exponent ``e``.
+
+    ``e`` is the binary exponent of the largest magnitude, so the scaled values lie within
+    [-1, 1]: their squares neither overflow (values near 1e308) nor underflow to zero (denormal
+    values). Scaling by a power of two is exact, so ``m * 2**e`` is ``np.mean(values)``.
+    """
+    top = float(np.abs(values).max())
+    e = math.frexp(top)[1] if top > 0.0 else 0
+    scaled = np.ldexp(values, -e)
+    return float(np.mean(scaled)), float(np.var(scaled, ddof=1)), e
+
+
 def welch_test(
     candidate: ArrayLike,
     baseline: ArrayLike,
@@ -123,26 +145,39 @@ def welch_test(
             f"Welch's test needs at least 2 values per sample, got {nx!r} candidate "
             f"and {ny!r} baseline"
         )
-    vx = float(np.var(x, ddof=1)) / nx
-    vy = float(np.var(y, ddof=1)) / ny
-    se2 = vx + vy
-    if se2 == 0.0:
+    (mx, vx, ex), (my, vy, ey) = _scaled_moments(x), _scaled_moments(y)
+    if vx == 0.0 and vy == 0.0:
         raise DataError("both samples are constant: Welch's t statistic is undefined")
-    se = math.sqrt(se2)
-    d = float(np.mean(x) - np.mean(y))
-    df = se2 * se2 / (vx * vx / (nx - 1) + vy * vy / (ny - 1))
-    t = d / se
+    # The variance of each arm's mean is (v / n) * 4**e. Both are expressed over the common scale
+    # 4**k of the larger one, so neither their sum nor their squares under- or overflow (denormal
+    # and 1e300 samples alike). t and df are scale free; the interval is formed at scale 2**k and
+    # scaled back. Power-of-two scaling is exact, so ordinary samples give bit-identical results.
+    k = max((math.frexp(v / n)[1] + 1) // 2 + e for v, n, e in ((vx, nx, ex), (vy, ny, ey)) if v)
+    rx = math.ldexp(vx / nx, 2 * (ex - k))
+    ry = math.ldexp(vy / ny, 2 * (ey - k))
+    se_k = math.sqrt(rx + ry)
+    d_k = _ldexp(mx, ex - k) - _ldexp(my, ey - k)
+    df = (rx + ry) * (rx + ry) / (rx * rx / (nx - 1) + ry * ry / (ny - 1))
+    t = d_k / se_k
+    d = _ldexp(mx, ex) - _ldexp(my, ey)
+
+    def end(sign: float, quantile: float) -> float:
+        # d +/- quantile * se, formed at scale 2**k unless d itself overflows there (t = inf).
+        if math.isfinite(d_k):
+            return _ldexp(d_k + sign * quantile * se_k, k)
+        return d + sign * _ldexp(quantile * se_k, k)
+
     tdist = stats.t(df)
     if alternative == "two-sided":
         p = float(2.0 * tdist.sf(abs(t)))
         q = float(tdist.ppf(0.5 + confidence / 2.0))
-        lower, upper = d - q * se, d + q * se
+        lower, upper = end(-1.0, q), end(1.0, q)
     elif alternative == "greater":
         p = float(tdist.sf(t))
-        lower, upper = d - float(tdist.ppf(confidence)) * se, math.inf
+        lower, upper = end(-1.0, float(tdist.ppf(confidence))), math.inf
     else:
         p = float(tdist.cdf(t))
-        lower, upper = -math.inf, d + float(tdist.ppf(confidence)) * se
+        lower, upper = -math.inf, end(1.0, float(tdist.ppf(confidence)))
     return WelchResult(
         statistic=t,
         df=df,
@@ -232,33 +267,99 @@ def _mw_p(u: float, sigma: float, nx: int, ny: int, alternative: str) -> float:
     return float(stats.norm.sf((nx * ny - u - mu - 0.5) / sigma))
 
 
-def _pairwise_median(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
-    if x.size * y.size <= _EXACT_PAIRS:
-        return float(np.median(np.subtract.outer(x, y)))
-    ys = np.sort(y)
-    total = x.size * y.size
+# The interval and the estimate are defined by the pairwise differences D_ij = x_i - y_j as float64
+# computes them. The test of ``x - d`` against ``y`` is never run on a shifted float sample: when
+# |d| dwarfs the spacing of the data (0 and 5e-73 shifted by 0.5), ``x - d`` rounds distinct
+# values together and invents ties. Counting D_ij > d instead is exact, and the breakpoints where
+# the counts change are the D_ij themselves.
 
-    def count_le(d: float) -> int:
-        # pairs with x_i - y_j <= d  <=>  y_j >= x_i - d
-        return int(total - np.searchsorted(ys, x - d, side="left").sum())
+_SIGN_BIT = 1 << 63
+
+
+def _float_key(value: float) -> int:
+    """An integer that orders like ``value``; consecutive floats have consecutive keys."""
+    bits = int(np.float64(value).view(np.uint64))
+    return -(bits - _SIGN_BIT) if bits >= _SIGN_BIT else bits
+
+
+def _key_float(key: int) -> float:
+    """The float of a :func:`_float_key` key."""
+    bits = key if key >= 0 else -key + _SIGN_BIT
+    return float(np.uint64(bits).view(np.float64))
+
+
+def _first_float(pred: Callable[[float], bool], lo: float, hi: float) -> float:
+    """The smallest float in ``(lo, hi]`` where the monotone ``pred`` holds, given that it fails
+    at ``lo`` and holds at ``hi``: a bisection over the floats themselves (at most 64 steps)."""
+    a, b = _float_key(lo), _float_key(hi)
+    while b - a > 1:
+        m = (a + b) // 2
+        if pred(_key_float(m)):
+            b = m
+        else:
+            a = m
+    return _key_float(b)
+
+
+def _count_greater(x: NDArray[np.float64], ys: NDArray[np.float64], d: float) -> int:
+    """The number of pairs with ``x_i - ys_j > d`` in float64, for sorted ``ys``.
+
+    For each ``x_i`` that count is the first ``j`` with ``x_i - ys_j <= d`` (the difference falls
+    as ``ys_j`` grows). ``searchsorted`` of the rounded ``x - d`` finds it but for rounding; each
+    guess is checked against the differences themselves and bisected again where it is off.
+    """
+    ny = ys.size
+    with np.errstate(over="ignore", invalid="ignore"):
+        idx = np.searchsorted(ys, x - d, side="left")
+        ok = (idx == 0) | (x - ys[np.maximum(idx - 1, 0)] > d)
+        ok &= (idx == ny) | (x - ys[np.minimum(idx, ny - 1)] <= d)
+        if not ok.all():
+            xb = x[~ok]
+            lo = np.zeros(xb.size, dtype=np.intp)
+            hi = np.full(xb.size, ny, dtype=np.intp)
+            while (active := lo < hi).any():
+                mid = (lo + hi) // 2
+                above = xb - ys[np.minimum(mid, ny - 1)] > d
+                lo = np.where(active & above, mid + 1, lo)
+                hi = np.where(active & ~above, mid, hi)
+            idx[~ok] = lo
+    return int(idx.sum())
+
+
+def _midpoint(a: float, b: float) -> float:
+    """``(a + b) / 2`` as np.median forms it, without overflowing near the float64 limit."""
+    mid = (a + b) / 2.0
+    return mid if math.isfinite(mid) else a / 2.0 + b / 2.0
+
+
+def _sorted_differences(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
+    with np.errstate(over="ignore"):
+        return np.sort(np.subtract.outer(x, y), axis=None)
+
+
+def _pairwise_median(
+    x: NDArray[np.float64], y: NDArray[np.float64], pairs: NDArray[np.float64] | None
+) -> float:
+    """Median of the differences; ``pairs`` is all of them sorted, or None above _EXACT_PAIRS."""
+    total = x.size * y.size
+    if pairs is not None:
+        if total % 2:
+            return float(pairs[total // 2])
+        return _midpoint(float(pairs[total // 2 - 1]), float(pairs[total // 2]))
+    ys = np.sort(y)
+    with np.errstate(over="ignore"):
+        lo, hi = float(x.min() - ys[-1]), float(x.max() - ys[0])
 
     def kth(k: int) -> float:
-        lo, hi = float(x.min() - ys[-1]), float(x.max() - ys[0])
-        if count_le(lo) >= k:
-            return lo
-        for _ in range(200):
-            mid = lo + (hi - lo) / 2.0
-            if mid in (lo, hi):
-                break
-            if count_le(mid) >= k:
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        # the k-th smallest difference: the first d with at least k differences <= d
+        def enough(d: float) -> bool:
+            return total - _count_greater(x, ys, d) >= k
+
+        return lo if enough(lo) else _first_float(enough, lo, hi)
 
     if total % 2:
         return kth(total // 2 + 1)
-    return (kth(total // 2) + kth(total // 2 + 1)) / 2.0
+    return _midpoint(kth(total // 2), kth(total // 2 + 1))
 
 
 def _hl_root(
@@ -267,59 +368,42 @@ def _hl_root(
     zq: float,
     correction: float | None,
     sigma: float,
+    pairs: NDArray[np.float64] | None,
 ) -> float:
     """Root in the shift ``d`` of R's ``wdiff(d, zq)``: the pairwise difference where
     ``(dz - correction) / sigma - zq`` turns from positive to non-positive.
 
-    ``correction`` None means ``sign(dz) * 0.5`` (two-sided). Between pairwise differences the only
-    ties are those within each sample, so ``sigma`` is the tie-corrected value of the samples.
+    ``dz = U(x - d) - nx*ny/2`` is taken just above each pairwise difference, where U counts the
+    pairs with ``x_i - y_j > d`` (no pair ties there). ``correction`` None means
+    ``sign(dz) * 0.5`` (two-sided). Between pairwise differences the only ties are those within
+    each sample, so ``sigma`` is the tie-corrected value of the samples. ``pairs`` is all the
+    differences sorted, or None above _EXACT_PAIRS (then the root is bisected over the floats).
     """
     nx, ny = x.size, y.size
+    half = nx * ny / 2.0
+
+    def g(greater: ArrayLike) -> NDArray[np.float64]:
+        dz = np.asarray(greater, dtype=np.float64) - half
+        corr = 0.5 * np.sign(dz) if correction is None else correction
+        return np.asarray((dz - corr) / sigma - zq, dtype=np.float64)
+
+    if pairs is not None:
+        starts = np.flatnonzero(np.concatenate([[True], pairs[1:] != pairs[:-1]]))
+        diffs, counts = pairs[starts], np.diff(np.append(starts, pairs.size))
+        # g just above each difference; it does not increase with d. The last one (no pair is
+        # greater) is the end when the test never turns.
+        turned = g(nx * ny - np.cumsum(counts)) <= 0
+        return float(diffs[int(np.argmax(turned)) if turned.any() else diffs.size - 1])
     ys = np.sort(y)
+    with np.errstate(over="ignore"):
+        lo, hi = float(x.min() - ys[-1]), float(x.max() - ys[0])
 
-    def g(d: float) -> float:
-        # dz = U(x - d) - nx*ny/2 with U counting strict wins and half ties.
-        shifted = x - d
-        less = np.searchsorted(ys, shifted, side="left")
-        leq = np.searchsorted(ys, shifted, side="right")
-        dz = float(less.sum() + 0.5 * (leq - less).sum()) - nx * ny / 2.0
-        corr = (0.5 * np.sign(dz)) if correction is None else correction
-        return (dz - corr) / sigma - zq
+    def turned_at(d: float) -> bool:
+        return bool(g(float(_count_greater(x, ys, d))) <= 0)
 
-    if x.size * y.size <= _EXACT_PAIRS:
-        diffs = np.unique(np.subtract.outer(x, y))
-        if diffs.size == 1:
-            return float(diffs[0])
-        mids = (diffs[:-1] + diffs[1:]) / 2.0
-        lo, hi = 0, mids.size
-        if g(float(diffs[0])) <= 0:
-            return float(diffs[0])
-        # first index k with g(mids[k]) <= 0 (g is non-increasing in d)
-        while lo < hi:
-            m = (lo + hi) // 2
-            if g(float(mids[m])) <= 0:
-                hi = m
-            else:
-                lo = m + 1
-        return float(diffs[lo])
-    lo_d, hi_d = float(x.min() - ys[-1]), float(x.max() - ys[0])
-    if g(lo_d) <= 0:
-        return lo_d
-    if g(hi_d) >= 0:
-        return hi_d
-    for _ in range(200):
-        mid = lo_d + (hi_d - lo_d) / 2.0
-        if mid in (lo_d, hi_d):
-            break
-        if g(mid) > 0:
-            lo_d = mid
-        else:
-            hi_d = mid
-    # Snap to the nearest pairwise difference (the breakpoint of the step function).
-    target = (lo_d + hi_d) / 2.0
-    idx = np.clip(np.searchsorted(ys, x - target), 1, ys.size - 1)
-    cand = np.concatenate([x - ys[idx - 1], x - ys[idx]])
-    return float(cand[np.argmin(np.abs(cand - target))])
+    if turned_at(lo):
+        return lo
+    return _first_float(turned_at, lo, hi) if turned_at(hi) else hi
 
 
 def _mann_whitney(
@@ -336,20 +420,21 @@ def _mann_whitney(
         )
     u, sigma = _u_statistic(x, y)
     p = _mw_p(u, sigma, x.size, y.size, alternative)
-    est = _pairwise_median(x, y)
+    pairs = _sorted_differences(x, y) if x.size * y.size <= _EXACT_PAIRS else None
+    est = _pairwise_median(x, y, pairs)
     # Between breakpoints only the ties within each sample remain; their sigma is > 0 here.
     sig_ci = _sigma(x.size, y.size, _tie_term(x) + _tie_term(y))
     a = 1.0 - confidence
     if alternative == "two-sided":
         zq = float(stats.norm.isf(a / 2.0))
-        lower = _hl_root(x, y, zq, None, sig_ci)
-        upper = _hl_root(x, y, -zq, None, sig_ci)
+        lower = _hl_root(x, y, zq, None, sig_ci, pairs)
+        upper = _hl_root(x, y, -zq, None, sig_ci, pairs)
     elif alternative == "greater":
-        lower = _hl_root(x, y, float(stats.norm.isf(a)), 0.5, sig_ci)
+        lower = _hl_root(x, y, float(stats.norm.isf(a)), 0.5, sig_ci, pairs)
         upper = math.inf
     else:
         lower = -math.inf
-        upper = _hl_root(x, y, float(stats.norm.ppf(a)), -0.5, sig_ci)
+        upper = _hl_root(x, y, float(stats.norm.ppf(a)), -0.5, sig_ci, pairs)
     return u, p, est, lower, upper
 
 
@@ -561,7 +646,7 @@ def kayenta_judge(
             reason="no data in the candidate or the baseline",
             **common,
         )
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = float(np.float64(np.mean(x)) / np.float64(np.mean(y)))
     if np.array_equal(np.sort(x), np.sort(y)):
         return KayentaResult(
