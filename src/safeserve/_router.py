@@ -701,6 +701,7 @@ class Router:
         # The baseline's slice last, so that fallback rows can join it in one call.
         groups.sort(key=lambda g: int(vi[g[0]]) == 0)
         redo: list[NDArray[np.int64]] = []
+        raw: dict[int, Any] = {}  # each variant's own outputs, for its metrics
         for idx in groups:
             j = int(vi[idx[0]])
             xs = X[idx] if is_array else [X[i] for i in idx]
@@ -719,6 +720,7 @@ class Router:
                 continue
             t1 = clock()
             latency[idx] = (t1 - t0) / len(idx)
+            raw[j] = ys
             if len(ys) != len(idx):
                 bad = np.ones(len(idx), dtype=bool)
             else:
@@ -744,7 +746,21 @@ class Router:
         values = _scatter(parts, n)
         if snap.observe is not None and n:
             self._drift.observe_batch(X, vi)  # type: ignore[union-attr]
-        self._record_batch(ids, vi, latency, status, fallback, values, override)
+        # One record batch per variant slice: a slice has one variant and one latency per
+        # row, which the recorder summarizes without a pass per row.
+        for idx in groups:
+            j = int(vi[idx[0]])
+            ys = raw.get(j)
+            self._recorder.append_batch(
+                ids[idx],
+                j,
+                latency[idx[0]],
+                status[idx],
+                fallback[idx],
+                ys if ys is not None and len(ys) == len(idx) else None,
+                override[idx],
+            )
+        self._maintain()
         return values, fallback
 
     def _record_batch(
@@ -758,25 +774,17 @@ class Router:
         override: NDArray[np.bool_],
         only: NDArray[np.int64] | None = None,
     ) -> None:
-        """Buffer a batch's records; ``outputs`` are the values returned, in input order.
-
-        The recorder summarizes outputs of OK rows only, so the rows a fallback answered
-        (their status is not OK) never count the baseline's answer for the failed variant.
-        """
-        if only is not None:
-            # A slice failed without fallback: record the rows that were attempted.
-            self._recorder.append_batch(
-                ids[only],
-                vi[only],
-                latency[only],
-                status[only],
-                fallback[only],
-                None,
-                override[only],
-            )
-            return
-        self._recorder.append_batch(ids, vi, latency, status, fallback, outputs, override)
-        self._maintain()
+        """Buffer the records of a slice that failed without fallback (before re-raising)."""
+        assert only is not None
+        self._recorder.append_batch(
+            ids[only],
+            vi[only],
+            latency[only],
+            status[only],
+            fallback[only],
+            outputs,
+            override[only],
+        )
 
     # -- metrics, outcomes and status ------------------------------------------------------
 

@@ -195,6 +195,17 @@ def _group_moments(
     idx: NDArray[np.int64], x: NDArray[np.float64], k: int
 ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
     """Per-group count, mean and M2 (two passes with a mean correction)."""
+    if idx.size > 16 and idx[0] == idx[-1] and bool((idx == idx[0]).all()):
+        # A single group (a batch slice): plain reductions instead of weighted bincounts.
+        g = int(idx[0])
+        n1 = np.zeros(k, np.int64)
+        mean1 = np.zeros(k)
+        m21 = np.zeros(k)
+        n1[g] = idx.size
+        mean1[g] = x.mean()
+        d1 = x - mean1[g]
+        m21[g] = float(d1 @ d1)
+        return n1, mean1, m21
     n = np.bincount(idx, minlength=k)
     safe = np.maximum(n, 1)
     mean = np.bincount(idx, weights=x, minlength=k) / safe
@@ -471,6 +482,11 @@ class Recorder:
             rid = np.asarray(request_ids, dtype=np.int64).reshape(-1)
             var = np.asarray(variant_index, dtype=np.int64).reshape(-1)
             lat = np.asarray(latency_s, dtype=np.float64).reshape(-1)
+            # A scalar variant index or latency applies to every row (one slice).
+            if var.size == 1 and rid.size != 1:
+                var = np.full(rid.size, var[0], dtype=np.int64)
+            if lat.size == 1 and rid.size != 1:
+                lat = np.full(rid.size, lat[0], dtype=np.float64)
             st = np.asarray(status, dtype=np.int64).reshape(-1)
             fb = np.asarray(fallback, dtype=np.bool_).reshape(-1)
             ov = np.asarray(override, dtype=np.bool_).reshape(-1)
@@ -577,13 +593,17 @@ class Recorder:
                     parts.append(_columns_fast(chunk))
                 except (TypeError, ValueError, OverflowError, IndexError):
                     parts.append(_columns_slow(chunk))
-            parts.extend(batches)
             rows = 0
             if parts:
                 cols = _Columns.concat(parts)
-                rows = len(cols)
+                rows += len(cols)
                 self._ingest(cols, now)
-                self._records += rows
+            # Batches go in one by one: a batch slice usually holds one variant with one
+            # latency, which the ingest summarizes without a pass per row.
+            for part in batches:
+                rows += len(part)
+                self._ingest(part, now)
+            self._records += rows
             if customs:
                 self._ingest_custom(customs)
             return rows
@@ -661,6 +681,17 @@ class Recorder:
             lat, lv = lat[ok_lat], var[ok_lat]
         else:
             lv = var
+        if lat.size > 16 and lv[0] == lv[-1] and lat[0] == lat[-1]:
+            v, x = int(lv[0]), float(lat[0])
+            if bool((lv == v).all()) and bool((lat == x).all()):
+                # One variant, one latency (a batch slice): a constant summarizes in O(1).
+                h = self._latency_proto
+                d = dest[v]
+                d.latency.counts[int(h.index_of(np.array([x]))[0])] += lat.size
+                d.latency_moments._merge_raw(int(lat.size), x, 0.0)
+                log_x = max(float(h.log_of(np.array([x]))[0]), self._log_floor)
+                d.log_latency._merge_raw(int(lat.size), log_x, 0.0)
+                lat = lat[:0]
         if lat.size:
             h = self._latency_proto
             nb = h.counts.size
