@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import structlog
 
+
 # safeserve logs its decisions through structlog and leaves the configuration to the
 # application. In the suite, events are rendered to nothing; tests that check events use
 # structlog.testing.capture_logs().

@@ -12,9 +12,9 @@ from typing import Any, Literal
 import attrs
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats as _sps
 
 from .._errors import ConfigError, DataError
+from .._lazy import LazyModule
 from ._detectors import PageHinkley
 from ._profile import NumericFeature, ReferenceProfile
 from ._stats import (
@@ -29,6 +29,8 @@ from ._stats import (
     psi_pvalue,
 )
 from ._window import Codec, Ring
+
+_sps = LazyModule("scipy.stats")
 
 __all__ = ["DriftMonitor", "DriftReport", "DriftScope", "FeatureDrift", "FeatureStats"]
 

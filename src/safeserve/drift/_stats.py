@@ -16,9 +16,11 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats as _sps
 
 from .._errors import DataError
+from .._lazy import LazyModule
+
+_sps = LazyModule("scipy.stats")
 
 __all__ = [
     "PSI_EPS",

@@ -15,7 +15,6 @@ from typing import Any
 import attrs
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from safeserve._errors import ConfigError, DataError
 from safeserve.stats._common import (
@@ -27,6 +26,10 @@ from safeserve.stats._common import (
     clean_sample,
     fmt,
 )
+
+from .._lazy import LazyModule
+
+stats = LazyModule("scipy.stats")
 
 __all__ = [
     "KayentaResult",

@@ -14,10 +14,14 @@ from typing import Any
 import attrs
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special, stats
+from scipy import special
 
 from safeserve._errors import ConfigError, DataError
 from safeserve.stats._common import as_count_array, as_float_array, check_alpha, check_positive, fmt
+
+from .._lazy import LazyModule
+
+stats = LazyModule("scipy.stats")
 
 __all__ = ["SRMResult", "SequentialSRM", "srm_chisquare"]
 

@@ -24,6 +24,17 @@
 from __future__ import annotations
 
 from ._clock import FakeClock
+from ._drill import (
+    Drill,
+    DrillConfig,
+    DrillFault,
+    DrillReport,
+    Scenario,
+    Traffic,
+    run_drill,
+    synthetic_models,
+    synthetic_outcome,
+)
 from ._faults import (
     Fault,
     InjectedError,
@@ -36,15 +47,24 @@ from ._faults import (
 from ._traffic import SimulationResult, SimulationTick, TrafficSimulator
 
 __all__ = [
+    "Drill",
+    "DrillConfig",
+    "DrillFault",
+    "DrillReport",
     "FakeClock",
     "Fault",
     "InjectedError",
+    "Scenario",
     "SimulationResult",
     "SimulationTick",
+    "Traffic",
     "TrafficSimulator",
     "add_latency",
     "corrupt_outputs",
     "drop_accuracy",
     "hang",
     "inject_errors",
+    "run_drill",
+    "synthetic_models",
+    "synthetic_outcome",
 ]
