@@ -454,3 +454,40 @@ def test_batch_fallback_rows_do_not_count_the_baselines_answer() -> None:
     v2 = router.status().metrics.variant("v2")
     assert v2.output.n == 0
     assert v2.errors == v2.fallbacks == v2.requests > 0
+
+
+def test_latency_counts_answered_requests_only() -> None:
+    """A call that fails fast adds an error, not a near-zero latency."""
+    clock = FakeClock()
+
+    def slow(x: float) -> float:
+        clock.now += 0.2
+        return x
+
+    def broken(x: float) -> float:
+        raise RuntimeError("fails at once")
+
+    router = ss.Router(
+        {"v1": slow, "v2": broken}, strategy=ss.Canary("v1", "v2", weight=100), clock=clock
+    )
+    for i in range(20):
+        router.predict(1.0, key=i)
+    v2 = router.status().metrics.variant("v2")
+    assert v2.errors == 20
+    assert v2.latency_moments.n == 0
+
+
+def test_batch_slice_is_one_latency_observation() -> None:
+    """Rows that share one timed call count as one latency observation of the per-row time."""
+    clock = FakeClock()
+
+    def model(X: np.ndarray) -> np.ndarray:
+        clock.now += 0.5
+        return X[:, 0]
+
+    router = ss.Router({"v1": model}, clock=clock)
+    router.predict_batch(np.zeros((100, 1)), keys=np.arange(100))
+    m = router.status().metrics.variant("v1")
+    assert m.requests == 100
+    assert m.latency_moments.n == 1
+    assert math.isclose(m.latency_moments.mean, 0.005)

@@ -69,7 +69,7 @@ _MALFORMED = np.iinfo(np.int64).min
 class _Columns:
     """Request records as parallel arrays (outputs as a float array, a list, or None)."""
 
-    __slots__ = ("fb", "lat", "lat_type", "out", "ov", "rid", "st", "var")
+    __slots__ = ("fb", "lat", "lat_type", "out", "ov", "rid", "st", "timed_once", "var")
 
     def __init__(
         self,
@@ -81,9 +81,12 @@ class _Columns:
         out: NDArray[np.float64] | list[Any] | None,
         ov: NDArray[np.bool_],
         lat_type: NDArray[np.bool_] | None = None,
+        timed_once: bool = False,
     ) -> None:
         self.rid, self.var, self.lat, self.st, self.fb = rid, var, lat, st, fb
         self.out, self.ov, self.lat_type = out, ov, lat_type
+        # One model call of one variant timed once (a batch slice): one latency observation.
+        self.timed_once = timed_once
 
     def __len__(self) -> int:
         return int(self.var.size)
@@ -104,6 +107,7 @@ class _Columns:
             out,
             self.ov[mask],
             lt,
+            self.timed_once,
         )
 
     @staticmethod
@@ -473,6 +477,10 @@ class Recorder:
             status: :class:`Status` code per row.
             fallback: Whether the baseline answered in place of the variant, per row.
             outputs: A 1-D float array, a sequence of outputs, or ``None`` when not kept.
+
+        With a scalar ``variant_index`` and a scalar ``latency_s`` the batch is one timed
+        call of one variant (a slice of ``predict_batch``): it counts one latency observation
+        (per-row time), since its rows share one measurement.
             override: Whether the row was forced by an override.
 
         Raises:
@@ -510,7 +518,10 @@ class Recorder:
             sizes.add(len(out))
         if len(sizes) != 1:
             raise DataError(f"batch columns differ in length: {sorted(sizes)!r}")
-        self._batches.append(_Columns(rid.copy(), var.copy(), lat.copy(), st, fb, out, ov))
+        once = np.ndim(variant_index) == 0 and np.ndim(latency_s) == 0
+        self._batches.append(
+            _Columns(rid.copy(), var.copy(), lat.copy(), st, fb, out, ov, timed_once=once)
+        )
 
     def record_custom(self, variant_index: int, name: str, value: float) -> bool:
         """Record a custom metric value (a confidence, a cost...) for a variant.
@@ -674,24 +685,27 @@ class Recorder:
             if mat[v, 0]:
                 dest[v].counts.counts += mat[v]
                 self._totals[v].counts[:6] += mat[v]
-        # Latency.
+        # Latency of answered requests only: a call that failed fast (or hung) says nothing
+        # about how long the model takes, and would skew the comparison.
         ok_lat = np.isfinite(lat) & (lat >= 0)
         if not ok_lat.all():
             self._count_bad_latency(cols, ok_lat)
+        ok_lat &= st == 0
+        if not ok_lat.all():
             lat, lv = lat[ok_lat], var[ok_lat]
         else:
             lv = var
-        if lat.size > 16 and lv[0] == lv[-1] and lat[0] == lat[-1]:
+        if cols.timed_once and lat.size:
+            # A batch slice is one timed call: one observation of its time per row, so that
+            # the statistics weigh calls, not the rows that share one measurement.
             v, x = int(lv[0]), float(lat[0])
-            if bool((lv == v).all()) and bool((lat == x).all()):
-                # One variant, one latency (a batch slice): a constant summarizes in O(1).
-                h = self._latency_proto
-                d = dest[v]
-                d.latency.counts[int(h.index_of(np.array([x]))[0])] += lat.size
-                d.latency_moments._merge_raw(int(lat.size), x, 0.0)
-                log_x = max(float(h.log_of(np.array([x]))[0]), self._log_floor)
-                d.log_latency._merge_raw(int(lat.size), log_x, 0.0)
-                lat = lat[:0]
+            h = self._latency_proto
+            d = dest[v]
+            d.latency.counts[int(h.index_of(np.array([x]))[0])] += 1
+            d.latency_moments._merge_raw(1, x, 0.0)
+            log_x = max(float(h.log_of(np.array([x]))[0]), self._log_floor)
+            d.log_latency._merge_raw(1, log_x, 0.0)
+            lat = lat[:0]
         if lat.size:
             h = self._latency_proto
             nb = h.counts.size
