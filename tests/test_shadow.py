@@ -340,6 +340,7 @@ def test_counts_are_exact_under_concurrent_submits(cleanup: list[Any]) -> None:
         lambda x: x % 7 if x % 11 else None,  # None is no label: a mismatch error
         workers=2,
         queue_size=64,
+        timeout=60.0,  # a loaded machine must not turn slow calls into timeouts here
         sink=sink_calls.append,
         name="concurrent",
     )

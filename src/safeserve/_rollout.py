@@ -249,6 +249,19 @@ class Rollout:
                 return self.rollback(f"validation failed: {failure}", manual=False, checks=checks)
             self._validated = True
         assert self.blue_green is not None
+        seen = self._snapshot().variant(self.baseline).requests if self._snapshot else 0
+        if self.blue_green.auto_promote and seen < self.min_samples:
+            return self._transition(
+                Action.CONTINUE,
+                f"preview validated: collecting the active version's baseline window "
+                f"({seen} of {self.min_samples} requests) before the switch",
+                phase=self.phase,
+                weight=self.weight,
+                step=self.step,
+                manual=False,
+                now=now,
+                checks=checks,
+            )
         if self.blue_green.auto_promote:
             return self._switch(
                 now, "preview validated: switching all traffic", manual=False, checks=checks

@@ -259,6 +259,7 @@ class Router:
         self._keyless = 0
         self._rng = random.Random(seed)
         self._rollout: Rollout | None = None
+        self._evaluation_errors = 0
         self._eval_lock = threading.Lock()
         self._last_eval = (0, self._clock())
         self._evaluate_every = FLUSH_EVERY
@@ -312,9 +313,12 @@ class Router:
             raise ConfigError("a policy needs a rollout strategy such as ss.Canary")
         if drift is not None and self._rollout is None:
             raise ConfigError("a drift monitor needs a rollout strategy such as ss.Canary")
-        # The request path checks for upkeep when the request id hits this mask.
-        every = min(FLUSH_EVERY, self._evaluate_every)
+        # The request path checks for upkeep when the request id hits this mask, and at once
+        # when an evaluation falls due by time (one float comparison per request).
+        every = min(256, self._evaluate_every)
         self._mask = (1 << (every.bit_length() - 1)) - 1
+        auto = self._rollout is not None and self._rollout.auto
+        self._due_at = self._last_eval[1] + self._evaluate_interval if auto else math.inf
         _log.info(
             "safeserve.router_created",
             rollout=name,
@@ -589,7 +593,8 @@ class Router:
             y = self._failed(snap, rid, vi, override, x, clock() - t0)
             fell_back = True
         else:
-            latency = clock() - t0
+            t1 = clock()
+            latency = t1 - t0
             validator = snap.validators[vi]
             if validator is not None and not _valid(validator, y):
                 y, fell_back = self._rejected(snap, rid, vi, override, x, y, latency)
@@ -599,7 +604,7 @@ class Router:
                     snap.observe(x, vi)
                 if snap.mirror is not None:
                     self._mirror_one(snap, x, key, y, latency, rid)
-                if not rid & self._mask:
+                if not rid & self._mask or t1 >= self._due_at:
                     self._maintain(rid)
                 fell_back = False
         if full:
@@ -798,12 +803,15 @@ class Router:
         try:
             rollout = self._rollout
             due = False
-            if rollout is not None and rid is not None:
-                last_rid, last_t = self._last_eval
+            # A manual (pinned) canary is judged only when asked, on router.evaluate().
+            if rollout is not None and rollout.auto and rid is not None:
                 due = (
-                    rid - last_rid >= self._evaluate_every
-                    or self._clock() - last_t >= self._evaluate_interval
+                    rid - self._last_eval[0] >= self._evaluate_every
+                    or self._clock() >= self._due_at
                 )
+                if due:
+                    # Claimed: other requests stop calling in until this evaluation is done.
+                    self._due_at = math.inf
             if due or rid is None or self._recorder.pending() >= FLUSH_EVERY:
                 self._recorder.flush()
         finally:
@@ -811,8 +819,14 @@ class Router:
         if due and self._eval_lock.acquire(blocking=False):
             try:
                 self._evaluate(rid or 0)
+            except Exception:
+                # An automatic evaluation never fails the request that happened to run it.
+                self._evaluation_errors += 1
+                _log.exception("safeserve.evaluation_failed", rollout=self.name)
             finally:
                 self._eval_lock.release()
+                if self._due_at == math.inf:
+                    self._due_at = self._clock() + self._evaluate_interval
 
     def flush(self) -> int:
         """Move buffered request records into the metric windows now; return how many."""
@@ -869,7 +883,10 @@ class Router:
     def _evaluate(self, rid: int) -> Decision:
         rollout = self._need_rollout()
         self.flush()
-        self._last_eval = (rid, self._clock())
+        now = self._clock()
+        self._last_eval = (rid, now)
+        if self._rollout is not None and self._rollout.auto:
+            self._due_at = now + self._evaluate_interval
         return rollout.evaluate(self._recorder.snapshot())
 
     def evaluate(self) -> Decision:

@@ -237,10 +237,45 @@ def test_history_is_bounded(clock: Clock) -> None:
 
 def test_evaluation_runs_by_itself_every_n_requests(clock: Clock) -> None:
     """Without explicit evaluate() calls, decisions appear as requests flow."""
-    router = canary(clock, Model(clock, seed=1), Model(clock, seed=2), LENIENT, evaluate_every=256)
+    router = canary(
+        clock,
+        Model(clock, seed=1),
+        Model(clock, seed=2),
+        LENIENT,
+        evaluate_every=256,
+        evaluate_interval=1e9,
+    )
     drive(router, clock, requests=2_600)
     n = len(router.status().decisions)
     assert 8 <= n <= 11
+
+
+def test_evaluation_runs_by_itself_every_interval(clock: Clock) -> None:
+    """With few requests, evaluations still come every evaluate_interval seconds."""
+    router = canary(
+        clock,
+        Model(clock, seed=1),
+        Model(clock, seed=2),
+        LENIENT,
+        evaluate_every=10**9,
+        evaluate_interval=30.0,
+    )
+    drive(router, clock, requests=1_000, gap=1.0)  # about 1,010 simulated seconds
+    n = len(router.status().decisions)
+    assert 30 <= n <= 35
+
+
+def test_manual_canary_is_not_evaluated_on_the_request_path(clock: Clock) -> None:
+    """A pinned canary (weight=...) is judged only on router.evaluate()."""
+    router = ss.Router(
+        {"v1": Model(clock, seed=1), "v2": Model(clock, seed=2)},
+        strategy=ss.Canary("v1", "v2", weight=20, evaluate_every=100, evaluate_interval=1.0),
+        clock=clock,
+    )
+    drive(router, clock, requests=2_000)
+    assert router.status().decisions == ()
+    router.evaluate()
+    assert len(router.status().decisions) == 1
 
 
 def test_state_is_plain_data(clock: Clock) -> None:

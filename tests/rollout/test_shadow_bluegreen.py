@@ -198,9 +198,11 @@ def test_blue_green_validates_switches_and_promotes() -> None:
     for i in range(300):
         clock.t += 0.1
         router.predict(0.0, key=i)
-    # The first automatic evaluation validated the preview and switched all traffic at once.
-    switch = next(d for d in router.status().decisions if d.action is ss.Action.PROMOTE)
-    assert switch.check("validation").verdict is ss.stats.Verdict.PASS
+    # The first automatic evaluation validated the preview; once the active version had a
+    # baseline window of min_samples requests, all traffic switched at once.
+    decisions = router.status().decisions
+    assert decisions[0].check("validation").verdict is ss.stats.Verdict.PASS
+    switch = next(d for d in decisions if d.action is ss.Action.PROMOTE)
     assert switch.weights_after == {"blue": 0.0, "green": 100.0}
     assert router.weights == {"blue": 0.0, "green": 100.0}
     for i in range(5_000):

@@ -43,7 +43,7 @@ _DIRECTIONS = (Direction.HIGHER_IS_WORSE, Direction.LOWER_IS_WORSE, Direction.EI
 _VERDICTS = (Verdict.INCONCLUSIVE, Verdict.PASS, Verdict.FAIL)
 _INCONCLUSIVE, _PASS, _FAIL = 0, 1, 2
 # Gate codes: why a metric may not decide yet.
-_GATE_OK, _GATE_FEW, _GATE_EVENTS, _GATE_ZERO_VAR, _GATE_ZERO_BASE = 0, 1, 2, 3, 4
+_GATE_OK, _GATE_FEW, _GATE_EVENTS, _GATE_ZERO_BASE = 0, 1, 2, 4
 
 
 def _rho2(alpha: float, tuning: float, *, one_sided: bool) -> float:
@@ -215,7 +215,7 @@ class SequenceResults:
         n_candidate, n_baseline: sample sizes per check.
         direction_code: index into ``(HIGHER_IS_WORSE, LOWER_IS_WORSE, EITHER)``.
         relative, margin, harm_threshold: per-check options after broadcasting.
-        gate: 0 = may decide; 1 = too few samples; 2 = too few events; 3 = no variance;
+        gate: 0 = may decide; 1 = too few samples; 2 = too few events (3 is not used);
             4 = baseline mean 0 for a relative effect.
         alpha, min_samples, min_events: the shared options.
 
@@ -287,8 +287,6 @@ class SequenceResults:
         if gate == _GATE_EVENTS:
             ev = 0 if self.events is None else int(self.events[i])
             return f"too few events: {ev} over both arms, need {self.min_events}"
-        if gate == _GATE_ZERO_VAR:
-            return "no variance in either arm: the interval is undefined"
         if gate == _GATE_ZERO_BASE:
             return "baseline mean is 0: the relative effect is undefined"
         lo, hi = fmt(float(self.lower[i])), fmt(float(self.upper[i]))
@@ -444,7 +442,8 @@ def _sequence_core(
 
     gate = np.full(est.shape, _GATE_OK, dtype=np.int8)
     gate = np.where(rel & (mb == 0), _GATE_ZERO_BASE, gate)
-    gate = np.where(se == 0, _GATE_ZERO_VAR, gate)
+    # No variance in either arm (e.g. a constant metric): the interval collapses to the exact
+    # difference, which decides on its own.
     if ev is not None:
         gate = np.where(ev < min_events, _GATE_EVENTS, gate)
     gate = np.where((ncf < min_samples) | (nbf < min_samples), _GATE_FEW, gate).astype(np.int8)

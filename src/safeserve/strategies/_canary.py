@@ -138,7 +138,7 @@ class Canary:
     min_samples: int = attrs.field(default=500, kw_only=True)
     deadline: float | None = attrs.field(default=3600.0, kw_only=True)
     on_deadline: str = attrs.field(default="rollback", kw_only=True)
-    evaluate_every: int = attrs.field(default=1000, kw_only=True)
+    evaluate_every: int = attrs.field(default=10_000, kw_only=True)
     evaluate_interval: float = attrs.field(default=10.0, kw_only=True)
     drift_confirmations: int = attrs.field(default=2, kw_only=True)
     drift_resume_after: float | None = attrs.field(default=600.0, kw_only=True)

@@ -73,7 +73,7 @@ class Shadow:
     deadline: float | None = attrs.field(default=3600.0, kw_only=True)
     on_deadline: str = attrs.field(default="rollback", kw_only=True)
     sink: Callable[[Any], None] | None = attrs.field(default=None, kw_only=True)
-    evaluate_every: int = attrs.field(default=1000, kw_only=True)
+    evaluate_every: int = attrs.field(default=10_000, kw_only=True)
     evaluate_interval: float = attrs.field(default=10.0, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
@@ -158,7 +158,7 @@ class BlueGreen:
     watch: float = attrs.field(default=300.0, kw_only=True)
     min_samples: int = attrs.field(default=500, kw_only=True)
     keep_old: float | None = attrs.field(default=None, kw_only=True)
-    evaluate_every: int = attrs.field(default=1000, kw_only=True)
+    evaluate_every: int = attrs.field(default=10_000, kw_only=True)
     evaluate_interval: float = attrs.field(default=10.0, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
