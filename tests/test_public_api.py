@@ -15,7 +15,7 @@ def test_all_is_sorted_and_matches_public_names() -> None:
     public = {
         n
         for n in dir(ss)
-        if not n.startswith("_")
+        if not n.startswith(("_", "@"))  # "@py_builtins": pytest's assertion-rewrite helpers
         and not isinstance(getattr(ss, n), type(ss))  # submodules are reached by import
     }
 

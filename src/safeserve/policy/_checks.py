@@ -120,7 +120,7 @@ class Check:
         )
 
     def _from_sequence(
-        self, seq: Any, *, scale: Callable[[float], float] | None = None
+        self, seq: Any, *, scale: Callable[[float], float] | None = None, **kw: Any
     ) -> CheckResult:
         f = scale or (lambda v: v)
         return self._result(
@@ -136,6 +136,7 @@ class Check:
             n_candidate=seq.n_candidate,
             n_baseline=seq.n_baseline,
             action=Action.ROLLBACK if seq.verdict is Verdict.FAIL else Action.CONTINUE,
+            **kw,
         )
 
 
@@ -461,8 +462,7 @@ class MetricCheck(Check):
                 f"no {self.source} values named {self.metric!r} yet in one of the arms",
                 kind=f"{self.source}_{self.kind}",
             )
-        r = self._from_sequence(seq)
-        return attrs.evolve(r, kind=f"{self.source}_{self.kind}")
+        return self._from_sequence(seq, kind=f"{self.source}_{self.kind}")
 
 
 Metric = Literal["error_rate", "latency_p50", "latency_p95", "latency_p99", "latency_mean"]

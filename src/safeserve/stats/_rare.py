@@ -50,6 +50,14 @@ def _count(value: Any, name: str) -> int:
     return out
 
 
+def _logsumexp(a: NDArray[np.float64]) -> float:
+    """``log(sum(exp(a)))`` without overflow (scipy's version is slow on tiny arrays)."""
+    top = float(a.max())
+    if not math.isfinite(top):
+        return top
+    return top + math.log(float(np.exp(a - top).sum()))
+
+
 def _bf(log_bf: float) -> float:
     return math.exp(min(log_bf, _MAX_LOG))
 
@@ -265,11 +273,10 @@ class RareErrorTest:
         ll = self._loglik
         k, m = self._n_harm, self._n_ni
         null_idx = k + m
-        log_bf = float(special.logsumexp(ll[:k]) - math.log(k) - ll[null_idx])
+        log_bf = float(_logsumexp(ll[:k]) - math.log(k) - ll[null_idx])
+        log_bf_ni = 0.0
         if m:
-            log_bf_ni = float(special.logsumexp(ll[k : k + m]) - math.log(m) - ll[null_idx + 1])
-        else:
-            log_bf_ni = 0.0
+            log_bf_ni = float(_logsumexp(ll[k : k + m]) - math.log(m) - ll[null_idx + 1])
         return log_bf, log_bf_ni
 
     def result(self) -> RareErrorResult:
