@@ -548,9 +548,16 @@ class LogHistogram(_DenseHistogram):
 
 
 def _quantile_from_counts(counts: NDArray[np.int64], q: float, value_at: Any) -> float:
+    return quantile_from_cumulative(np.cumsum(counts), q, value_at)
+
+
+def quantile_from_cumulative(cum: NDArray[np.int64], q: float, value_at: Any) -> float:
+    """The ``q``-quantile (numpy's ``method='lower'``) from cumulative bucket counts.
+
+    Several quantiles of one histogram can share one ``np.cumsum`` of its counts.
+    """
     if isinstance(q, bool) or not isinstance(q, int | float | np.floating) or not 0 <= q <= 1:
         raise DataError(f"a quantile level must be in [0, 1], got {q!r}")
-    cum = np.cumsum(counts)
     n = int(cum[-1]) if cum.size else 0
     if n == 0:
         return math.nan

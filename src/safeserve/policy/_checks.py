@@ -13,9 +13,11 @@ from typing import Any, Literal
 
 import attrs
 import numpy as np
+from numpy.typing import NDArray
 
 from .._errors import ConfigError
 from ..metrics import VariantMetrics
+from ..metrics._summaries import quantile_from_cumulative
 from ..stats import Direction, RareErrorTest, Verdict
 from ._bounds import binomial_cs
 from ._decision import Action, CheckResult
@@ -67,6 +69,16 @@ class _Context:
     alpha: float
     tuning: float
     new_errors: tuple[int, int]
+    #: Work shared by the checks of one evaluation (e.g. cumulative latency counts).
+    memo: dict[str, Any] = attrs.field(factory=dict)
+
+    def cumulative(self, side: str) -> NDArray[np.int64]:
+        """Cumulative latency bucket counts of ``"candidate"`` or ``"baseline"``, once."""
+        key = f"cum:{side}"
+        if key not in self.memo:
+            self.memo[key] = np.cumsum(getattr(self, side).latency.counts)
+        cum: NDArray[np.int64] = self.memo[key]
+        return cum
 
 
 @attrs.frozen(kw_only=True)
@@ -335,13 +347,14 @@ class LatencyQuantile(Check):
                 n_candidate=c.n,
                 n_baseline=b.n,
             )
-        base_q = b.quantile(self.q)
+        cum_b, cum_c = ctx.cumulative("baseline"), ctx.cumulative("candidate")
+        base_q = quantile_from_cumulative(cum_b, self.q, b.value_at)
         limit = base_q * (1.0 + self.max_increase)
         idx = int(c.index_of(np.array([limit], dtype=np.float64))[0])
-        above = int(c.counts[idx + 1 :].sum())
+        above = int(cum_c[-1] - cum_c[idx])
         lo, hi = binomial_cs(above, c.n, ctx.alpha)
         tail = 1.0 - self.q
-        cand_q = c.quantile(self.q)
+        cand_q = quantile_from_cumulative(cum_c, self.q, c.value_at)
         common = {
             "estimate": cand_q / base_q - 1.0 if base_q > 0 else math.nan,
             "lower": lo,

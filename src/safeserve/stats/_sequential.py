@@ -388,10 +388,11 @@ def _sequence_core(
         raise DataError(f"inputs do not broadcast to one shape: {shapes!r}") from None
     if b[0].ndim != 1:
         raise DataError(f"inputs must be scalars or 1-D, got shape {b[0].shape!r}")
-    ncf, nbf, mc, mb, vc, vb, marg, harm = (np.array(a, dtype=np.float64) for a in b[:8])
-    rel = np.array(b[8], dtype=np.bool_)
-    dcode = np.array(b[9], dtype=np.int8)
-    ev = np.array(b[10], dtype=np.int64) if events is not None else None
+    # Views, not copies: nothing below writes into them.
+    ncf, nbf, mc, mb, vc, vb, marg, harm = (np.asarray(a, dtype=np.float64) for a in b[:8])
+    rel = np.asarray(b[8], dtype=np.bool_)
+    dcode = np.asarray(b[9], dtype=np.int8)
+    ev = np.asarray(b[10], dtype=np.int64) if events is not None else None
 
     with np.errstate(all="ignore"):
         n_total = ncf + nbf
