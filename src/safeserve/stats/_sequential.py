@@ -324,7 +324,15 @@ def _direction_codes(direction: Any) -> NDArray[np.int8]:
         raise ConfigError(
             f"direction must be a Direction or a sequence of them, got {direction!r}"
         ) from None
-    return np.array([_DIRECTIONS.index(check_direction(d)) for d in items], dtype=np.int8)
+    codes = _DIRECTION_CODE
+    return np.array(
+        [codes[d] if d in codes else _DIRECTIONS.index(check_direction(d)) for d in items],
+        dtype=np.int8,
+    )
+
+
+# Direction members are str enums, so this one table serves both spellings.
+_DIRECTION_CODE = {d: i for i, d in enumerate(_DIRECTIONS)}
 
 
 def _sequence_core(
@@ -421,12 +429,12 @@ def _sequence_core(
         # Only the directions present are computed (each p-value costs a dozen array ops).
         p_harm = np.ones_like(est)
         p_ni = np.ones_like(est)
-        if higher.any():
-            p_harm = np.where(higher, p1(est - harm), p_harm)
-            p_ni = np.where(higher, p1(marg - est), p_ni)
-        if lower_worse.any():
-            p_harm = np.where(lower_worse, p1(-harm - est), p_harm)
-            p_ni = np.where(lower_worse, p1(est + marg), p_ni)
+        one = higher | lower_worse
+        if one.any():
+            # Distances beyond the null in the harm direction, for both one-sided kinds at once.
+            sign = np.where(higher, 1.0, -1.0)
+            p_harm = np.where(one, p1(sign * est - harm), p_harm)
+            p_ni = np.where(one, p1(marg - sign * est), p_ni)
         if two.any():
             p_harm = np.where(two, np.minimum(p2(est - harm), p2(-harm - est)), p_harm)
             p_ni = np.where(two, np.maximum(p2(marg - est), p2(est + marg)), p_ni)
