@@ -131,6 +131,7 @@ class Rollout:
         self._snapshot = snapshot
         self._release = release
         self.frozen_baseline: VariantMetrics | None = None
+        self._validated = False
         self.release_at: float | None = None
         self.released = False
         self._enter_first_stage(now)
@@ -178,37 +179,22 @@ class Rollout:
     ) -> Decision:
         """The shadow phase passed: stop mirroring and start the next phase."""
         self._stop_mirror()
+        step: int | None = 0
+        phase, weight = Phase.PROGRESSING, self.steps[0] if self.steps else 0.0
         if self.blue_green is not None:
-            d = self._transition(
-                Action.PROMOTE,
-                reason,
-                phase=Phase.PENDING,
-                weight=0.0,
-                step=None,
-                manual=manual,
-                now=now,
-                checks=checks,
-            )
+            phase, weight, step = Phase.PENDING, 0.0, None
             self._validated = True
-            return d
-        if len(self.steps) == 0:
+        elif not self.steps:
             # A shadow-only rollout: passing is the end; traffic never moved.
-            return self._transition(
-                Action.PROMOTE,
-                reason,
-                phase=Phase.PROMOTED,
-                weight=0.0,
-                step=None,
-                manual=manual,
-                now=now,
-                checks=checks,
-            )
+            phase, step = Phase.PROMOTED, None
+        else:
+            reason = f"{reason}: starting the canary at {weight:g}%"
         return self._transition(
             Action.PROMOTE,
-            f"{reason}: starting the canary at {self.steps[0]:g}%",
-            phase=Phase.PROGRESSING,
-            weight=self.steps[0],
-            step=0,
+            reason,
+            phase=phase,
+            weight=weight,
+            step=step,
             manual=manual,
             now=now,
             checks=checks,
@@ -234,7 +220,7 @@ class Rollout:
     def _evaluate_pending(self, now: float) -> Decision:
         """Blue/green before the switch: validate, then switch (or wait for promote())."""
         checks: tuple[CheckResult, ...] = ()
-        if not getattr(self, "_validated", False):
+        if not self._validated:
             failure = self._validate() if self._validate is not None else None
             verdict = Verdict.FAIL if failure else Verdict.PASS
             check = CheckResult(

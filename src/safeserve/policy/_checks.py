@@ -99,6 +99,21 @@ class _CS:
     min_samples: int
     min_events: int
 
+    @classmethod
+    def of_means(cls, c: Any, b: Any, **options: Any) -> _CS:
+        """A difference-of-means request from two arms' Moments."""
+        return cls(
+            kind="mean",
+            n_c=c.n,
+            x_c=c.mean,
+            v_c=_var(c),
+            n_b=b.n,
+            x_b=b.mean,
+            v_b=_var(b),
+            min_events=0,
+            **options,
+        )
+
 
 class Check:
     """Base of the checks; see :class:`ErrorRate`, :class:`Latency`, :class:`MetricCheck`..."""
@@ -281,21 +296,14 @@ class Latency(Check):
     kind = "latency"
 
     def _sequence(self, ctx: _Context, state: Any) -> _CS:
-        c, b = ctx.candidate.log_latency, ctx.baseline.log_latency
-        return _CS(
-            kind="mean",
-            n_c=c.n,
-            x_c=c.mean,
-            v_c=_var(c),
-            n_b=b.n,
-            x_b=b.mean,
-            v_b=_var(b),
+        return _CS.of_means(
+            ctx.candidate.log_latency,
+            ctx.baseline.log_latency,
             direction=Direction.HIGHER_IS_WORSE,
             relative=False,
             margin=math.log1p(self.margin),
             harm=math.log1p(self.harm),
             min_samples=self.min_samples,
-            min_events=0,
         )
 
     def _judge(self, ctx: _Context, state: Any, seq: Any) -> CheckResult:
@@ -452,20 +460,14 @@ class MetricCheck(Check):
                 min_samples=self.min_samples,
                 min_events=self.min_events,
             )
-        return _CS(
-            kind="mean",
-            n_c=c.n,
-            x_c=c.mean,
-            v_c=_var(c),
-            n_b=b.n,
-            x_b=b.mean,
-            v_b=_var(b),
+        return _CS.of_means(
+            c,
+            b,
             direction=self.direction,
             relative=self.relative,
             margin=self.margin,
             harm=self.harm,
             min_samples=self.min_samples,
-            min_events=0,
         )
 
     def _judge(self, ctx: _Context, state: Any, seq: Any) -> CheckResult:
