@@ -3,13 +3,17 @@
 Run: ``python benchmarks/bench_shadow.py`` (``--quick`` for a short run).
 
 1. ``submit`` alone: ns per call when the request is queued without waking a worker, when each
-   put wakes an idle worker, and when the queue is full (a counted drop).
+   put wakes an idle worker, when the queue is full (a counted drop), and with process isolation
+   (one pickle and one non-blocking send).
 2. Request latency of a served primary (scikit-learn LogisticRegression.predict_proba on one row,
    plus the mirror's submit) in a closed loop, with no shadow and with a ShadowMirror at 100%
    mirroring whose shadow is 10x slower than the primary:
    - "sleep" shadow: waits 10x the primary's median latency in time.sleep (releases the GIL, like
      a shadow behind a network call or native code that drops the GIL);
-   - "cpu" shadow: the same model called 10 times (CPU-bound, holds the GIL most of the time).
+   - "cpu" shadow: the same model called 10 times (CPU-bound, holds the GIL most of the time);
+   each on worker threads (``isolation="thread"``) and in a worker process
+   (``isolation="process"``), and, as the naive way, threads that hand each call to a
+   ``ProcessPoolExecutor``.
    Configurations are interleaved in blocks so that machine noise hits them alike.
 3. A shadow that hangs: tracemalloc peak and thread count after 100k submits.
 """
@@ -70,6 +74,29 @@ def _pool_shadow(v: Any) -> Any:
     return _POOL_MODEL(v)
 
 
+class Repeat:
+    """A CPU-bound shadow: the model called ``times`` times (picklable, for a worker process)."""
+
+    def __init__(self, model: Callable[[Any], Any], times: int) -> None:
+        self.model, self.times = model, times
+
+    def __call__(self, v: Any) -> Any:
+        for _ in range(self.times - 1):
+            self.model(v)
+        return self.model(v)
+
+
+class Sleep:
+    """A GIL-free shadow: sleeps, then gives a fixed answer (picklable)."""
+
+    def __init__(self, seconds: float, answer: Any) -> None:
+        self.seconds, self.answer = seconds, answer
+
+    def __call__(self, v: Any) -> Any:
+        time.sleep(self.seconds)  # a remote shadow, or native code that releases the GIL
+        return self.answer
+
+
 def bench_submit(calls: int) -> list[list[object]]:
     rows: list[list[object]] = []
 
@@ -120,8 +147,28 @@ def bench_submit(calls: int) -> list[list[object]]:
             f"{per_call_ns(lambda: m4.submit(1, 1, 0.0), calls=calls):.0f}",
         ]
     )
+    # Process isolation: pickle one request (a row of 32 floats, 2 probabilities) and send it.
+    x, y = np.zeros((1, 32)), np.zeros((1, 2))
+    m5 = ShadowMirror(Sleep(0.0, y), isolation="process", queue_size=1_000_000)
+    m5.start()
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(min(calls, 5000)):
+        t0 = clock()
+        m5.submit(x, y, 0.001)
+        t1 = clock()
+        samples.append(t1 - t0)
+        while clock() - t1 < 50_000:  # paced by spinning (a sleep would cool the caches)
+            pass
+    r5 = m5.report()
+    rows.append(
+        [
+            f"process isolation: pickle + send ({r5.dropped} of {r5.submitted} dropped)",
+            f"{statistics.median(samples):.0f}",
+        ]
+    )
     gate.set()
-    for mm in (m, m2, m3, m4):
+    for mm in (m, m2, m3, m4, m5):
         mm.close(timeout=5)
     return rows
 
@@ -152,16 +199,8 @@ def bench_latency(n: int, blocks: int) -> None:
     base = np.median(serve(primary, x, 500, None))
     slow = 10 * base
 
-    answer = primary(x)
-
-    def sleep_shadow(v: Any) -> Any:
-        time.sleep(slow)  # a remote shadow, or native code that releases the GIL
-        return answer
-
-    def cpu_shadow(v: Any) -> Any:
-        for _ in range(9):
-            primary(v)
-        return primary(v)
+    sleep_shadow = Sleep(slow, primary(x))
+    cpu_shadow = Repeat(primary, 10)
 
     pool = ProcessPoolExecutor(max_workers=1, initializer=_init_worker)
     pool.submit(_pool_shadow, x).result()  # start it and build its model
@@ -169,19 +208,25 @@ def bench_latency(n: int, blocks: int) -> None:
     def pooled_shadow(v: Any) -> Any:
         return pool.submit(_pool_shadow, v).result()  # the worker thread waits GIL-free
 
-    configs: dict[str, Callable[[Any], Any] | None] = {
+    configs: dict[str, tuple[Callable[[Any], Any], str] | None] = {
         "no shadow": None,
-        "shadow 10x, sleeps (GIL free)": sleep_shadow,
-        "shadow 10x, CPU-bound (GIL)": cpu_shadow,
-        "shadow 10x, CPU-bound in a process": pooled_shadow,
+        "threads: shadow sleeps (GIL free)": (sleep_shadow, "thread"),
+        "threads: shadow CPU-bound (GIL)": (cpu_shadow, "thread"),
+        "threads: naive, a process pool call per mirror": (pooled_shadow, "thread"),
+        "process: shadow sleeps": (sleep_shadow, "process"),
+        "process: shadow CPU-bound": (cpu_shadow, "process"),
     }
     lat: dict[str, list[float]] = {k: [] for k in configs}
     reports: dict[str, Any] = {}
     mirrors = {
-        k: ShadowMirror(f, workers=2, queue_size=1000, timeout=10.0, name=k.split(",")[0])
-        for k, f in configs.items()
-        if f is not None
+        k: ShadowMirror(
+            c[0], workers=2, queue_size=1000, timeout=10.0, name=f"m{i}", isolation=c[1]
+        )
+        for i, (k, c) in enumerate(configs.items())
+        if c is not None
     }
+    for m in mirrors.values():
+        m.start()  # a worker process loads its model before the first block
     for _ in range(blocks):
         for k in configs:
             gc.collect()
@@ -210,7 +255,8 @@ def bench_latency(n: int, blocks: int) -> None:
         )
     print_table(
         f"Request latency (us), primary LogisticRegression.predict_proba, {len(ref)} requests "
-        f"per config, shadow 10x = {slow * 1e6:.0f} us, 2 workers, queue 1000",
+        f"per config, shadow 10x = {slow * 1e6:.0f} us, 2 worker threads, queue 1000 "
+        "(mirrors that find the queue full are dropped)",
         ["config", "p50", "p95", "p99", "p99 vs none", "mirrored", "dropped", "compared"],
         rows,
     )

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,17 +22,7 @@ import safeserve._shadow as shadow_module
 from safeserve._errors import ConfigError
 from safeserve._shadow import ShadowMirror, ShadowPair, ShadowReport, disagreement_log_bf
 from safeserve.stats import Verdict
-
-WAIT = 30.0  # upper bound of every wait in this file (real seconds); never a speed assertion
-
-
-def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Poll ``pred`` until true; fail (rather than hang) after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.001)
+from tests.shadow_support import WAIT, check_identities, wait_until
 
 
 class ManualClock:
@@ -47,15 +36,6 @@ class ManualClock:
 
     def advance(self, dt: float) -> None:
         self.t += dt
-
-
-def check_identities(r: ShadowReport) -> None:
-    """The accounting identities that every report satisfies."""
-    assert r.submitted == r.mirrored + r.dropped + r.suspended + r.refused
-    assert r.mirrored == (r.completed + r.errors + r.timeouts + r.discarded + r.queued + r.running)
-    assert r.completed == r.compared + r.skipped
-    assert r.errors == sum(r.error_reasons.values())
-    assert 0 <= r.late <= r.timeouts
 
 
 @pytest.fixture

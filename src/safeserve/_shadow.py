@@ -34,7 +34,9 @@ import attrs
 import numpy as np
 from scipy import special
 
+from . import _shadow_process
 from ._errors import ConfigError
+from ._shadow_process import ProcessLink
 from .metrics import LogHistogram, Moments, SignedLogHistogram
 from .stats import Verdict, always_valid_p
 from .stats._sequential import _halfwidth
@@ -43,6 +45,8 @@ __all__ = ["OutputMode", "ShadowMirror", "ShadowPair", "ShadowReport"]
 
 OutputMode = Literal["auto", "label", "numeric"]
 _MODES: Final = ("auto", "label", "numeric")
+Isolation = Literal["thread", "process"]
+_ISOLATIONS: Final = ("thread", "process")
 
 #: Concentration ``c`` of the Beta(c*p0, c*(1-p0)) mixing prior of the disagreement test.
 PRIOR_STRENGTH: Final = 10.0
@@ -109,14 +113,21 @@ class ShadowReport:
 
     Attributes:
         name: The mirror's name.
-        state: ``"idle"`` (not started in this process), ``"running"``, ``"suspended"`` or
-            ``"closed"``.
+        state: ``"idle"`` (not started in this process), ``"starting"`` (a worker process is
+            starting), ``"running"``, ``"suspended"``, ``"failed"`` (the worker process could
+            not start or died; the verdict is then FAIL) or ``"closed"``.
+        isolation: ``"thread"`` or ``"process"``: where the shadow model runs.
         sample: The share of requests the router mirrors.
         output_kind: ``"label"``, ``"numeric"`` (scalars), ``"vector"`` (arrays compared by L1
             distance), or None before the first comparable output.
         submitted: Calls of :meth:`ShadowMirror.submit`.
         mirrored: Requests put on the queue.
-        dropped: Requests dropped because the queue was full.
+        dropped: Requests dropped before they reached the shadow's queue; the sum of
+            ``drop_reasons``.
+        drop_reasons: ``dropped`` by reason: ``queue_full``; with process isolation also
+            ``starting`` (the worker process was not ready yet), ``unpicklable``,
+            ``too_large`` (larger than the socket's buffer), ``worker_exited`` and
+            ``undecodable`` (could not be unpickled in the worker process).
         suspended: Requests dropped because mirroring was suspended (too many stuck calls).
         refused: Requests dropped because the mirror was closed.
         completed: Shadow calls that returned a usable output in time.
@@ -173,11 +184,13 @@ class ShadowReport:
 
     name: str
     state: str
+    isolation: str
     sample: float
     output_kind: str | None
     submitted: int
     mirrored: int
     dropped: int
+    drop_reasons: dict[str, int]
     suspended: int
     refused: int
     completed: int
@@ -402,9 +415,18 @@ class ShadowMirror:
             disables the numeric verdict.
         max_error_rate: The largest acceptable shadow error rate, in (0, 1); None disables it.
         name: A name for reports and thread names.
+        isolation: ``"thread"`` (default): the shadow runs on worker threads of this process.
+            ``"process"``: it runs in a worker process (started with ``spawn`` on the first
+            submit, or by :meth:`start`), and this process only pickles each mirrored request
+            and sends it on a Unix datagram socket without blocking; no thread here takes part,
+            so a shadow that holds the GIL cannot slow the primary. The shadow model and the
+            sink must be picklable (the sink then runs in the worker process), ``clock`` must
+            be left at its default, and the worker process imports the main module the way
+            :mod:`multiprocessing`'s ``spawn`` does. See :mod:`safeserve._shadow_process`.
 
     Raises:
-        ConfigError: for an invalid option.
+        ConfigError: for an invalid option, or with ``isolation="process"`` a shadow model or
+            sink that cannot be pickled, a custom clock, or a platform without Unix sockets.
 
     >>> mirror = ShadowMirror(lambda x: "cat" if x < 70 else "dog", name="doc")
     >>> mirror.mirror_bucket_limit
@@ -437,7 +459,10 @@ class ShadowMirror:
         margin: float | None = None,
         max_error_rate: float | None = 0.01,
         name: str = "shadow",
+        isolation: Isolation = "thread",
     ) -> None:
+        if isolation not in _ISOLATIONS:
+            raise ConfigError(f"isolation must be one of {_ISOLATIONS!r}, got {isolation!r}")
         if not callable(shadow_model):
             raise ConfigError(f"shadow_model must be callable, got {shadow_model!r}")
         if clock is not None and not callable(clock):
@@ -517,6 +542,40 @@ class ShadowMirror:
         self._numeric_fail = False
         self._numeric_pass = False
         self._p_difference = 1.0
+        self.isolation: Isolation = isolation
+        self._link: ProcessLink | None = None
+        if isolation == "process":
+            self._link = self._process_link(clock)
+            # The request path goes straight to the link: one pickle and one send.
+            self.submit = self._link.submit  # type: ignore[method-assign]
+            _MIRRORS.add(self)
+
+    def _process_link(self, clock: Callable[[], float] | None) -> ProcessLink:
+        if clock not in (None, time.perf_counter):
+            raise ConfigError(
+                f"isolation='process' times shadow calls in the worker process with "
+                f"time.perf_counter; a custom clock cannot follow it there, got {clock!r}"
+            )
+        if not _shadow_process.supported():
+            raise ConfigError("isolation='process' needs Unix domain sockets on this platform")
+        try:
+            payload = _shadow_process.payload_of(self.shadow_model, self.sink)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+        options = {
+            "sample": self.sample,
+            "workers": self.workers,
+            "queue_size": self.queue_size,
+            "timeout": self.timeout,
+            "max_stuck": self.max_stuck,
+            "outputs": self.outputs,
+            "alpha": self.alpha,
+            "max_disagreement": self.max_disagreement,
+            "margin": self.margin,
+            "max_error_rate": self.max_error_rate,
+            "name": self.name,
+        }
+        return ProcessLink(self, payload, options)
 
     def _init_runtime(self) -> None:
         """Create the lock, queue and thread bookkeeping (again in a forked child)."""
@@ -526,6 +585,7 @@ class ShadowMirror:
         self._put = self._queue.put
         self._state = _IDLE
         self._pending = 0
+        self._sinking = 0
         self._active: set[_Slot] = set()
         self._stuck: set[_Slot] = set()
         self._stop = threading.Event()
@@ -533,6 +593,9 @@ class ShadowMirror:
 
     def _reset_after_fork(self) -> None:
         """In a forked child: the parent's threads are gone; start afresh on the next submit."""
+        if self._link is not None:
+            self._link.reset_after_fork()
+            return
         inflight = self._pending + sum(1 for s in self._active if s.since is not None)
         self._discarded += inflight
         closed = self._state == _CLOSED
@@ -608,14 +671,49 @@ class ShadowMirror:
                 self._refused += 1
             slots = self._new_slots(self.workers) if start else []
         if start:
-            try:
-                self._start(slots)
-            except Exception:  # e.g. "can't start new thread": never raise into the caller
-                with self._lock:
-                    for slot in slots:
-                        if slot.thread is None or not slot.thread.is_alive():
-                            self._active.discard(slot)
+            self._launch(slots)
         return queued
+
+    def _launch(self, slots: list[_Slot]) -> bool:
+        try:
+            self._start(slots)
+        except Exception:  # e.g. "can't start new thread": never raise into the caller
+            with self._lock:
+                for slot in slots:
+                    if slot.thread is None or not slot.thread.is_alive():
+                        self._active.discard(slot)
+            return False
+        return True
+
+    def start(self, timeout: float = 120.0) -> bool:
+        """Start the workers now instead of on the first submit; idempotent.
+
+        With ``isolation="process"`` this starts the worker process and waits until it has
+        loaded the shadow model (requests submitted before that are dropped and counted as
+        ``starting``).
+
+        Args:
+            timeout: Most real seconds to wait for a worker process.
+
+        Returns:
+            True when the mirror is running (or suspended); False when closed or failed.
+
+        >>> mirror = ShadowMirror(lambda x: x, name="doc")
+        >>> mirror.start(), mirror.state
+        (True, 'running')
+        >>> mirror.close()
+        True
+        """
+        if self._link is not None:
+            return self._link.start(timeout)
+        if self._pid != os.getpid():
+            self._reset_after_fork()
+        with self._lock:
+            if self._state is not _IDLE:
+                return self._state in (_RUNNING, _SUSPENDED)
+            self._state = _RUNNING
+            slots = self._new_slots(self.workers)
+        return self._launch(slots)
 
     # -- threads -------------------------------------------------------------------------
 
@@ -784,7 +882,9 @@ class ShadowMirror:
                     if expected is None:
                         self._kind = kind
             fresh = self._overdue_locked(now)
-            if not self._pending and not any(s.since is not None for s in self._active):
+            if self.sink is not None:
+                self._sinking += 1  # wait_idle also waits for the sink
+            elif self._idle_locked():
                 self._idle.notify_all()
         if fresh:
             self._spawn(fresh)
@@ -800,12 +900,23 @@ class ShadowMirror:
                 shadow_latency=latency,
                 error=error,
             )
+            failed = False
             try:
                 self.sink(pair)
             except BaseException:
-                with self._lock:
-                    self._sink_errors += 1
+                failed = True
+            with self._lock:
+                self._sink_errors += failed
+                self._sinking -= 1
+                if self._idle_locked():
+                    self._idle.notify_all()
         return keep
+
+    def _idle_locked(self) -> bool:
+        """No request queued, no shadow call running (stuck ones aside), no sink running."""
+        return not (
+            self._pending or self._sinking or any(s.since is not None for s in self._active)
+        )
 
     def _compare(
         self, kind: str | None, value: Any, pvalue: Any, primary_latency: float, latency: float
@@ -848,7 +959,7 @@ class ShadowMirror:
     # -- control -------------------------------------------------------------------------
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Wait until the queue is empty and no call runs (stuck calls aside), or ``timeout``.
+        """Wait until the queue is empty and no call or sink runs (stuck calls aside).
 
         Args:
             timeout: Most real seconds to wait.
@@ -859,9 +970,11 @@ class ShadowMirror:
         >>> ShadowMirror(lambda x: x, name="doc").wait_idle(timeout=0.1)
         True
         """
+        if self._link is not None:
+            return self._link.wait_idle(float(timeout))
         deadline = time.monotonic() + max(0.0, float(timeout))
         with self._lock:
-            while self._pending or any(s.since is not None for s in self._active):
+            while not self._idle_locked():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -886,6 +999,8 @@ class ShadowMirror:
         >>> mirror.close(), mirror.close()
         (True, True)
         """
+        if self._link is not None:
+            return self._link.close(float(timeout), drain)
         deadline = time.monotonic() + max(0.0, float(timeout))
         if drain:
             self.wait_idle(timeout)
@@ -913,14 +1028,24 @@ class ShadowMirror:
 
     @property
     def state(self) -> str:
-        """``"idle"``, ``"running"``, ``"suspended"`` or ``"closed"``."""
-        return self._state
+        """``"idle"``, ``"starting"``, ``"running"``, ``"suspended"``, ``"failed"`` or
+        ``"closed"`` (a process-isolated mirror reports its worker process's link here:
+        the worker's own suspension shows in :meth:`report`)."""
+        return self._state if self._link is None else self._link.state
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process's id with ``isolation="process"`` once started, else None."""
+        return None if self._link is None else self._link.pid
 
     def thread_count(self) -> int:
-        """Live threads of this mirror: workers, stuck threads and the watchdog.
+        """Live threads of this mirror in this process: workers, stuck threads, the watchdog.
 
-        Never more than ``workers + max_stuck + 1``.
+        Never more than ``workers + max_stuck + 1``; with ``isolation="process"`` at most one
+        (while the worker process starts).
         """
+        if self._link is not None:
+            return self._link.thread_count()
         with self._lock:
             slots = list(self._active | self._stuck)
         n = sum(1 for s in slots if s.thread is not None and s.thread.is_alive())
@@ -932,7 +1057,11 @@ class ShadowMirror:
         """Check for overdue calls, then return the counts, statistics and verdicts.
 
         Each call is a look of the sequential checks; a check that decided keeps its verdict.
+        With ``isolation="process"`` the worker process answers (within 5 s, else its last
+        answer is used and the reason says so).
         """
+        if self._link is not None:
+            return self._link.report()
         if self._state in (_RUNNING, _SUSPENDED):
             self._check_overdue()
         with self._lock:
@@ -959,6 +1088,17 @@ class ShadowMirror:
         c["errors"] = errors
         with self._stats_lock:
             self._flush_locked()
+            return self._report_locked(c)
+
+    def _empty_report(self) -> ShadowReport:
+        """A report with every count at zero (a process-isolated mirror before its worker)."""
+        names = ["submitted", "mirrored", "dropped", "suspended", "refused", "completed"]
+        names += ["compared", "skipped", "timeouts", "late", "discarded", "queued", "running"]
+        names += ["stuck", "sink_errors", "errors"]
+        c: dict[str, Any] = dict.fromkeys(names, 0)
+        c["state"] = _IDLE
+        c["error_reasons"] = dict.fromkeys(("exception", "non_finite", "mismatch"), 0)
+        with self._stats_lock:
             return self._report_locked(c)
 
     def _report_locked(self, c: dict[str, Any]) -> ShadowReport:
@@ -1051,11 +1191,13 @@ class ShadowMirror:
         return ShadowReport(
             name=self.name,
             state=c["state"],
+            isolation="thread",
             sample=self.sample,
             output_kind=kind,
             submitted=c["submitted"],
             mirrored=c["mirrored"],
             dropped=c["dropped"],
+            drop_reasons={"queue_full": c["dropped"]},
             suspended=c["suspended"],
             refused=c["refused"],
             completed=c["completed"],
@@ -1138,7 +1280,7 @@ class ShadowMirror:
     def __repr__(self) -> str:
         return (
             f"<safeserve.ShadowMirror {self.name!r} sample={self.sample:g} "
-            f"state={self._state} workers={self.workers}>"
+            f"state={self.state} workers={self.workers} isolation={self.isolation}>"
         )
 
 

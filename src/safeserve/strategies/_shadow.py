@@ -49,6 +49,10 @@ class Shadow:
         on_deadline: ``"rollback"`` (default) or ``"pause"``.
         sink: Called with every mirrored :class:`~safeserve.ShadowPair` (from a worker
             thread), e.g. to store pairs for offline comparison.
+        isolation: ``"thread"`` (default) runs the shadow on worker threads of this process;
+            ``"process"`` runs it in a worker process, so that a shadow holding the GIL cannot
+            slow the primary (the shadow model and sink must then be picklable, and the sink
+            runs in the worker process). See :class:`~safeserve.ShadowMirror`.
         evaluate_every: Requests between two automatic evaluations.
         evaluate_interval: Seconds between two automatic evaluations.
 
@@ -73,6 +77,7 @@ class Shadow:
     deadline: float | None = attrs.field(default=3600.0, kw_only=True)
     on_deadline: str = attrs.field(default="rollback", kw_only=True)
     sink: Callable[[Any], None] | None = attrs.field(default=None, kw_only=True)
+    isolation: str = attrs.field(default="thread", kw_only=True)
     evaluate_every: int = attrs.field(default=10_000, kw_only=True)
     evaluate_interval: float = attrs.field(default=10.0, kw_only=True)
 
@@ -92,6 +97,8 @@ class Shadow:
         )
         if self.sink is not None and not callable(self.sink):
             raise ConfigError(f"sink must be callable, got {self.sink!r}")
+        if self.isolation not in ("thread", "process"):
+            raise ConfigError(f"isolation must be 'thread' or 'process', got {self.isolation!r}")
 
     @property
     def baseline(self) -> str:
@@ -121,6 +128,7 @@ class Shadow:
             "alpha": self.alpha,
             "sink": self.sink,
             "name": self.shadow,
+            "isolation": self.isolation,
         }
 
 

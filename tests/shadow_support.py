@@ -1,0 +1,85 @@
+"""Helpers of the shadow tests: waits, the report identities, and module-level shadow models
+and sinks that a worker process can unpickle (process isolation)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from safeserve._shadow import ShadowReport
+
+WAIT = 60.0  # upper bound of every wait (real seconds); never a speed assertion
+
+
+def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Poll ``pred`` until true; fail (rather than hang) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.001)
+
+
+def check_identities(r: ShadowReport) -> None:
+    """The accounting identities that every report satisfies."""
+    assert r.submitted == r.mirrored + r.dropped + r.suspended + r.refused
+    assert r.mirrored == (r.completed + r.errors + r.timeouts + r.discarded + r.queued + r.running)
+    assert r.completed == r.compared + r.skipped
+    assert r.dropped == sum(r.drop_reasons.values())
+    assert r.errors == sum(r.error_reasons.values())
+    assert 0 <= r.late <= r.timeouts
+
+
+def label(x: int) -> str:
+    """Agrees with ``primary_label`` on x < 70 only."""
+    return "cat" if x < 70 else "dog"
+
+
+def primary_label(x: int) -> str:
+    return "cat"
+
+
+def same_label(x: int) -> str:
+    return "cat" if x % 3 else "dog"
+
+
+def hang(x: Any) -> Any:
+    time.sleep(3600)
+
+
+def crash(x: Any) -> Any:
+    os._exit(3)
+
+
+def flaky(x: int) -> str:
+    if x % 10 == 0:
+        raise RuntimeError(f"shadow failed on {x}")
+    return same_label(x)
+
+
+class PidSink:
+    """Appends the pid of the process running the sink, one line per pair."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, pair: Any) -> None:
+        with self.path.open("a") as f:
+            f.write(f"{os.getpid()} {pair.request_id} {pair.shadow_output}\n")
+
+
+class Unpicklable:
+    """An input that pickles in the primary's process but fails to load in the worker."""
+
+    def __reduce__(self) -> Any:
+        return (_refuse, ())
+
+    def __call__(self, x: Any) -> Any:
+        return x
+
+
+def _refuse() -> Any:
+    raise RuntimeError("cannot be rebuilt here")
