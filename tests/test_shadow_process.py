@@ -25,6 +25,7 @@ from safeserve._errors import ConfigError
 from safeserve._shadow import ShadowMirror
 from safeserve._shadow_process import decode, encode
 from safeserve.stats import Verdict
+from safeserve.testing import FakeClock
 from tests import shadow_support as sm
 from tests.shadow_support import WAIT, check_identities, wait_until
 
@@ -204,7 +205,10 @@ def test_bad_process_options_raise_config_error(kwargs: dict[str, Any], match: s
 
 
 def test_shadow_then_canary_with_a_process_shadow_rolls_back_on_disagreement() -> None:
-    """The pipeline ends in the shadow phase: no user ever sees the candidate."""
+    """The pipeline ends in the shadow phase: no user ever sees the candidate.
+
+    The router runs on a fake clock; the worker process times the shadow on its own clock.
+    """
     shadow = ss.Shadow(
         "v1", "v2", isolation="process", min_duration=0.0, min_pairs=50, max_disagreement=0.05
     )
@@ -212,6 +216,7 @@ def test_shadow_then_canary_with_a_process_shadow_rolls_back_on_disagreement() -
     router = ss.Router(
         {"v1": sm.primary_label, "v2": sm.label},
         strategy=ss.Pipeline([shadow, canary]),
+        clock=FakeClock(),
     )
     try:
         mirror = router._mirror

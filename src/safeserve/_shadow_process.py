@@ -72,8 +72,12 @@ REPORT_TIMEOUT: Final = 5.0
 SEND_BUFFER: Final = 4 * 1024 * 1024
 #: Niceness the worker process adds to its own (lower CPU priority than the primary's).
 NICE: Final = 10
-#: Largest datagram the worker reads.
-_RECV_MAX: Final = 64 * 1024 * 1024
+#: Seconds the worker's receiver sleeps when the socket is empty. It polls rather than blocks
+#: in ``recv``: a send to a blocked reader wakes it with a "sync" hint that makes the scheduler
+#: pull the reader onto the sender's CPU, where it would compete with the primary; a poll never
+#: involves the primary's CPU. It delays the shadow by up to this much, and costs an idle worker
+#: a few hundred wake-ups a second.
+POLL: Final = 0.002
 
 # Link states (the report's ``state`` while the worker runs is the worker mirror's state).
 _IDLE, _STARTING, _RUNNING, _FAILED, _CLOSED = "idle", "starting", "running", "failed", "closed"
@@ -83,6 +87,7 @@ def _worker_main(
     conn: Connection,
     sock: socket.socket,
     taken: Any,
+    max_size: int,
     payload: bytes,
     options: dict[str, Any],
 ) -> None:
@@ -105,14 +110,24 @@ def _worker_main(
     # undecodable requests describe the same instant.
     lock = threading.Lock()
 
+    # A datagram is never larger than the sender's buffer, so one buffer of that size, reused,
+    # receives any of them (decode copies what it keeps).
+    buffer = bytearray(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) + max_size)
+    view = memoryview(buffer)
+    sock.setblocking(False)
+
     def receive() -> None:
         nonlocal undecodable
-        recv, loads, submit = sock.recv, decode, mirror.submit
+        recv_into, loads, submit, sleep = sock.recv_into, decode, mirror.submit, time.sleep
         while True:
             try:
-                data = recv(_RECV_MAX)
+                n = recv_into(buffer)
+            except BlockingIOError:
+                sleep(POLL)
+                continue
             except OSError:
                 return
+            data = view[:n]
             with lock:
                 taken.value += 1  # read by the primary's process to bound what is in flight
                 try:
@@ -276,7 +291,14 @@ class ProcessLink:
             taken = ctx.RawValue("q", 0)
             process = ctx.Process(
                 target=_worker_main,
-                args=(child_conn, theirs, taken, self._payload, self._options),
+                args=(
+                    child_conn,
+                    theirs,
+                    taken,
+                    ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                    self._payload,
+                    self._options,
+                ),
                 name=f"safeserve-shadow-{self._owner.name}",
                 daemon=True,
             )
@@ -523,7 +545,7 @@ def _array(v: Any) -> Any:
     return v
 
 
-def decode(data: bytes) -> tuple[Any, Any, float, Any]:
+def decode(data: bytes | memoryview) -> tuple[Any, Any, float, Any]:
     """The inverse of :func:`encode`."""
     loads = marshal.loads if data[:1] == _MARSHAL else pickle.loads
     flags, x, y, latency, rid = loads(memoryview(data)[1:])
