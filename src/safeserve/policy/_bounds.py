@@ -6,7 +6,7 @@ import math
 
 from scipy import special
 
-__all__ = ["binomial_cs"]
+__all__ = ["binomial_cs", "binomial_cs_side"]
 
 
 def _log_bf(x: int, n: int, p: float, log_beta: float) -> float:
@@ -17,6 +17,47 @@ def _log_bf(x: int, n: int, p: float, log_beta: float) -> float:
     if n - x:
         ll += (n - x) * math.log1p(-p) if p < 1 else -math.inf
     return log_beta - ll
+
+
+def _edge(
+    x: int, n: int, log_beta: float, bound: float, p: float, inner: float, outer: float
+) -> float:
+    """Root of ``log BF(p) - bound`` between ``inner`` (below) and ``outer`` (at or above).
+
+    Newton from the start ``p``, with a bisection step whenever Newton would leave the
+    bracket; the function is convex with its minimum at ``x / n``, so this converges in a
+    handful of steps. Returns the root to within 1e-9 of ``bound``. (:func:`_log_bf` written
+    out in the loop: this runs at every evaluation of every latency-quantile check.)
+    """
+    y = n - x
+    log, log1p, inf = math.log, math.log1p, math.inf
+    for _ in range(100):
+        lo, hi = (outer, inner) if outer < inner else (inner, outer)
+        if not lo < p < hi:
+            p = 0.5 * (inner + outer)
+        ll = 0.0
+        if x:
+            ll += x * log(p) if p > 0 else -inf
+        if y:
+            ll += y * log1p(-p) if p < 1 else -inf
+        fp = log_beta - ll - bound
+        if abs(fp) < 1e-9:
+            return p  # converged (Newton approaches from one side; the inner end may lag)
+        if fp < 0:
+            inner = p
+        else:
+            outer = p
+        # Near 0 or 1 the function is steep: the width is judged against the distance to
+        # the nearer end, down to float resolution.
+        a, b = abs(inner), abs(1.0 - inner)
+        scale = b if b < a else a
+        scale = scale if scale > 1e-300 else 1e-300
+        tol = 1e-12 * scale
+        if abs(outer - inner) <= (tol if tol > 4e-16 else 4e-16):
+            break
+        slope = y / (1 - p) - x / p if 0 < p < 1 else 0.0
+        p = p - fp / slope if slope else math.nan
+    return inner
 
 
 def binomial_cs(x: int, n: int, alpha: float) -> tuple[float, float]:
@@ -33,42 +74,29 @@ def binomial_cs(x: int, n: int, alpha: float) -> tuple[float, float]:
     if n <= 0:
         return 0.0, 1.0
     bound = math.log(1.0 / alpha)
-    center = x / n
-
     log_beta = float(special.betaln(x + 1, n - x + 1))
+    return _end(x, n, bound, log_beta, 0.0), _end(x, n, bound, log_beta, 1.0)
 
-    def f(p: float) -> float:
-        return _log_bf(x, n, p, log_beta) - bound
 
-    def edge(inner: float, outer: float) -> float:
-        """Root of ``f`` between ``inner`` (f < 0) and ``outer`` (f >= 0).
+def binomial_cs_side(x: int, n: int, alpha: float, *, upper: bool) -> float:
+    """One end of :func:`binomial_cs`, for a caller that needs only that one.
 
-        Newton from a normal-approximation start, with a bisection step whenever Newton would
-        leave the bracket; ``f`` is convex with its minimum at ``x / n``, so this converges
-        in a handful of steps. Returns the root to within 1e-9 of ``log(1 / alpha)``.
-        """
-        spread = math.sqrt(max(center * (1 - center), 1.0 / n) * 2 * (bound + math.log(n + 1)) / n)
-        p = center + math.copysign(spread, outer - inner)
-        for _ in range(100):
-            lo, hi = min(inner, outer), max(inner, outer)
-            if not lo < p < hi:
-                p = 0.5 * (inner + outer)
-            fp = f(p)
-            if abs(fp) < 1e-9:
-                return p  # converged (Newton approaches from one side; the inner end may lag)
-            if fp < 0:
-                inner = p
-            else:
-                outer = p
-            # Near 0 or 1 the function is steep: the width is judged against the distance to
-            # the nearer end, down to float resolution.
-            scale = max(1e-300, min(abs(inner), abs(1.0 - inner)))
-            if abs(outer - inner) <= max(1e-12 * scale, 4e-16):
-                break
-            slope = (n - x) / (1 - p) - x / p if 0 < p < 1 else 0.0
-            p = p - fp / slope if slope else math.nan
-        return inner
+    >>> binomial_cs_side(0, 10_000, 0.05, upper=True) == binomial_cs(0, 10_000, 0.05)[1]
+    True
+    """
+    if n <= 0:
+        return 1.0 if upper else 0.0
+    bound = math.log(1.0 / alpha)
+    log_beta = float(special.betaln(x + 1, n - x + 1))
+    return _end(x, n, bound, log_beta, 1.0 if upper else 0.0)
 
-    upper = 1.0 if f(1.0) < 0 else edge(center, 1.0)
-    lower = 0.0 if f(0.0) < 0 else edge(center, 0.0)
-    return lower, upper
+
+def _end(x: int, n: int, bound: float, log_beta: float, end: float) -> float:
+    """The end of the sequence toward ``end`` (0 or 1): ``end`` itself when the Bayes factor
+    stays below the bound all the way there, else the root of :func:`_edge`."""
+    if _log_bf(x, n, end, log_beta) - bound < 0:
+        return end
+    center = x / n
+    # Newton starts a normal-approximation distance from the center, toward the end.
+    spread = math.sqrt(max(center * (1 - center), 1.0 / n) * 2 * (bound + math.log(n + 1)) / n)
+    return _edge(x, n, log_beta, bound, center + math.copysign(spread, end - center), center, end)

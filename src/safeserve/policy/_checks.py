@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import attrs
 import numpy as np
@@ -18,8 +18,8 @@ from numpy.typing import NDArray
 from .._errors import ConfigError
 from ..metrics import VariantMetrics
 from ..metrics._summaries import quantile_from_cumulative
-from ..stats import Direction, RareErrorTest, Verdict
-from ._bounds import binomial_cs
+from ..stats import Direction, RareErrorResult, RareErrorTest, Verdict
+from ._bounds import binomial_cs, binomial_cs_side
 from ._decision import Action, CheckResult
 
 __all__ = [
@@ -80,10 +80,18 @@ class _Context:
         cum: NDArray[np.int64] = self.memo[key]
         return cum
 
+    def latency_n(self, side: str) -> int:
+        """Latency observations of ``"candidate"`` or ``"baseline"``, counted once."""
+        key = f"n:{side}"
+        if key not in self.memo:
+            self.memo[key] = getattr(self, side).latency.n
+        n: int = self.memo[key]
+        return n
 
-@attrs.frozen(kw_only=True)
-class _CS:
-    """A request for a confidence sequence, run vectorized by the judge."""
+
+class _CS(NamedTuple):
+    """A request for a confidence sequence, run by the judge (a light tuple: one per check
+    and evaluation)."""
 
     kind: Literal["mean", "proportion"]
     n_c: int
@@ -147,24 +155,53 @@ class Check:
         )
 
     def _from_sequence(
-        self, seq: Any, *, scale: Callable[[float], float] | None = None, **kw: Any
+        self, seq: Any, *, scale: Callable[[float], float] | None = None, kind: str | None = None
     ) -> CheckResult:
-        f = scale or (lambda v: v)
-        return self._result(
-            seq.verdict,
-            seq.reason,
-            estimate=f(seq.estimate),
-            lower=f(seq.lower),
-            upper=f(seq.upper),
+        # Built directly rather than through _result: it runs for most checks at every look.
+        estimate, lower, upper, margin = seq.estimate, seq.lower, seq.upper, seq.margin
+        if scale is not None:
+            estimate, lower, upper, margin = (
+                scale(estimate),
+                scale(lower),
+                scale(upper),
+                scale(margin),
+            )
+        fail = seq.verdict is Verdict.FAIL
+        return CheckResult(
+            name=self.name,
+            kind=getattr(self, "kind", type(self).__name__.lower()) if kind is None else kind,
+            verdict=seq.verdict,
+            critical=self.critical,
+            dry_run=self.dry_run,
+            estimate=estimate,
+            lower=lower,
+            upper=upper,
             p_value=seq.p_value,
-            margin=f(seq.margin)
-            if seq.direction is not Direction.LOWER_IS_WORSE
-            else -f(seq.margin),
+            margin=margin if seq.direction is not Direction.LOWER_IS_WORSE else -margin,
+            reason=seq.reason,
             n_candidate=seq.n_candidate,
             n_baseline=seq.n_baseline,
-            action=Action.ROLLBACK if seq.verdict is Verdict.FAIL else Action.CONTINUE,
-            **kw,
+            action=Action.ROLLBACK if fail else Action.CONTINUE,
         )
+
+
+class _RareState:
+    """An error-rate check's sequential rare-error test, and its result at the last look.
+
+    The test changes only by ``update``; between updates its result is the same, so it is
+    computed once (``RareErrorTest.result()`` is idempotent: it takes a running minimum).
+    """
+
+    __slots__ = ("last", "test")
+
+    def __init__(self) -> None:
+        self.test = RareErrorTest(alpha=0.05)
+        self.last: RareErrorResult | None = None
+
+    def result(self) -> RareErrorResult:
+        if self.last is None:
+            self.last = self.test.result()
+        return self.last
 
 
 @attrs.frozen(kw_only=True)
@@ -199,8 +236,8 @@ class ErrorRate(Check):
     min_events: int = attrs.field(default=30, validator=_count)
     kind = "error_rate"
 
-    def _new_state(self) -> RareErrorTest:
-        return RareErrorTest(alpha=0.05)
+    def _new_state(self) -> _RareState:
+        return _RareState()
 
     def _sequence(self, ctx: _Context, state: Any) -> _CS | None:
         c, b = ctx.candidate, ctx.baseline
@@ -222,10 +259,10 @@ class ErrorRate(Check):
             min_events=self.min_events,
         )
 
-    def _judge(self, ctx: _Context, state: RareErrorTest, seq: Any) -> CheckResult:
+    def _judge(self, ctx: _Context, state: _RareState, seq: Any) -> CheckResult:
         s, f = ctx.new_errors
         if 0.0 < ctx.share < 1.0 and (s or f):
-            state.update(s, f, candidate_share=ctx.share)
+            state.last = state.test.update(s, f, candidate_share=ctx.share)
         if seq is not None:
             return self._from_sequence(seq)
         c, b = ctx.candidate, ctx.baseline
@@ -238,8 +275,8 @@ class ErrorRate(Check):
                 n_baseline=b.requests,
             )
         rare = state.result()
-        _, up_c = binomial_cs(c.errors, c.requests, ctx.alpha)
-        lo_b, _ = binomial_cs(b.errors, b.requests, ctx.alpha)
+        up_c = binomial_cs_side(c.errors, c.requests, ctx.alpha, upper=True)
+        lo_b = binomial_cs_side(b.errors, b.requests, ctx.alpha, upper=False)
         est = c.errors / c.requests - b.errors / b.requests
         common = {
             "estimate": est,
@@ -347,20 +384,21 @@ class LatencyQuantile(Check):
 
     def _judge(self, ctx: _Context, state: Any, seq: Any) -> CheckResult:
         c, b = ctx.candidate.latency, ctx.baseline.latency
+        n_c, n_b = ctx.latency_n("candidate"), ctx.latency_n("baseline")
         need = self.min_samples or math.ceil(10 / (1 - self.q))
-        if min(c.n, b.n) < need:
+        if min(n_c, n_b) < need:
             return self._result(
                 Verdict.INCONCLUSIVE,
-                f"too few samples: {c.n} candidate and {b.n} baseline, need {need} per arm",
-                n_candidate=c.n,
-                n_baseline=b.n,
+                f"too few samples: {n_c} candidate and {n_b} baseline, need {need} per arm",
+                n_candidate=n_c,
+                n_baseline=n_b,
             )
         cum_b, cum_c = ctx.cumulative("baseline"), ctx.cumulative("candidate")
         base_q = quantile_from_cumulative(cum_b, self.q, b.value_at)
         limit = base_q * (1.0 + self.max_increase)
-        idx = int(c.index_of(np.array([limit], dtype=np.float64))[0])
+        idx = c._index_scalar(limit)  # the bucket ``limit`` would be recorded in
         above = int(cum_c[-1] - cum_c[idx])
-        lo, hi = binomial_cs(above, c.n, ctx.alpha)
+        lo, hi = binomial_cs(above, n_c, ctx.alpha)
         tail = 1.0 - self.q
         cand_q = quantile_from_cumulative(cum_c, self.q, c.value_at)
         common = {
@@ -368,10 +406,10 @@ class LatencyQuantile(Check):
             "lower": lo,
             "upper": hi,
             "margin": self.max_increase,
-            "n_candidate": c.n,
-            "n_baseline": b.n,
+            "n_candidate": n_c,
+            "n_baseline": n_b,
         }
-        what = f"{above / c.n:.2%} of candidate requests slower than {limit:.4g}s"
+        what = f"{above / n_c:.2%} of candidate requests slower than {limit:.4g}s"
         if lo > tail:
             return self._result(
                 Verdict.FAIL,

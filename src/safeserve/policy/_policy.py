@@ -12,7 +12,8 @@ import numpy as np
 from .._errors import ConfigError
 from ..metrics import MetricsSnapshot, VariantMetrics
 from ..stats import SequentialSRM, Verdict, holm
-from ..stats._sequential import _sequence_core
+from ..stats._common import check_alpha, check_positive
+from ..stats._sequential import _DIRECTION_CODE, _rho2, _sequence_core, _sequence_scalar
 from ._checks import (
     _CS,
     SRM,
@@ -133,6 +134,43 @@ class Judgement:
     all_pass: bool
 
 
+#: The event count given to means, which have no minimum-events gate.
+_NO_EVENT_GATE = 2**40
+
+
+def _scalar_inputs(r: _CS) -> tuple[int, float, float, int, float, float, int] | None:
+    """Per-arm count, mean and variance and the event count of one request, as the array
+    path computes them; None when the array path would reject them (it then raises)."""
+    n_c, n_b = float(r.n_c), float(r.n_b)
+    if not (n_c.is_integer() and n_b.is_integer() and n_c >= 0 and n_b >= 0):
+        return None
+    if r.kind == "proportion":
+        x_c, x_b = float(r.x_c), float(r.x_b)
+        if not (n_c > 0 and n_b > 0 and math.isfinite(x_c) and math.isfinite(x_b)):
+            return None
+        mean_c, mean_b = x_c / n_c, x_b / n_b
+        var_c, var_b = mean_c * (1 - mean_c), mean_b * (1 - mean_b)
+        events = int(min(x_c, n_c - x_c) + min(x_b, n_b - x_b))
+    else:
+        mean_c, mean_b = float(r.x_c), float(r.x_b)
+        var_c, var_b = float(r.v_c), float(r.v_b)
+        events = _NO_EVENT_GATE
+    if not (
+        math.isfinite(mean_c)
+        and math.isfinite(mean_b)
+        and math.isfinite(var_c)
+        and math.isfinite(var_b)
+        and var_c >= 0
+        and var_b >= 0
+        and math.isfinite(r.margin)
+        and math.isfinite(r.harm)
+        and r.margin >= 0
+        and r.harm >= 0
+    ):
+        return None
+    return int(n_c), mean_c, var_c, int(n_b), mean_b, var_b, events
+
+
 class Judge:
     """Evaluates a policy's checks on metric snapshots; holds the sequential tests' state."""
 
@@ -142,6 +180,10 @@ class Judge:
         self.candidate = candidate
         self._steps = max(1, comparative_steps)
         self._states: dict[str, Any] = {}
+        # Per-policy constants: (policy, number of checks sharing alpha); the mixing variances
+        # of the confidence sequences for the (alpha, tuning) last seen.
+        self._plan: tuple[Policy | None, int] = (None, 0)
+        self._rho2: tuple[tuple[float, float], float, float] = ((math.nan, math.nan), 0.0, 0.0)
         self.restart()
 
     def restart(self) -> None:
@@ -179,9 +221,11 @@ class Judge:
         comparative = (w_c > 0 and w_b > 0) or (frozen_baseline is not None and w_c > 0)
         share = w_c / (w_c + w_b) if w_c + w_b > 0 else 0.0
         req_c, req_b, err_c, err_b = self._new_counts(snap)
-        stat_checks = [c for c in policy.checks if c.comparative and not c.dry_run and c.critical]
+        if self._plan[0] is not policy:
+            n_stat = sum(1 for c in policy.checks if c.comparative and not c.dry_run and c.critical)
+            self._plan = (policy, n_stat)
         alpha_step = policy.alpha / self._steps
-        alpha = alpha_step / max(1, len(stat_checks))
+        alpha = alpha_step / max(1, self._plan[1])
         ctx = _Context(
             baseline=frozen_baseline or snap.variant(self.baseline),
             candidate=snap.variant(self.candidate),
@@ -191,7 +235,7 @@ class Judge:
             tuning=policy.tuning,
             new_errors=(err_c, err_b),
         )
-        # Vectorized confidence sequences: one call per kind for all checks that need one.
+        # The confidence sequences of all the checks that need one, computed together.
         requests = {c.name: c._sequence(ctx, self._states[c.name]) for c in policy.checks}
         batch = {n: r for n, r in requests.items() if r is not None}
         sequences: dict[str, Any] = {}
@@ -214,19 +258,30 @@ class Judge:
                 )
         if policy.correction == "holm":
             results = self._holm(results, alpha_step)
-        acting = [r for r in results if not r.dry_run]
-        failed = any(
-            r.verdict is Verdict.FAIL and r.critical and r.kind not in ("guardrail", "srm")
-            for r in acting
-        )
-        breached = any(
-            r.verdict is Verdict.FAIL and r.kind == "guardrail" and r.critical for r in acting
-        )
-        mismatch = any(r.verdict is Verdict.FAIL and r.kind == "srm" for r in acting)
-        gating = [r for r in acting if r.critical and r.kind != "srm"]
-        if not comparative:
-            gating = [r for r in gating if r.kind == "guardrail"]
-        all_pass = all(r.verdict is Verdict.PASS for r in gating) if gating else True
+        # One pass over the acting (non-dry-run) results. A critical FAIL fails the evaluation
+        # (a guardrail's breaches instead); an SRM FAIL is a mismatch; every critical non-SRM
+        # check (only the guardrails when the arms are not comparable) must PASS to promote.
+        failed = breached = mismatch = False
+        all_pass = True
+        for r in results:
+            if r.dry_run:
+                continue
+            kind = r.kind
+            if r.verdict is Verdict.FAIL:
+                if kind == "srm":
+                    mismatch = True
+                elif r.critical:
+                    if kind == "guardrail":
+                        breached = True
+                    else:
+                        failed = True
+            if (
+                r.critical
+                and kind != "srm"
+                and (comparative or kind == "guardrail")
+                and r.verdict is not Verdict.PASS
+            ):
+                all_pass = False
         return Judgement(
             results=tuple(results),
             failed=failed,
@@ -236,10 +291,86 @@ class Judge:
         )
 
     def _run(self, reqs: list[_CS], ctx: _Context) -> list[Any]:
-        """All confidence sequences of one evaluation in one vectorized call.
+        """All confidence sequences of one evaluation.
 
         Proportions enter as means with per-unit variance ``p(1 - p)``, together with their
-        event counts for the minimum-events gate (means carry no such gate).
+        event counts for the minimum-events gate (means carry no such gate). The minimum
+        sample and event counts are shared by the batch.
+
+        With two arms each check is a handful of numbers, so each is computed on Python floats
+        by :func:`~safeserve.stats._sequential._sequence_scalar`, the same operations as the
+        array code; inputs the array code would reject, and elements where Python would raise
+        where numpy returns ``inf`` or ``nan``, go through the array code itself.
+        """
+        alpha = check_alpha(ctx.alpha)
+        tuning = check_positive(ctx.tuning, "tuning")
+        min_samples = min(r.min_samples for r in reqs)
+        min_events = min((r.min_events for r in reqs if r.kind == "proportion"), default=0)
+        if (
+            isinstance(min_samples, bool)
+            or not isinstance(min_samples, int)
+            or min_samples < 2
+            or isinstance(min_events, bool)
+            or not isinstance(min_events, int)
+            or min_events < 0
+        ):
+            return self._run_arrays(reqs, ctx)
+        key = (alpha, tuning)
+        if self._rho2[0] != key:
+            self._rho2 = (
+                key,
+                _rho2(alpha, tuning, one_sided=True),
+                _rho2(alpha, tuning, one_sided=False),
+            )
+        _, rho2_one, rho2_two = self._rho2
+        out: list[Any] = []
+        slow: list[int] = []
+        for i, r in enumerate(reqs):
+            args = _scalar_inputs(r)
+            code = _DIRECTION_CODE.get(r.direction)
+            if args is None or code is None:
+                return self._run_arrays(reqs, ctx)
+            n_c, mean_c, var_c, n_b, mean_b, var_b, events = args
+            seq = _sequence_scalar(
+                n_c,
+                mean_c,
+                var_c,
+                n_b,
+                mean_b,
+                var_b,
+                events=events,
+                direction_code=code,
+                relative=bool(r.relative),
+                margin=float(r.margin),
+                harm=float(r.harm),
+                alpha=alpha,
+                rho2_one=rho2_one,
+                rho2_two=rho2_two,
+                min_samples=min_samples,
+                min_events=min_events,
+            )
+            if seq is None:
+                slow.append(i)
+            out.append(seq)
+        if slow:
+            redo = self._run_arrays(
+                [reqs[i] for i in slow], ctx, min_samples=min_samples, min_events=min_events
+            )
+            for i, seq in zip(slow, redo, strict=True):
+                out[i] = seq
+        return out
+
+    def _run_arrays(
+        self,
+        reqs: list[_CS],
+        ctx: _Context,
+        *,
+        min_samples: int | None = None,
+        min_events: int | None = None,
+    ) -> list[Any]:
+        """The confidence sequences of ``reqs`` in one vectorized call.
+
+        ``min_samples`` and ``min_events`` default to the batch's own minimums.
         """
         n_c = np.array([r.n_c for r in reqs], dtype=np.float64)
         n_b = np.array([r.n_b for r in reqs], dtype=np.float64)
@@ -251,8 +382,11 @@ class Judge:
         var_c = np.where(prop, p_c * (1 - p_c), [r.v_c for r in reqs])
         var_b = np.where(prop, p_b * (1 - p_b), [r.v_b for r in reqs])
         ev = np.minimum(x_c, n_c - x_c) + np.minimum(x_b, n_b - x_b)
-        events = np.where(prop, np.nan_to_num(ev), float(2**40)).astype(np.int64)
-        min_events = min((r.min_events for r in reqs if r.kind == "proportion"), default=0)
+        events = np.where(prop, np.nan_to_num(ev), float(_NO_EVENT_GATE)).astype(np.int64)
+        if min_samples is None:
+            min_samples = int(min(r.min_samples for r in reqs))
+        if min_events is None:
+            min_events = min((r.min_events for r in reqs if r.kind == "proportion"), default=0)
         return list(
             _sequence_core(
                 n_c,
@@ -268,7 +402,7 @@ class Judge:
                 margin=np.array([r.margin for r in reqs]),
                 harm_threshold=np.array([r.harm for r in reqs]),
                 tuning=ctx.tuning,
-                min_samples=int(min(r.min_samples for r in reqs)),
+                min_samples=min_samples,
                 min_events=int(min_events),
             )
         )
@@ -306,7 +440,15 @@ class Judge:
         weights = (w_c, w_b)
         if state["test"] is None:
             state["test"] = SequentialSRM(weights, alpha=check.alpha)
-        r = state["test"].update([n_c, n_b], weights=weights)
+            state["weights"] = weights
+        test: SequentialSRM = state["test"]
+        if weights != state["weights"]:
+            r = test.update([n_c, n_b], weights=weights)
+            state["weights"] = weights
+        elif n_c or n_b:
+            r = test.update([n_c, n_b])  # the weights in force are these already
+        else:
+            r = test.result()  # nothing new: what ``update([0, 0])`` returns
         verdict = Verdict.FAIL if r.mismatch else Verdict.PASS
         return check._result(
             verdict,

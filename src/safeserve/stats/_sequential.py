@@ -10,8 +10,9 @@ snapshot of running Welford windows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import numpy as np
@@ -152,6 +153,54 @@ def always_valid_p(
     raise ConfigError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
 
 
+def _reason_text(
+    *,
+    gate: int,
+    n_candidate: int,
+    n_baseline: int,
+    events: int,
+    lower: float,
+    upper: float,
+    margin: float,
+    harm: float,
+    direction_code: int,
+    verdict_code: int,
+    min_samples: int,
+    min_events: int,
+) -> str:
+    """The reason sentence of one check's sequence (shared by the array and scalar paths)."""
+    if gate == _GATE_FEW:
+        return (
+            f"too few samples: {n_candidate} candidate and {n_baseline} baseline, "
+            f"need {min_samples} per arm"
+        )
+    if gate == _GATE_EVENTS:
+        return f"too few events: {events} over both arms, need {min_events}"
+    if gate == _GATE_ZERO_BASE:
+        return "baseline mean is 0: the relative effect is undefined"
+    lo, hi = fmt(lower), fmt(upper)
+    m, h = margin, harm
+    direction = _DIRECTIONS[direction_code]
+    code = verdict_code
+    if direction is Direction.HIGHER_IS_WORSE:
+        if code == _FAIL:
+            return f"lower bound {lo} > {fmt(h)}: the candidate is higher (worse)"
+        if code == _PASS:
+            return f"upper bound {hi} < margin {fmt(m)}: non-inferior"
+        return f"interval [{lo}, {hi}] is neither wholly above {fmt(h)} nor below {fmt(m)}"
+    if direction is Direction.LOWER_IS_WORSE:
+        if code == _FAIL:
+            return f"upper bound {hi} < {fmt(-h)}: the candidate is lower (worse)"
+        if code == _PASS:
+            return f"lower bound {lo} > margin {fmt(-m)}: non-inferior"
+        return f"interval [{lo}, {hi}] is neither wholly below {fmt(-h)} nor above {fmt(-m)}"
+    if code == _FAIL:
+        return f"interval [{lo}, {hi}] lies wholly outside [{fmt(-h)}, {fmt(h)}]"
+    if code == _PASS:
+        return f"interval [{lo}, {hi}] lies within the margin [{fmt(-m)}, {fmt(m)}]"
+    return f"interval [{lo}, {hi}] is neither within [{fmt(-m)}, {fmt(m)}] nor outside"
+
+
 @attrs.frozen(kw_only=True)
 class SequenceResult:
     """One check's confidence sequence at one look, with its decision.
@@ -277,39 +326,20 @@ class SequenceResults:
         return tuple(_VERDICTS[int(c)] for c in self.verdict_code)
 
     def _reason(self, i: int) -> str:
-        gate = int(self.gate[i])
-        nc, nb = int(self.n_candidate[i]), int(self.n_baseline[i])
-        if gate == _GATE_FEW:
-            return (
-                f"too few samples: {nc} candidate and {nb} baseline, "
-                f"need {self.min_samples} per arm"
-            )
-        if gate == _GATE_EVENTS:
-            ev = 0 if self.events is None else int(self.events[i])
-            return f"too few events: {ev} over both arms, need {self.min_events}"
-        if gate == _GATE_ZERO_BASE:
-            return "baseline mean is 0: the relative effect is undefined"
-        lo, hi = fmt(float(self.lower[i])), fmt(float(self.upper[i]))
-        m, h = float(self.margin[i]), float(self.harm_threshold[i])
-        direction = _DIRECTIONS[int(self.direction_code[i])]
-        code = int(self.verdict_code[i])
-        if direction is Direction.HIGHER_IS_WORSE:
-            if code == _FAIL:
-                return f"lower bound {lo} > {fmt(h)}: the candidate is higher (worse)"
-            if code == _PASS:
-                return f"upper bound {hi} < margin {fmt(m)}: non-inferior"
-            return f"interval [{lo}, {hi}] is neither wholly above {fmt(h)} nor below {fmt(m)}"
-        if direction is Direction.LOWER_IS_WORSE:
-            if code == _FAIL:
-                return f"upper bound {hi} < {fmt(-h)}: the candidate is lower (worse)"
-            if code == _PASS:
-                return f"lower bound {lo} > margin {fmt(-m)}: non-inferior"
-            return f"interval [{lo}, {hi}] is neither wholly below {fmt(-h)} nor above {fmt(-m)}"
-        if code == _FAIL:
-            return f"interval [{lo}, {hi}] lies wholly outside [{fmt(-h)}, {fmt(h)}]"
-        if code == _PASS:
-            return f"interval [{lo}, {hi}] lies within the margin [{fmt(-m)}, {fmt(m)}]"
-        return f"interval [{lo}, {hi}] is neither within [{fmt(-m)}, {fmt(m)}] nor outside"
+        return _reason_text(
+            gate=int(self.gate[i]),
+            n_candidate=int(self.n_candidate[i]),
+            n_baseline=int(self.n_baseline[i]),
+            events=0 if self.events is None else int(self.events[i]),
+            lower=float(self.lower[i]),
+            upper=float(self.upper[i]),
+            margin=float(self.margin[i]),
+            harm=float(self.harm_threshold[i]),
+            direction_code=int(self.direction_code[i]),
+            verdict_code=int(self.verdict_code[i]),
+            min_samples=self.min_samples,
+            min_events=self.min_events,
+        )
 
 
 SequenceResults.__module__ = "safeserve.stats"
@@ -482,6 +512,149 @@ def _sequence_core(
         alpha=alpha,
         min_samples=min_samples,
         min_events=min_events,
+    )
+
+
+class _ScalarSequence(NamedTuple):
+    """One check's sequence from :func:`_sequence_scalar` (the fields a judge reads)."""
+
+    verdict: Verdict
+    estimate: float
+    lower: float
+    upper: float
+    p_value: float
+    n_candidate: int
+    n_baseline: int
+    direction: Direction
+    margin: float
+    reason: str
+
+
+def _expm1(x: float) -> float:
+    try:
+        return math.expm1(x)
+    except OverflowError:
+        return math.inf
+
+
+def _p_scalar(
+    x: float, se: float, n_total: float, k: float, sqrt_k: float, rho2: float, *, two: bool
+) -> float:
+    """:func:`_p_beyond` for one element, on Python floats."""
+    if math.isnan(x) or math.isnan(se):
+        return math.nan
+    if not x > 0:
+        return 1.0
+    e = x * x * n_total * rho2 / (2.0 * se * se * k) if se > 0 else math.inf
+    if two:
+        p = sqrt_k * math.exp(-e)
+    else:
+        d = 2.0 * _expm1(e)
+        p = sqrt_k / d if d else math.inf
+    return 1.0 if p > 1.0 else p
+
+
+def _sequence_scalar(
+    n_c: int,
+    mean_c: float,
+    var_c: float,
+    n_b: int,
+    mean_b: float,
+    var_b: float,
+    *,
+    events: int,
+    direction_code: int,
+    relative: bool,
+    margin: float,
+    harm: float,
+    alpha: float,
+    rho2_one: float,
+    rho2_two: float,
+    min_samples: int,
+    min_events: int,
+) -> _ScalarSequence | None:
+    """One element of :func:`_sequence_core` computed on Python floats.
+
+    For two arms a judge has one number per check, and a handful of numpy calls on tiny arrays
+    costs more than the arithmetic itself. This runs the same IEEE operations in the same order
+    as the array code, so it returns the same numbers wherever numpy's ``log``, ``log1p``,
+    ``exp``, ``expm1`` and ``power`` agree with :mod:`math`'s (both call the C library, unless
+    numpy was built with SIMD versions of them, which can differ in the last place). It takes
+    inputs that passed :func:`_sequence_core`'s validation (finite; counts whole and >= 0;
+    variances, ``margin`` and ``harm`` >= 0; ``rho2_one`` and ``rho2_two`` from :func:`_rho2`)
+    and computes only the p-value against harm (a judge does not read the non-inferiority
+    one). Keep it in step with :func:`_sequence_core`.
+
+    Returns None where Python would raise and numpy returns ``inf`` or ``nan`` (an empty arm,
+    a zero baseline mean for a relative effect, an overflow): the caller then runs
+    :func:`_sequence_core` for that element.
+    """
+    try:
+        ncf, nbf = float(n_c), float(n_b)
+        n_total = ncf + nbf
+        if relative:
+            est = mean_c / mean_b - 1.0
+            se2 = var_b * mean_c * mean_c / (mean_b**4 * nbf) + var_c / (mean_b * mean_b * ncf)
+        else:
+            est = mean_c - mean_b
+            se2 = var_c / ncf + var_b / nbf
+        se = math.sqrt(se2)
+        two = direction_code == 2
+        rho2 = rho2_two if two else rho2_one
+        k = n_total * rho2 + 1.0
+        sqrt_k = math.sqrt(k)
+        log_term = math.log(sqrt_k / alpha) if two else math.log1p(sqrt_k / (2.0 * alpha))
+        hw = se * math.sqrt(2.0 * k * log_term / (n_total * rho2))
+        lower = est - hw
+        upper = est + hw
+        if two:
+            p_a = _p_scalar(est - harm, se, n_total, k, sqrt_k, rho2, two=True)
+            p_b = _p_scalar(-harm - est, se, n_total, k, sqrt_k, rho2, two=True)
+            p = math.nan if math.isnan(p_a) or math.isnan(p_b) else min(p_a, p_b)
+        else:
+            sign = 1.0 if direction_code == 0 else -1.0
+            p = _p_scalar(sign * est - harm, se, n_total, k, sqrt_k, rho2, two=False)
+    except (ZeroDivisionError, OverflowError, ValueError):
+        return None
+    if direction_code == 0:
+        fail, pas = lower > harm, upper < margin
+    elif direction_code == 1:
+        fail, pas = upper < -harm, lower > -margin
+    else:
+        fail = lower > harm or upper < -harm
+        pas = lower > -margin and upper < margin
+    # (A zero baseline mean for a relative effect divided by zero above: never reached here.)
+    gate = _GATE_OK
+    if events < min_events:
+        gate = _GATE_EVENTS
+    if ncf < min_samples or nbf < min_samples:
+        gate = _GATE_FEW
+    code = _INCONCLUSIVE if gate != _GATE_OK else _FAIL if fail else _PASS if pas else _INCONCLUSIVE
+    nc, nb = int(ncf), int(nbf)
+    return _ScalarSequence(
+        verdict=_VERDICTS[code],
+        estimate=est,
+        lower=lower,
+        upper=upper,
+        p_value=p,
+        n_candidate=nc,
+        n_baseline=nb,
+        direction=_DIRECTIONS[direction_code],
+        margin=margin,
+        reason=_reason_text(
+            gate=gate,
+            n_candidate=nc,
+            n_baseline=nb,
+            events=events,
+            lower=lower,
+            upper=upper,
+            margin=margin,
+            harm=harm,
+            direction_code=direction_code,
+            verdict_code=code,
+            min_samples=min_samples,
+            min_events=min_events,
+        ),
     )
 
 

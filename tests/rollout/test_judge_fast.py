@@ -1,0 +1,282 @@
+"""The judge's per-check paths agree with the array code and with the sequential tests."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import safeserve as ss
+from safeserve.metrics import MetricsSnapshot
+from safeserve.policy import CheckResult, Judge, Judgement
+from safeserve.policy._bounds import binomial_cs, binomial_cs_side
+from safeserve.stats import Direction, RareErrorTest, SequentialSRM
+from safeserve.stats._sequential import _rho2, _sequence_core, _sequence_scalar
+
+from .conftest import Clock, Model
+
+_DIRECTIONS = (Direction.HIGHER_IS_WORSE, Direction.LOWER_IS_WORSE, Direction.EITHER)
+
+
+def same_number(a: float | None, b: float | None) -> bool:
+    """Equal, both NaN, or within a few units in the last place (platform libm differences)."""
+    if a is None or b is None:
+        return a is b
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+
+
+_counts = st.one_of(
+    st.integers(min_value=0, max_value=10**6),
+    st.sampled_from([0, 1, 2, 99, 100, 101, 10**9]),
+)
+_means = st.one_of(
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+    st.sampled_from([0.0, 1.0, -3.0, 1e-300, 1e300]),
+)
+_vars = st.one_of(
+    st.floats(min_value=0.0, max_value=1e6, allow_nan=False),
+    st.sampled_from([0.0, 5e-324, 1e300]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    n_c=_counts,
+    n_b=_counts,
+    mean_c=_means,
+    mean_b=_means,
+    var_c=_vars,
+    var_b=_vars,
+    direction=st.integers(min_value=0, max_value=2),
+    relative=st.booleans(),
+    margin=st.sampled_from([0.0, 0.005, 0.05, 1.0]),
+    harm=st.sampled_from([0.0, 0.001, 0.1]),
+    events=st.sampled_from([0, 5, 30, 2**40]),
+    alpha=st.sampled_from([0.05, 1e-3, 1e-6, 0.4]),
+    tuning=st.sampled_from([5000.0, 10.0, 1e7]),
+    min_samples=st.sampled_from([2, 100]),
+    min_events=st.sampled_from([0, 30]),
+)
+def test_scalar_sequence_matches_the_array_core(
+    n_c: int,
+    n_b: int,
+    mean_c: float,
+    mean_b: float,
+    var_c: float,
+    var_b: float,
+    direction: int,
+    relative: bool,
+    margin: float,
+    harm: float,
+    events: int,
+    alpha: float,
+    tuning: float,
+    min_samples: int,
+    min_events: int,
+) -> None:
+    """One check on Python floats gives the vectorized sequence's verdict, numbers and reason."""
+    got = _sequence_scalar(
+        n_c,
+        mean_c,
+        var_c,
+        n_b,
+        mean_b,
+        var_b,
+        events=events,
+        direction_code=direction,
+        relative=relative,
+        margin=margin,
+        harm=harm,
+        alpha=alpha,
+        rho2_one=_rho2(alpha, tuning, one_sided=True),
+        rho2_two=_rho2(alpha, tuning, one_sided=False),
+        min_samples=min_samples,
+        min_events=min_events,
+    )
+    want = _sequence_core(
+        n_c,
+        mean_c,
+        var_c,
+        n_b,
+        mean_b,
+        var_b,
+        events=np.array([events], dtype=np.int64),
+        alpha=alpha,
+        direction=[_DIRECTIONS[direction]],
+        relative=relative,
+        margin=margin,
+        harm_threshold=harm,
+        tuning=tuning,
+        min_samples=min_samples,
+        min_events=min_events,
+    )[0]
+    if got is None:
+        # Left to the array code, only where Python raises and numpy gives inf or nan: an
+        # empty arm, a relative effect whose baseline mean's 4th power leaves float range,
+        # or a standard error whose square underflows (an interval of no width).
+        assert (
+            min(n_c, n_b) == 0
+            or (relative and not 1e-70 < abs(mean_b) < 1e70)
+            or not want.upper - want.lower >= 1e-140
+        )
+        return
+    assert got.verdict is want.verdict
+    assert got.reason == want.reason
+    assert (got.n_candidate, got.n_baseline) == (want.n_candidate, want.n_baseline)
+    assert got.direction is want.direction
+    for field in ("estimate", "lower", "upper", "p_value", "margin"):
+        assert same_number(getattr(got, field), getattr(want, field)), field
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(min_value=0, max_value=10**7),
+    frac=st.floats(min_value=0.0, max_value=1.0),
+    alpha=st.sampled_from([0.05, 0.01, 1e-3, 1e-5]),
+)
+def test_one_end_of_the_binomial_sequence_is_that_end_of_both(
+    n: int, frac: float, alpha: float
+) -> None:
+    """The error-rate check's one-sided bounds are exactly the ends of the two-sided call."""
+    x = round(frac * n)
+    lower, upper = binomial_cs(x, n, alpha)
+    assert binomial_cs_side(x, n, alpha, upper=False) == lower
+    assert binomial_cs_side(x, n, alpha, upper=True) == upper
+
+
+def _snapshots(seed: int, *, requests: int, every: int) -> list[MetricsSnapshot]:
+    """Snapshots of a 70/30 split under a fake clock, with custom metrics and outcomes.
+
+    The candidate errs and converts differently; custom metric ``zero`` is 0 in the baseline
+    (its relative effect is undefined) and ``mine`` is recorded by the candidate alone.
+    """
+    clock = Clock()
+    v1 = Model(clock, seed=seed, error_rate=0.01, latency=0.010)
+    v2 = Model(clock, seed=seed + 1, error_rate=0.03, latency=0.012, conversion=0.08)
+    router = ss.Router(
+        {"v1": v1, "v2": v2}, strategy=ss.FixedSplit("v1", {"v2": 30.0}), clock=clock
+    )
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(requests):
+        clock.t += 0.05
+        try:
+            r = router.route(None, key=int(rng.integers(0, 5_000)))
+        except RuntimeError:
+            r = None
+        if r is not None:
+            router.record_outcome(r.request_id, "converted", float(rng.random() < r.value))
+            if i % 2 == 0:
+                router.record(r.variant, "load", float(rng.normal(1.0, 0.2)))
+                router.record(r.variant, "zero", 0.0 if r.variant == "v1" else 1.0)
+                if r.variant == "v2":
+                    router.record("v2", "mine", 1.0)
+        if i % every == every - 1:
+            out.append(router.recorder.snapshot())
+    return out
+
+
+def _policy() -> ss.Policy:
+    return ss.Policy(
+        [
+            ss.ErrorRate(min_events=10),
+            ss.Latency(),
+            ss.LatencyQuantile(q=0.9, max_increase=0.1),
+            ss.Guardrail(metric="error_rate", above=0.2),
+            ss.SRM(),
+            ss.MetricCheck(metric="converted", kind="proportion", min_samples=50),
+            ss.MetricCheck(metric="load", source="custom", kind="mean", relative=False),
+            ss.MetricCheck(metric="zero", source="custom", kind="mean", dry_run=True),
+            ss.MetricCheck(metric="mine", source="custom", kind="mean"),
+        ]
+    )
+
+
+def _same_results(a: tuple[CheckResult, ...], b: tuple[CheckResult, ...]) -> None:
+    assert [r.name for r in a] == [r.name for r in b]
+    for x, y in zip(a, b, strict=True):
+        for field in ("kind", "verdict", "critical", "dry_run", "reason", "action"):
+            assert getattr(x, field) == getattr(y, field), (x.name, field)
+        assert (x.n_candidate, x.n_baseline) == (y.n_candidate, y.n_baseline), x.name
+        for field in ("estimate", "lower", "upper", "p_value", "margin"):
+            assert same_number(getattr(x, field), getattr(y, field)), (x.name, field)
+
+
+def _flags(j: Judgement) -> tuple[bool, bool, bool, bool]:
+    return j.failed, j.guardrail_breached, j.srm_mismatch, j.all_pass
+
+
+def test_judge_gives_the_judgement_of_the_vectorized_path() -> None:
+    """Per-check sequences (with the array code as fallback) give the vectorized judgement."""
+    fast = Judge(_policy(), baseline="v1", candidate="v2", comparative_steps=2)
+    vectorized = Judge(_policy(), baseline="v1", candidate="v2", comparative_steps=2)
+    vectorized._run = vectorized._run_arrays  # type: ignore[method-assign]
+    weights = {"v1": 70.0, "v2": 30.0}
+    seen = set()
+    for snap in _snapshots(3, requests=6_000, every=500):
+        a = fast.evaluate(snap, weights=weights)
+        b = vectorized.evaluate(snap, weights=weights)
+        _same_results(a.results, b.results)
+        assert _flags(a) == _flags(b)
+        seen |= {(r.name, r.verdict.value, r.reason.split(":")[0]) for r in a.results}
+    # Decisions were compared, not only "too few samples"; "zero" went to the array code.
+    assert any(name == "error_rate" and verdict == "fail" for name, verdict, _ in seen)
+    assert any(name == "latency" and verdict != "inconclusive" for name, verdict, _ in seen)
+    assert ("zero", "inconclusive", "baseline mean is 0") in seen
+
+
+def test_srm_check_follows_the_sequential_test_fed_every_batch() -> None:
+    """The SRM check equals a SequentialSRM given every batch with the weights in force,
+    including repeated looks at one snapshot and changes of weights."""
+    judge = Judge(
+        ss.Policy([ss.SRM(alpha=0.01)]), baseline="v1", candidate="v2", comparative_steps=1
+    )
+    snaps = _snapshots(5, requests=4_000, every=400)
+    plan = [(s, w) for s in snaps for w in (30.0, 30.0)]  # every snapshot looked at twice
+    plan = [(s, 50.0 if i in (6, 7, 12) else w) for i, (s, w) in enumerate(plan)]
+    oracle: SequentialSRM | None = None
+    last = (0, 0)
+    for snap, w_c in plan:
+        weights = {"v1": 100.0 - w_c, "v2": w_c}
+        got = judge.evaluate(snap, weights=weights).results[0]
+        now = (
+            snap.variant("v2").totals.get("requests", 0),
+            snap.variant("v1").totals.get("requests", 0),
+        )
+        batch = [now[0] - last[0], now[1] - last[1]]
+        last = now
+        pair = (w_c, 100.0 - w_c)
+        if oracle is None:
+            oracle = SequentialSRM(pair, alpha=0.01)
+        want = oracle.update(batch, weights=pair)
+        assert got.p_value == want.p_value
+        assert (got.n_candidate, got.n_baseline) == want.counts
+        assert got.reason == want.reason
+
+
+def test_rare_error_path_follows_the_rare_error_test_fed_every_batch() -> None:
+    """While errors are rare, the error-rate check reports the p-value of a RareErrorTest fed
+    every batch of new errors, including repeated looks at one snapshot."""
+    check = ss.ErrorRate(min_events=10_000, min_samples=20)
+    judge = Judge(ss.Policy([check]), baseline="v1", candidate="v2", comparative_steps=1)
+    oracle = RareErrorTest(alpha=0.05)
+    last = (0, 0)
+    seen: list[Any] = []
+    for snap in _snapshots(7, requests=4_000, every=250):
+        for _ in range(2):
+            got = judge.evaluate(snap, weights={"v1": 70.0, "v2": 30.0}).results[0]
+            c, b = snap.variant("v2").totals, snap.variant("v1").totals
+            now = (c["requests"] - c.get("ok", 0), b["requests"] - b.get("ok", 0))
+            new = (now[0] - last[0], now[1] - last[1])
+            last = now
+            if new[0] or new[1]:
+                oracle.update(*new, candidate_share=0.3)
+            if got.reason.startswith("rare errors"):
+                assert got.p_value == oracle.result().p_value
+                seen.append(got.verdict)
+    assert seen
