@@ -13,7 +13,7 @@ import safeserve as ss
 from safeserve.metrics import MetricsSnapshot
 from safeserve.policy import CheckResult, Judge, Judgement
 from safeserve.policy._bounds import binomial_cs, binomial_cs_side
-from safeserve.stats import Direction, RareErrorTest, SequentialSRM
+from safeserve.stats import Direction, RareErrorTest, SequentialSRM, Verdict
 from safeserve.stats._sequential import _rho2, _sequence_core, _sequence_scalar
 
 from .conftest import Clock, Model
@@ -215,7 +215,10 @@ def test_judge_gives_the_judgement_of_the_vectorized_path() -> None:
     """Per-check sequences (with the array code as fallback) give the vectorized judgement."""
     fast = Judge(_policy(), baseline="v1", candidate="v2", comparative_steps=2)
     vectorized = Judge(_policy(), baseline="v1", candidate="v2", comparative_steps=2)
-    vectorized._run = vectorized._run_arrays  # type: ignore[method-assign]
+    # The array code, one check per call: each check keeps its own minimums.
+    vectorized._run = lambda reqs, ctx: [  # type: ignore[method-assign]
+        vectorized._run_arrays([r], ctx)[0] for r in reqs
+    ]
     weights = {"v1": 70.0, "v2": 30.0}
     seen = set()
     for snap in _snapshots(3, requests=6_000, every=500):
@@ -280,3 +283,67 @@ def test_rare_error_path_follows_the_rare_error_test_fed_every_batch() -> None:
                 assert got.p_value == oracle.result().p_value
                 seen.append(got.verdict)
     assert seen
+
+
+def test_each_check_keeps_its_own_minimum_samples() -> None:
+    """A check asking for 500 samples per arm stays inconclusive while one asking for 100
+    decides on the same data (the minimums are not pooled across the policy)."""
+    policy = ss.Policy(
+        [
+            ss.MetricCheck(
+                metric="load", source="custom", kind="mean", direction="higher_is_worse"
+            ),
+            ss.MetricCheck(
+                metric="load",
+                source="custom",
+                kind="mean",
+                direction="higher_is_worse",
+                min_samples=500,
+                name="load_500",
+            ),
+        ]
+    )
+    judge = Judge(policy, baseline="v1", candidate="v2", comparative_steps=2)
+    clock = Clock()
+    router = ss.Router(
+        {"v1": lambda x: x, "v2": lambda x: x},
+        strategy=ss.FixedSplit("v1", {"v2": 50.0}),
+        clock=clock,
+    )
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        router.record("v1", "load", float(rng.normal(1.0, 0.1)))
+        router.record("v2", "load", float(rng.normal(2.0, 0.1)))  # twice the load
+    j = judge.evaluate(router.recorder.snapshot(), weights={"v1": 50.0, "v2": 50.0})
+    by_name = {r.name: r for r in j.results}
+    assert by_name["load"].verdict is Verdict.FAIL
+    assert by_name["load_500"].verdict is Verdict.INCONCLUSIVE
+    assert "need 500 per arm" in by_name["load_500"].reason
+
+
+def test_an_empty_arm_enters_the_sequences_as_no_information() -> None:
+    """A proportion with events in the baseline and no requests in the candidate (the
+    error-rate check's request just after a blue/green switch) is inconclusive on both paths;
+    neither raises."""
+    from types import SimpleNamespace
+
+    from safeserve.policy._checks import _CS
+
+    judge = Judge(ss.Policy([ss.ErrorRate()]), baseline="v1", candidate="v2", comparative_steps=1)
+    ctx: Any = SimpleNamespace(alpha=0.05, tuning=10_000.0)
+    common: dict[str, Any] = {
+        "direction": Direction.HIGHER_IS_WORSE,
+        "relative": False,
+        "margin": 0.005,
+        "harm": 0.0,
+        "min_samples": 100,
+        "min_events": 30,
+    }
+    reqs = [
+        _CS(kind="proportion", n_c=0, x_c=0, v_c=0.0, n_b=5_000, x_b=60, v_b=0.0, **common),
+        _CS(kind="mean", n_c=0, x_c=math.nan, v_c=math.nan, n_b=5_000, x_b=1.0, v_b=0.1, **common),
+    ]
+    for seqs in (judge._run(reqs, ctx), judge._run_arrays(reqs, ctx)):
+        for seq in seqs:
+            assert seq.verdict is Verdict.INCONCLUSIVE
+            assert "too few samples" in seq.reason

@@ -140,20 +140,25 @@ _NO_EVENT_GATE = 2**40
 
 def _scalar_inputs(r: _CS) -> tuple[int, float, float, int, float, float, int] | None:
     """Per-arm count, mean and variance and the event count of one request, as the array
-    path computes them; None when the array path would reject them (it then raises)."""
+    path computes them; None when the array path would reject them (it then raises).
+
+    An empty arm carries no information: its mean and variance enter as 0, and the
+    minimum-samples gate keeps the check inconclusive.
+    """
     n_c, n_b = float(r.n_c), float(r.n_b)
     if not (n_c.is_integer() and n_b.is_integer() and n_c >= 0 and n_b >= 0):
         return None
     if r.kind == "proportion":
         x_c, x_b = float(r.x_c), float(r.x_b)
-        if not (n_c > 0 and n_b > 0 and math.isfinite(x_c) and math.isfinite(x_b)):
+        if not (math.isfinite(x_c) and math.isfinite(x_b)):
             return None
-        mean_c, mean_b = x_c / n_c, x_b / n_b
+        mean_c = x_c / n_c if n_c > 0 else 0.0
+        mean_b = x_b / n_b if n_b > 0 else 0.0
         var_c, var_b = mean_c * (1 - mean_c), mean_b * (1 - mean_b)
         events = int(min(x_c, n_c - x_c) + min(x_b, n_b - x_b))
     else:
-        mean_c, mean_b = float(r.x_c), float(r.x_b)
-        var_c, var_b = float(r.v_c), float(r.v_b)
+        mean_c, var_c = (float(r.x_c), float(r.v_c)) if n_c > 0 else (0.0, 0.0)
+        mean_b, var_b = (float(r.x_b), float(r.v_b)) if n_b > 0 else (0.0, 0.0)
         events = _NO_EVENT_GATE
     if not (
         math.isfinite(mean_c)
@@ -169,6 +174,12 @@ def _scalar_inputs(r: _CS) -> tuple[int, float, float, int, float, float, int] |
     ):
         return None
     return int(n_c), mean_c, var_c, int(n_b), mean_b, var_b, events
+
+
+def _minimums(r: _CS) -> tuple[int, int]:
+    """A check's own minimum samples per arm (at least 2) and events (proportions only)."""
+    events = int(r.min_events) if r.kind == "proportion" else 0
+    return max(2, int(r.min_samples)), max(0, events)
 
 
 class Judge:
@@ -294,8 +305,9 @@ class Judge:
         """All confidence sequences of one evaluation.
 
         Proportions enter as means with per-unit variance ``p(1 - p)``, together with their
-        event counts for the minimum-events gate (means carry no such gate). The minimum
-        sample and event counts are shared by the batch.
+        event counts for the minimum-events gate (means carry no such gate). Each check keeps
+        its own minimum sample and event counts (at least 2 samples per arm: a variance needs
+        two).
 
         With two arms each check is a handful of numbers, so each is computed on Python floats
         by :func:`~safeserve.stats._sequential._sequence_scalar`, the same operations as the
@@ -304,17 +316,6 @@ class Judge:
         """
         alpha = check_alpha(ctx.alpha)
         tuning = check_positive(ctx.tuning, "tuning")
-        min_samples = min(r.min_samples for r in reqs)
-        min_events = min((r.min_events for r in reqs if r.kind == "proportion"), default=0)
-        if (
-            isinstance(min_samples, bool)
-            or not isinstance(min_samples, int)
-            or min_samples < 2
-            or isinstance(min_events, bool)
-            or not isinstance(min_events, int)
-            or min_events < 0
-        ):
-            return self._run_arrays(reqs, ctx)
         key = (alpha, tuning)
         if self._rho2[0] != key:
             self._rho2 = (
@@ -328,6 +329,7 @@ class Judge:
         for i, r in enumerate(reqs):
             args = _scalar_inputs(r)
             code = _DIRECTION_CODE.get(r.direction)
+            min_samples, min_events = _minimums(r)
             if args is None or code is None:
                 return self._run_arrays(reqs, ctx)
             n_c, mean_c, var_c, n_b, mean_b, var_b, events = args
@@ -352,25 +354,15 @@ class Judge:
             if seq is None:
                 slow.append(i)
             out.append(seq)
-        if slow:
-            redo = self._run_arrays(
-                [reqs[i] for i in slow], ctx, min_samples=min_samples, min_events=min_events
-            )
-            for i, seq in zip(slow, redo, strict=True):
-                out[i] = seq
+        for i in slow:  # one at a time: each with its own minimums
+            out[i] = self._run_arrays([reqs[i]], ctx)[0]
         return out
 
-    def _run_arrays(
-        self,
-        reqs: list[_CS],
-        ctx: _Context,
-        *,
-        min_samples: int | None = None,
-        min_events: int | None = None,
-    ) -> list[Any]:
+    def _run_arrays(self, reqs: list[_CS], ctx: _Context) -> list[Any]:
         """The confidence sequences of ``reqs`` in one vectorized call.
 
-        ``min_samples`` and ``min_events`` default to the batch's own minimums.
+        The array code takes one minimum sample and event count for the whole call: the
+        batch's smallest (:meth:`_run` calls it one check at a time).
         """
         n_c = np.array([r.n_c for r in reqs], dtype=np.float64)
         n_b = np.array([r.n_b for r in reqs], dtype=np.float64)
@@ -378,22 +370,25 @@ class Judge:
         x_b = np.array([r.x_b for r in reqs], dtype=np.float64)
         prop = np.array([r.kind == "proportion" for r in reqs])
         with np.errstate(divide="ignore", invalid="ignore"):
-            p_c, p_b = x_c / n_c, x_b / n_b
-        var_c = np.where(prop, p_c * (1 - p_c), [r.v_c for r in reqs])
-        var_b = np.where(prop, p_b * (1 - p_b), [r.v_b for r in reqs])
+            # An empty arm carries no information (see _scalar_inputs).
+            p_c = np.where(n_c > 0, x_c / n_c, 0.0)
+            p_b = np.where(n_b > 0, x_b / n_b, 0.0)
+        m_c = np.where(n_c > 0, x_c, 0.0)
+        m_b = np.where(n_b > 0, x_b, 0.0)
+        var_c = np.where(prop, p_c * (1 - p_c), np.where(n_c > 0, [r.v_c for r in reqs], 0.0))
+        var_b = np.where(prop, p_b * (1 - p_b), np.where(n_b > 0, [r.v_b for r in reqs], 0.0))
         ev = np.minimum(x_c, n_c - x_c) + np.minimum(x_b, n_b - x_b)
         events = np.where(prop, np.nan_to_num(ev), float(_NO_EVENT_GATE)).astype(np.int64)
-        if min_samples is None:
-            min_samples = int(min(r.min_samples for r in reqs))
-        if min_events is None:
-            min_events = min((r.min_events for r in reqs if r.kind == "proportion"), default=0)
+        mins = [_minimums(r) for r in reqs]
+        min_samples = min(m[0] for m in mins)
+        min_events = min(m[1] for m in mins)
         return list(
             _sequence_core(
                 n_c,
-                np.where(prop, p_c, x_c),
+                np.where(prop, p_c, m_c),
                 np.nan_to_num(var_c),
                 n_b,
-                np.where(prop, p_b, x_b),
+                np.where(prop, p_b, m_b),
                 np.nan_to_num(var_b),
                 events=events,
                 alpha=ctx.alpha,
