@@ -84,7 +84,7 @@ def main() -> None:
         "Judging a policy of 20 checks over 2 variants (median of 5 runs)",
         ["step", "us per evaluation"],
         [
-            ["judge only (20 checks, vectorized sequences)", f"{t_judge:,.0f}"],
+            ["judge only (20 checks)", f"{t_judge:,.0f}"],
             ["metrics snapshot", f"{t_snap:,.0f}"],
             ["router.evaluate() (flush + snapshot + judge + log)", f"{t_eval:,.0f}"],
         ],
