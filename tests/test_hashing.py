@@ -162,3 +162,53 @@ def test_salt_must_be_str() -> None:
         ss.salt_seed(b"salt")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         ss.bucket_of("k")
+
+
+def test_vectorized_ints_across_hash_blocks_match_xxhash() -> None:
+    """Int arrays longer than one hashing block (and ragged at its end) equal xxhash."""
+    from safeserve._hashing import _HASH_BLOCK
+
+    rng = np.random.default_rng(12)
+    n = 2 * _HASH_BLOCK + 123
+    ks = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64, endpoint=True)
+    ks[:4] = [0, -1, 2**63 - 1, -(2**63)]
+    got = ss.buckets_of(ks, salt="blocks")
+    assert got.dtype == np.int64
+    assert got.shape == (n,)
+    picks = np.concatenate([np.arange(8), rng.integers(0, n, 500), np.arange(n - 8, n)])
+    for i in picks.tolist():
+        assert got[i] == reference_bucket(struct.pack("<q", int(ks[i])), "blocks"), i
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    head=st.lists(str_keys, max_size=20),
+    odd=st.one_of(bytes_keys, int_keys),
+    tail=st.lists(str_keys, max_size=20),
+    salt=salts,
+)
+def test_str_sequence_with_other_keys_falls_back_exactly(
+    head: list[str], odd: object, tail: list[str], salt: str
+) -> None:
+    """A bytes or int key among str keys takes the general path: same buckets as xxhash."""
+    ks = [*head, odd, *tail]
+
+    def raw(k: object) -> bytes:
+        if isinstance(k, str):
+            return k.encode("utf-8")
+        return k if isinstance(k, bytes) else struct.pack("<q", k)
+
+    expected = [reference_bucket(raw(k), salt) for k in ks]
+    assert ss.buckets_of(ks, salt=salt).tolist() == expected
+
+
+def test_str_subclass_keys_hash_as_their_text() -> None:
+    """A str subclass (a str enum) is hashed as its UTF-8 text, in the fast path too."""
+
+    class Name(str):
+        pass
+
+    ks = [Name("user-1"), "user-2", Name("用户")]
+    assert ss.buckets_of(ks, salt="s").tolist() == [
+        reference_bucket(str(k).encode("utf-8"), "s") for k in ks
+    ]

@@ -491,3 +491,66 @@ def test_batch_slice_is_one_latency_observation() -> None:
     assert m.requests == 100
     assert m.latency_moments.n == 1
     assert math.isclose(m.latency_moments.mean, 0.005)
+
+
+@pytest.mark.parametrize("case", ["plain", "column", "candidate_fails", "invalid_rows", "all_one"])
+def test_predict_batch_records_what_route_batch_records(case: str) -> None:
+    """predict_batch (slices kept as summaries, no request ids) and route_batch (every row
+    with its id) leave the same counts, latency and output summaries in the windows."""
+
+    def build() -> tuple[ss.Router, FakeClock]:
+        clock = FakeClock()
+
+        def timed(f: Any) -> Any:
+            def model(X: np.ndarray) -> Any:
+                clock.now += 0.25
+                return f(X)
+
+            return model
+
+        def v1(X: np.ndarray) -> Any:
+            y = X[:, 0] * 0.5 + 1.0
+            return y.reshape(-1, 1) if case == "column" else y
+
+        def v2(X: np.ndarray) -> Any:
+            if case == "candidate_fails":
+                raise RuntimeError("candidate broke")
+            y = X[:, 0] * 2.0 - 3.0
+            if case == "invalid_rows":
+                y[X[:, 0] % 5 == 0] = np.nan
+            return y.reshape(-1, 1) if case == "column" else y
+
+        router = ss.Router(
+            {"v1": timed(v1), "v2": timed(v2)},
+            strategy=ss.Canary("v1", "v2", weight=100 if case == "all_one" else 30),
+            validators={"v2": ss.is_finite} if case == "invalid_rows" else None,
+            clock=clock,
+            name="same",
+        )
+        return router, clock
+
+    X = np.random.default_rng(4).normal(size=(3_000, 1)).round(2) * 10
+    keys = np.arange(3_000)
+    a, _ = build()
+    b, _ = build()
+    out_a = a.predict_batch(X, keys=keys)
+    out_b = b.route_batch(X, keys=keys).values
+    assert np.array_equal(np.asarray(out_a), np.asarray(out_b))
+    ma, mb = a.status().metrics, b.status().metrics
+    for name in ("v1", "v2"):
+        va, vb = ma.variant(name), mb.variant(name)
+        assert (va.requests, va.ok, va.errors, va.fallbacks, va.rejected) == (
+            vb.requests,
+            vb.ok,
+            vb.errors,
+            vb.fallbacks,
+            vb.rejected,
+        )
+        assert va.latency == vb.latency
+        assert va.output_histogram == vb.output_histogram
+        assert va.output_kinds == vb.output_kinds
+        assert va.latency_moments.n == vb.latency_moments.n
+        assert va.latency_moments.mean == vb.latency_moments.mean
+        assert va.output.n == vb.output.n
+        assert va.output.mean == pytest.approx(vb.output.mean, rel=1e-12, abs=1e-15)
+        assert va.output.variance == pytest.approx(vb.output.variance, rel=1e-9, nan_ok=True)

@@ -140,23 +140,17 @@ def bucket_of(key: Key, *, salt: str | None = None, seed: int | None = None) -> 
     return int(_xxh3(key_bytes(key), seed) % BUCKETS)
 
 
-def _rrmxmx_xor_input(input64: NDArray[np.uint64], seed: int) -> NDArray[np.uint64]:
-    """xxh3_64 of 8-byte inputs, given as ``swap32-halves`` words, vectorized."""
-    # XXH3_len_4to8_64b: seed ^= swap32(low32(seed)) << 32
+#: Keys hashed per pass: the scratch arrays stay in cache and are reused in place.
+_HASH_BLOCK: Final = 1 << 15
+
+
+def _bitflip(seed: int) -> np.uint64:
+    """XXH3_len_4to8_64b's ``(secret[8:16] ^ secret[16:24]) - seed'`` for a 64-bit seed."""
+    # seed' = seed ^ (swap32(low32(seed)) << 32)
     low = seed & 0xFFFFFFFF
     swapped = int.from_bytes(low.to_bytes(4, "little"), "big")
     seed2 = (seed ^ (swapped << 32)) & _M64
-    bitflip = np.uint64(((_SECRET_8 ^ _SECRET_16) - seed2) & _M64)
-    h = input64 ^ bitflip
-    # XXH3_rrmxmx(h, len=8)
-    h ^= ((h << np.uint64(49)) | (h >> np.uint64(15))) ^ (
-        (h << np.uint64(24)) | (h >> np.uint64(40))
-    )
-    h *= _PRIME_MX2
-    h ^= (h >> np.uint64(35)) + np.uint64(8)
-    h *= _PRIME_MX2
-    h ^= h >> np.uint64(28)
-    return h
+    return np.uint64(((_SECRET_8 ^ _SECRET_16) - seed2) & _M64)
 
 
 def _int_buckets(keys: NDArray[np.integer], seed: int) -> NDArray[np.int64]:
@@ -165,10 +159,48 @@ def _int_buckets(keys: NDArray[np.integer], seed: int) -> NDArray[np.int64]:
         bad = int(keys[keys > _INT64_MAX][0])
         raise InvalidKeyError(f"int key {bad!r} is outside the signed 64-bit range")
     k = keys.astype(np.int64, copy=False).view(np.uint64)
-    # The key's 8 little-endian bytes: input1 = bytes 0..3 (low word), input2 = bytes 4..7.
-    # xxh3 builds input64 = input2 + (input1 << 32), i.e. the two 32-bit halves swapped.
-    input64 = (k << np.uint64(32)) | (k >> np.uint64(32))
-    return (_rrmxmx_xor_input(input64, seed) % np.uint64(BUCKETS)).astype(np.int64)
+    n = k.size
+    out = np.empty(n, dtype=np.int64)
+    res = out.view(np.uint64)
+    bitflip = _bitflip(seed)
+    size = min(n, _HASH_BLOCK)
+    h = np.empty(size, dtype=np.uint64)
+    t = np.empty(size, dtype=np.uint64)
+    u = np.empty(size, dtype=np.uint64)
+    # Block by block, in place: no temporary array per step (each would cost a pass over
+    # fresh memory).
+    for start in range(0, n, _HASH_BLOCK):
+        kb = k[start : start + _HASH_BLOCK]
+        m = kb.size
+        hh, tt, uu = h[:m], t[:m], u[:m]
+        # The key's 8 little-endian bytes: input1 = bytes 0..3 (low word), input2 = bytes
+        # 4..7. xxh3 builds input64 = input2 + (input1 << 32), the two halves swapped.
+        np.left_shift(kb, 32, out=hh)
+        np.right_shift(kb, 32, out=tt)
+        hh |= tt
+        hh ^= bitflip
+        # XXH3_rrmxmx(h, len=8): h ^= rotl(h, 49) ^ rotl(h, 24) (each rotation's two halves
+        # have no bit in common, so | is ^), then two multiply-xorshift rounds.
+        np.left_shift(hh, 49, out=tt)
+        np.right_shift(hh, 15, out=uu)
+        tt ^= uu
+        np.left_shift(hh, 24, out=uu)
+        tt ^= uu
+        np.right_shift(hh, 40, out=uu)
+        tt ^= uu
+        hh ^= tt
+        hh *= _PRIME_MX2
+        np.right_shift(hh, 35, out=tt)
+        tt += 8
+        hh ^= tt
+        hh *= _PRIME_MX2
+        np.right_shift(hh, 28, out=tt)
+        hh ^= tt
+        # h % BUCKETS as h - (h // BUCKETS) * BUCKETS: numpy divides by a constant quickly.
+        np.floor_divide(hh, BUCKETS, out=tt)
+        tt *= BUCKETS
+        np.subtract(hh, tt, out=res[start : start + m])
+    return out
 
 
 def buckets_of(
@@ -218,11 +250,18 @@ def buckets_of(
         keys = keys.tolist()
     if not isinstance(keys, list | tuple):
         keys = list(keys)
-    # All-str input (the common case) skips the per-key type dispatch of key_bytes.
-    encode = str.encode if all(type(k) is str for k in keys) else key_bytes
-    hashes = np.fromiter(
-        map(_xxh3, map(encode, keys), itertools.repeat(seed)),
-        dtype=np.uint64,
-        count=len(keys),
-    )
-    return (hashes % np.uint64(BUCKETS)).astype(np.int64)
+    n = len(keys)
+    try:
+        # All-str input (the common case) skips the per-key type dispatch of key_bytes:
+        # str.encode raises TypeError at the first key that is not a str (subclasses are
+        # encoded as key_bytes encodes them).
+        hashes = np.fromiter(
+            map(_xxh3, map(str.encode, keys), itertools.repeat(seed)), dtype=np.uint64, count=n
+        )
+    except TypeError:
+        hashes = np.fromiter(
+            map(_xxh3, map(key_bytes, keys), itertools.repeat(seed)), dtype=np.uint64, count=n
+        )
+    out = hashes.view(np.int64)
+    np.remainder(hashes, BUCKETS, out=hashes)  # in place: the result is the int64 view
+    return out

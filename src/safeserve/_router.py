@@ -341,10 +341,10 @@ class Router:
         if config is None:
             self._mirror = None
         else:
+            # A process-isolated shadow is timed in its worker process, not on our clock.
+            clock = self._clock if config.isolation == "thread" else None
             self._mirror = ShadowMirror(
-                self._models[self._index[config.shadow]],
-                clock=self._clock,
-                **config.mirror_options(),
+                self._models[self._index[config.shadow]], clock=clock, **config.mirror_options()
             )
         self._rebuild()
         if old is not None:
@@ -620,7 +620,7 @@ class Router:
 
     def _batch_indices(
         self, snap: _Snapshot, X: Any, keys: Any, n: int
-    ) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    ) -> tuple[NDArray[np.integer[Any]], NDArray[np.bool_]]:
         override = np.zeros(n, dtype=bool)
         if keys is None:
             with self._keyless_lock:
@@ -632,7 +632,7 @@ class Router:
                 raise ConfigError(f"got {len(keys)} keys for {n} rows")
             buckets = buckets_of(keys, seed=snap.seed)
             key_list = keys
-        vi = np.asarray(snap.allocation.array, dtype=np.int64)[buckets]
+        vi = snap.allocation.array.take(buckets)  # the owner of each bucket (int16)
         if snap.override_keys is not None or snap.override_fn is not None:
             as_list = key_list.tolist() if isinstance(key_list, np.ndarray) else key_list
             for i, k in enumerate(as_list):
@@ -682,114 +682,126 @@ class Router:
         snap = self._snapshot
         n = len(X)
         vi, override = self._batch_indices(snap, X, keys, n)
-        ids = np.full(n, -1, dtype=np.int64)
-        return self._run_slices(snap, X, vi, override, ids)[0]
+        return self._run_slices(snap, X, vi, override, None)[0]
 
     def _run_slices(
         self,
         snap: _Snapshot,
         X: Any,
-        vi: NDArray[np.int64],
+        vi: NDArray[np.integer[Any]],
         override: NDArray[np.bool_],
-        ids: NDArray[np.int64],
+        ids: NDArray[np.int64] | None,
     ) -> tuple[Any, NDArray[np.bool_]]:
+        """Call each variant once on its rows; record one batch per slice; return the answers
+        in input order and which rows the baseline answered instead (``ids``: the request
+        ids, or None when the rows have none)."""
         n = len(vi)
         is_array = isinstance(X, np.ndarray)
-        status = np.zeros(n, dtype=np.int8)
         fallback = np.zeros(n, dtype=bool)
-        latency = np.zeros(n, dtype=np.float64)
-        parts: list[tuple[NDArray[np.int64], Any]] = []
+        parts: list[tuple[NDArray[np.intp] | None, Any]] = []
         clock = self._clock
-        # One pass per variant (a handful) beats a sort of the whole batch.
-        counts = np.bincount(vi, minlength=len(snap.names)) if n else np.zeros(0, np.int64)
-        groups = [np.flatnonzero(vi == j) for j in np.flatnonzero(counts).tolist()]
+        # One pass per variant (a handful) beats a sort of the whole batch; a variant with
+        # every row gets the batch itself (idx None), not a copy.
+        groups: list[tuple[int, NDArray[np.intp] | None]] = []
+        for j in range(len(snap.names)) if n else ():
+            hit = vi == j
+            count = int(np.count_nonzero(hit))
+            if count == n:
+                groups = [(j, None)]
+                break
+            if count:
+                groups.append((j, np.flatnonzero(hit)))
         # The baseline's slice last, so that fallback rows can join it in one call.
-        groups.sort(key=lambda g: int(vi[g[0]]) == 0)
-        redo: list[NDArray[np.int64]] = []
-        raw: dict[int, Any] = {}  # each variant's own outputs, for its metrics
-        for idx in groups:
-            j = int(vi[idx[0]])
-            xs = X[idx] if is_array else [X[i] for i in idx]
+        groups.sort(key=lambda g: g[0] == 0)
+        any_override = bool(override.any())
+        redo: list[NDArray[np.intp] | None] = []
+        # Per slice, what its record holds: (variant, rows, per-row seconds, status, the
+        # variant's own outputs or None).
+        slices: list[tuple[int, NDArray[np.intp] | None, float, Any, Any]] = []
+        for j, idx in groups:
+            m = n if idx is None else len(idx)
+            xs = X if idx is None else X.take(idx, axis=0) if is_array else [X[i] for i in idx]
             t0 = clock()
             try:
                 ys = snap.models[j](xs)
             except Exception:
-                t1 = clock()
-                latency[idx] = (t1 - t0) / len(idx)
-                status[idx] = _ERROR
+                latency = (clock() - t0) / m
                 if j == 0 or not snap.fallback:
-                    self._record_batch(ids, vi, latency, status, fallback, None, override, idx)
+                    self._record_slice(ids, j, idx, n, latency, _ERROR, False, None, override)
                     raise
-                fallback[idx] = True
+                fallback[_rows(idx, n)] = True
                 redo.append(idx)
+                slices.append((j, idx, latency, _ERROR, None))
                 continue
-            t1 = clock()
-            latency[idx] = (t1 - t0) / len(idx)
-            raw[j] = ys
-            if len(ys) != len(idx):
-                bad = np.ones(len(idx), dtype=bool)
+            latency = (clock() - t0) / m
+            if len(ys) != m:
+                bad: NDArray[np.bool_] | None = np.ones(m, dtype=bool)
+            elif snap.validators[j] is None:
+                bad = None
             else:
                 bad = ~_valid_rows(snap.validators[j], ys)
-            if bad.any() and j != 0:
-                status[idx[bad]] = _INVALID
-                if not snap.fallback:
-                    self._record_batch(ids, vi, latency, status, fallback, None, override, idx)
-                    raise InvalidOutputError(
-                        f"{int(bad.sum())} output(s) of {snap.names[j]!r} failed validation"
-                    )
-                fallback[idx[bad]] = True
-                redo.append(idx[bad])
-                keep = ~bad
-                if keep.any():
-                    parts.append((idx[keep], _take(ys, keep)))
-            else:
-                status[idx[bad]] = _INVALID
+            own = ys if len(ys) == m else None  # the variant's outputs, for its metrics
+            if bad is None or not bad.any():
                 parts.append((idx, ys))
+                slices.append((j, idx, latency, _OK, own))
+                continue
+            status = np.where(bad, _INVALID, _OK).astype(np.int8)
+            if j == 0:
+                # Nothing to fall back to: count them and answer as the service did before.
+                parts.append((idx, ys))
+                slices.append((j, idx, latency, status, own))
+                continue
+            if not snap.fallback:
+                self._record_slice(ids, j, idx, n, latency, status, False, None, override)
+                raise InvalidOutputError(
+                    f"{int(bad.sum())} output(s) of {snap.names[j]!r} failed validation"
+                )
+            rows = _rows(idx, n)
+            fallback[rows[bad]] = True
+            redo.append(rows[bad])
+            keep = ~bad
+            if keep.any():
+                parts.append((rows[keep], _take(ys, keep)))
+            slices.append((j, idx, latency, status, own))
         for idx in redo:
-            xs = X[idx] if is_array else [X[i] for i in idx]
+            xs = X if idx is None else X.take(idx, axis=0) if is_array else [X[i] for i in idx]
             parts.append((idx, snap.models[0](xs)))
         values = _scatter(parts, n)
         if snap.observe is not None and n:
             self._drift.observe_batch(X, vi)  # type: ignore[union-attr]
         # One record batch per variant slice: a slice has one variant and one latency per
         # row, which the recorder summarizes without a pass per row.
-        for idx in groups:
-            j = int(vi[idx[0]])
-            ys = raw.get(j)
-            self._recorder.append_batch(
-                ids[idx],
-                j,
-                latency[idx[0]],
-                status[idx],
-                fallback[idx],
-                ys if ys is not None and len(ys) == len(idx) else None,
-                override[idx],
-            )
+        for j, idx, latency, status, own in slices:
+            fb: Any = False
+            if isinstance(status, int) and status == _ERROR:
+                fb = bool(fallback[0 if idx is None else idx[0]])  # the whole slice, or none
+            elif redo:
+                fb = fallback if idx is None else fallback[idx]
+            self._record_slice(ids, j, idx, n, latency, status, fb, own, override, any_override)
         self._maintain()
         return values, fallback
 
-    def _record_batch(
+    def _record_slice(
         self,
-        ids: NDArray[np.int64],
-        vi: NDArray[np.int64],
-        latency: NDArray[np.float64],
-        status: NDArray[np.int8],
-        fallback: NDArray[np.bool_],
+        ids: NDArray[np.int64] | None,
+        j: int,
+        idx: NDArray[np.intp] | None,
+        n: int,
+        latency: float,
+        status: Any,
+        fallback: Any,
         outputs: Any,
         override: NDArray[np.bool_],
-        only: NDArray[np.int64] | None = None,
+        any_override: bool = True,
     ) -> None:
-        """Buffer the records of a slice that failed without fallback (before re-raising)."""
-        assert only is not None
-        self._recorder.append_batch(
-            ids[only],
-            vi[only],
-            latency[only],
-            status[only],
-            fallback[only],
-            outputs,
-            override[only],
-        )
+        """Buffer the record batch of one slice; columns that are the same on every row of
+        the slice go as scalars (the recorder then keeps a summary only)."""
+        m = n if idx is None else len(idx)
+        rid: Any = -1 if ids is None else ids if idx is None else ids[idx]
+        ov: Any = (override if idx is None else override[idx]) if any_override else False
+        if outputs is None and np.ndim(rid) == 0 and np.ndim(status) == 0:
+            fallback = np.full(m, fallback, dtype=bool)  # gives the slice its length
+        self._recorder.append_batch(rid, j, latency, status, fallback, outputs, ov)
 
     # -- metrics, outcomes and status ------------------------------------------------------
 
@@ -979,23 +991,35 @@ def _valid_rows(validator: Validator | None, ys: Any) -> NDArray[np.bool_]:
     return np.fromiter((_valid(validator, y) for y in ys), dtype=bool, count=n)
 
 
+def _rows(idx: NDArray[np.intp] | None, n: int) -> Any:
+    """The row indices of a slice (``None``: every row of the batch)."""
+    return np.arange(n) if idx is None else idx
+
+
 def _take(ys: Any, mask: NDArray[np.bool_]) -> Any:
     if isinstance(ys, np.ndarray):
         return ys[mask]
     return [y for y, m in zip(ys, mask.tolist(), strict=True) if m]
 
 
-def _scatter(parts: list[tuple[NDArray[np.int64], Any]], n: int) -> Any:
+def _scatter(parts: list[tuple[NDArray[np.intp] | None, Any]], n: int) -> Any:
     if parts and all(isinstance(ys, np.ndarray) for _, ys in parts):
         first = parts[0][1]
         dtype = np.result_type(*[ys.dtype for _, ys in parts])
         out = np.empty((n, *first.shape[1:]), dtype=dtype)
+        # One value per row (shape (n,) or (n, 1)): scattering flat values is cheaper.
+        flat = out.reshape(-1) if out.size == n else None
         for idx, ys in parts:
-            out[idx] = ys
+            if idx is None:
+                out[...] = ys
+            elif flat is not None and ys.size == idx.size:
+                flat[idx] = ys.reshape(-1)
+            else:
+                out[idx] = ys
         return out
     result: list[Any] = [None] * n
     for idx, ys in parts:
-        for i, y in zip(idx.tolist(), ys, strict=True):
+        for i, y in zip(range(n) if idx is None else idx.tolist(), ys, strict=True):
             result[i] = y
     return result
 

@@ -375,3 +375,232 @@ def test_bad_recorder_config_is_rejected(kwargs):
     kwargs.setdefault("clock", Clock())
     with pytest.raises(ConfigError):
         Recorder(kwargs.pop("variants"), **kwargs)
+
+
+# -- fast paths agree with the general ones --------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from safeserve.metrics import _recorder as recorder_module  # noqa: E402
+
+_odd_values = st.sampled_from(
+    [
+        np.float64(0.5),
+        np.int64(1),
+        Status.OK,
+        7,
+        -3,
+        2**40,
+        "x",
+        True,
+        1,
+        0,
+        [0.1],
+        math.nan,
+        math.inf,
+        -math.inf,
+        -0.0,
+        -1.0,
+    ]
+)
+
+
+@st.composite
+def record_lists(draw: st.DrawFn) -> list[object]:
+    """Request records: mostly the router's layout, sometimes any odd field or record."""
+    n = draw(st.integers(1, 60))
+    first = draw(st.sampled_from([0, 5, 2**31 - 30, 2**40]))
+    common = draw(st.booleans())
+    rows: list[object] = []
+    for i in range(n):
+        rid: object = first + i if draw(st.booleans()) or common else draw(st.integers(-2, 2**33))
+        row = [
+            rid,
+            draw(st.integers(0, 1)),
+            draw(st.floats(0.0, 10.0) | st.sampled_from([0.0, 1e-9, 5e3])),
+            draw(st.sampled_from([0, 0, 0, 1, 2, 3])),
+            draw(st.booleans()),
+            draw(st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))),
+            draw(st.booleans()),
+        ]
+        if not common and draw(st.integers(0, 4)) == 0:
+            row[draw(st.integers(0, 6))] = draw(_odd_values)
+        record: object = tuple(row)
+        if not common and draw(st.integers(0, 30)) == 0:
+            record = row  # a list, not a tuple: malformed
+        rows.append(record)
+    return rows
+
+
+def _same_float(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return np.float64(a).tobytes() == np.float64(b).tobytes()
+    return type(a) is type(b) and a == b
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=record_lists())
+def test_marshal_conversion_equals_the_itemgetter_conversion(rows: list[object]):
+    """The marshal path reads every field exactly as the general path does, or declines;
+    it never declines a chunk of the router's own layout with int32 ids."""
+    fast = recorder_module._columns_marshal(list(rows))
+    common = all(recorder_module._common_layout(r) for r in rows)
+    if common and all(-(2**31) <= r[0] < 2**31 for r in rows):  # type: ignore[index]
+        assert fast is not None
+    if fast is None:
+        return
+    ref = recorder_module._columns_fast(list(rows))
+    for name in ("rid", "var", "st", "fb", "ov"):
+        assert np.array_equal(getattr(fast, name), getattr(ref, name)), name
+    assert fast.lat.tobytes() == ref.lat.tobytes()
+    got = fast.outputs_list()
+    assert isinstance(ref.out, list)
+    assert len(got) == len(ref.out)
+    assert all(_same_float(a, b) for a, b in zip(got, ref.out, strict=True))
+
+
+def _window_dicts(rec: Recorder) -> list[dict[str, object]]:
+    return [v.to_dict() for v in rec.snapshot().variants]
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=record_lists())
+def test_flush_with_and_without_the_marshal_path_is_identical(rows: list[object]):
+    """Windows, totals, rejections and outcome joins are the same whichever path converts."""
+    a, _ = make()
+    b, _ = make()
+    for r in rows:
+        a.append(r)
+        b.append(r)
+    a.flush()
+    original = recorder_module._columns_marshal
+    recorder_module._columns_marshal = lambda chunk: None  # type: ignore[assignment]
+    try:
+        b.flush()
+    finally:
+        recorder_module._columns_marshal = original
+    assert _window_dicts(a) == _window_dicts(b)
+    assert a.snapshot().rejected == b.snapshot().rejected
+    for r in rows[:10]:
+        rid = r[0] if isinstance(r, tuple) else -5  # type: ignore[index]
+        if isinstance(rid, int) and not isinstance(rid, bool):
+            assert a.record_outcome(rid, "y", 1.0) == b.record_outcome(rid, "y", 1.0)
+
+
+def test_a_big_flush_in_blocks_equals_small_flushes():
+    """More records than one conversion block give the counts and buckets of many small
+    flushes, and numpy's latency and output moments."""
+    n = 2 * recorder_module._BLOCK + 777
+    rng = np.random.default_rng(17)
+    lat = rng.lognormal(-4.0, 1.0, n)
+    out = rng.normal(size=n)
+    vi = rng.integers(0, 2, n)
+    st_ = np.where(rng.random(n) < 0.02, 1, 0)
+    rows = [
+        (
+            i,
+            int(vi[i]),
+            float(lat[i]),
+            int(st_[i]),
+            bool(st_[i]),
+            None if st_[i] else float(out[i]),
+            False,
+        )
+        for i in range(n)
+    ]
+    big, _ = make()
+    small, _ = make()
+    for r in rows:
+        big.append(r)
+    assert big.flush() == n
+    for start in range(0, n, 1000):
+        for r in rows[start : start + 1000]:
+            small.append(r)
+        small.flush()
+    for name, v in (("v1", 0), ("v2", 1)):
+        x, y = big.snapshot().variant(name), small.snapshot().variant(name)
+        assert (x.requests, x.errors, x.ok) == (y.requests, y.errors, y.ok)
+        assert x.latency == y.latency
+        assert x.output_histogram == y.output_histogram
+        ok = (vi == v) & (st_ == 0)
+        assert x.latency_moments.mean == pytest.approx(lat[ok].mean(), rel=1e-12)
+        assert x.latency_moments.variance == pytest.approx(lat[ok].var(ddof=1), rel=1e-9)
+        assert x.log_latency.mean == pytest.approx(np.log(lat[ok]).mean(), rel=1e-12)
+        assert x.output.mean == pytest.approx(out[ok].mean(), rel=1e-9, abs=1e-12)
+        assert x.output.variance == pytest.approx(out[ok].var(ddof=1), rel=1e-9)
+
+
+@pytest.mark.parametrize("outputs", ["auto", "numeric", "label", "ignore"])
+@pytest.mark.parametrize(
+    "case", ["floats", "column", "non_finite", "ints", "bad_latency", "fallback", "empty"]
+)
+def test_a_uniform_batch_slice_equals_the_same_rows_as_columns(case: str, outputs: str):
+    """A slice given as scalars (kept as a summary until the flush) records what the same
+    rows given column by column record: counts, latency, outputs, rejections."""
+    rng = np.random.default_rng(3)
+    n = 0 if case == "empty" else 5_000
+    y: np.ndarray = rng.normal(size=n)
+    lat, fb = 0.002, False
+    if case == "column":
+        y = y.reshape(-1, 1)
+    elif case == "non_finite":
+        y[::97] = np.nan
+        y[1::101] = np.inf
+    elif case == "ints":
+        y = rng.integers(0, 4, n)
+    elif case == "bad_latency":
+        lat = math.nan
+    elif case == "fallback":
+        fb = True
+    a, _ = make(outputs=outputs)
+    b, _ = make(outputs=outputs)
+    a.append_batch(-1, 1, lat, Status.OK, fb, y, False)
+    b.append_batch(
+        np.full(n, -1), 1, lat, np.zeros(n, np.int8), np.full(n, fb), y, np.zeros(n, bool)
+    )
+    assert a.flush() == b.flush() == n
+    sa, sb = a.snapshot(), b.snapshot()
+    for name in ("v1", "v2"):
+        va, vb = sa.variant(name), sb.variant(name)
+        assert (va.requests, va.ok, va.fallbacks, va.rejected) == (
+            vb.requests,
+            vb.ok,
+            vb.fallbacks,
+            vb.rejected,
+        )
+        assert va.latency == vb.latency
+        assert va.output_histogram == vb.output_histogram
+        assert va.output_kinds == vb.output_kinds
+        assert va.labels == vb.labels
+        assert (va.latency_moments.n, va.output.n) == (vb.latency_moments.n, vb.output.n)
+        assert va.output.mean == pytest.approx(vb.output.mean, rel=1e-12, abs=1e-15)
+        assert va.output.m2 == pytest.approx(vb.output.m2, rel=1e-9)
+
+
+def test_append_batch_broadcasts_single_values():
+    """A scalar or one-element column applies to every row; other lengths must agree."""
+    rec, _ = make()
+    rec.append_batch(np.arange(4), [1], 0.01, 0, False, np.ones(4), [False])
+    assert rec.snapshot().variant("v2").requests == 4
+    with pytest.raises(DataError, match="length"):
+        rec.append_batch(np.arange(4), 1, 0.01, np.zeros(3, np.int8), False, None, False)
+
+
+def test_consecutive_ids_wrapping_the_outcome_ring():
+    """Consecutive ids stored as runs of slots (wrapping the ring) join like any others:
+    the newest ``capacity`` ids are found, older ones are late, unseen ones unknown."""
+    rec, _ = make(outcome_capacity=10)
+    for start in range(0, 23, 7):
+        for i in range(start, min(start + 7, 23)):
+            rec.append((i, i % 2, 0.01, 0, False, 0.5, False))
+        rec.flush()
+    assert [rec.record_outcome(i, "y", 1.0).name for i in (22, 13, 12, 30)] == [
+        "ACCEPTED",
+        "ACCEPTED",
+        "LATE",
+        "UNKNOWN",
+    ]
+    rec.append((21, 0, 0.01, 0, False, 0.5, False))  # an id seen before: not newer, kept out
+    rec.flush()
+    assert rec.record_outcome(21, "y", 1.0).name == "ACCEPTED"

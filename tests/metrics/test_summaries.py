@@ -305,3 +305,80 @@ def test_category_counts_rejects_bad_labels():
     with pytest.raises(DataError, match=r"1\.5"):
         c.update_many(["a", 1.5])
     assert c.n == 0
+
+
+def _formula_index(h: LogHistogram, x: np.ndarray) -> np.ndarray:
+    """The DDSketch key by its definition (log, scale, ceil, clip), one log per value."""
+    return h.index_of_log_scale(x)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    a=st.floats(0.002, 0.3),
+    lo=st.floats(1e-9, 1.0),
+    span=st.floats(2.0, 1e12),
+    xs=st.lists(st.floats(0.0, 1e15, allow_nan=False, allow_infinity=False), max_size=200),
+)
+def test_bit_lookup_equals_the_log_formula(a: float, lo: float, span: float, xs: list[float]):
+    """The bucket read from a value's bits equals ceil(log_gamma(x)) bucket for bucket:
+    random values, values at every bucket boundary, one ulp either side, and their scalars."""
+    h = LogHistogram(relative_accuracy=a, min_value=lo, max_value=lo * span)
+    bits = h._bits
+    x = np.array([0.0, -0.0, 5e-324, lo, lo / 2, lo * span, *xs], dtype=np.float64)
+    if bits is not None:
+        edges = bits.bounds[bits.bounds != np.iinfo(np.int64).max]
+        near = np.concatenate([edges - 1, edges, edges + 1, edges + 2]).view(np.float64)
+        x = np.concatenate([x, near])
+    assert np.array_equal(h.index_of(x), _formula_index(h, np.abs(x)))
+    sample = x[:: max(1, x.size // 300)]
+    assert [h._index_scalar(float(v)) for v in sample] == _formula_index(h, np.abs(sample)).tolist()
+
+
+def test_default_layout_uses_the_bit_lookup_at_every_boundary():
+    """At the default resolution the lookup exists and agrees at every boundary ± 2 ulps."""
+    h = LogHistogram()
+    assert h._bits is not None
+    edges = h._bits.bounds[h._bits.bounds != np.iinfo(np.int64).max]
+    assert edges.size == h.counts.size - 1  # one boundary per bucket after the underflow
+    x = np.concatenate([edges + d for d in range(-2, 4)]).view(np.float64)
+    assert np.array_equal(h.index_of(x), _formula_index(h, x))
+
+
+def test_fine_layouts_fall_back_to_the_log_formula():
+    """A layout too fine for small tables keeps the formula (and the same buckets)."""
+    h = LogHistogram(relative_accuracy=1e-4)
+    assert h._bits is None
+    x = np.random.default_rng(2).lognormal(0.0, 3.0, 1000)
+    h.update_many(x)
+    assert np.array_equal(h.counts, np.bincount(_formula_index(h, x), minlength=h.counts.size))
+    assert h._index_scalar(float(x[0])) == int(_formula_index(h, x[:1])[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False), min_size=1, max_size=200
+    )
+)
+def test_signed_bit_lookup_equals_the_two_sided_formula(xs: list[float]):
+    """Signed buckets: negative values mirror |x|'s bucket, the rest (-0.0 included) take
+    the positive side, exactly as the formula on |x| places them; scalars agree."""
+    h = SignedLogHistogram()
+    x = np.array([*xs, 0.0, -0.0, -1e-9, 1e-9, -5e-324], dtype=np.float64)
+    half = h.counts.size // 2
+    k = _formula_index(h._side, np.abs(x))
+    expected = np.where(x < 0, half - 1 - k, half + k)
+    assert np.array_equal(h.index_of(x), expected)
+    assert [h._index_scalar(float(v)) for v in x] == expected.tolist()
+
+
+def test_bucket_counts_over_many_blocks_equal_one_bincount():
+    """Counting a long array block by block gives numpy's bincount of the bucket indices."""
+    rng = np.random.default_rng(21)
+    x = rng.lognormal(-3.0, 2.0, 100_000)
+    y = rng.normal(0.0, 5.0, 100_000)
+    a, s = LogHistogram(), SignedLogHistogram()
+    assert np.array_equal(a.bucket_counts(x), np.bincount(a.index_of(x), minlength=a.counts.size))
+    assert np.array_equal(s.bucket_counts(y), np.bincount(s.index_of(y), minlength=s.counts.size))
+    assert a.update_many(x).n == x.size
+    assert s.update_many(y).n == y.size

@@ -71,14 +71,39 @@ class _OutcomeRing:
         now: float,
     ) -> None:
         """Remember non-negative request ids (vectorized); a newer id owns a shared slot."""
-        if ids.size == 0:
+        n = ids.size
+        if n == 0:
             return
-        if ids.size > self.capacity:
+        first = int(ids[0])
+        if (
+            first > self.newest
+            and n <= self.capacity
+            and int(ids[-1]) - first == n - 1
+            and bool((ids[1:] > ids[:-1]).all())
+        ):
+            # Consecutive new ids (one router thread): a contiguous run of slots, written
+            # with slices; every id is newer than any stored one, so all of them are kept.
+            start = first % self.capacity
+            split = min(n, self.capacity - start)
+            for lo, hi, at in ((0, split, start), (split, n, 0)):
+                if hi > lo:
+                    dst = slice(at, at + hi - lo)
+                    self.ids[dst] = ids[lo:hi]
+                    self.variant[dst] = variant[lo:hi]
+                    self.override[dst] = override[lo:hi]
+                    self.time[dst] = now
+                    for seen in self.seen.values():
+                        seen[dst] = False
+            self.newest = first + n - 1
+            return
+        if n > self.capacity:
             order = np.argsort(ids, kind="stable")  # so that the newest id is written last
             ids, variant, override = ids[order], variant[order], override[order]
-        slots = ids % self.capacity
+        slots = ids % self.capacity if int(ids.max()) >= self.capacity else ids
         keep = ids > self.ids[slots]
         if not keep.all():
+            if not keep.any():
+                return
             ids, variant, override, slots = ids[keep], variant[keep], override[keep], slots[keep]
         self.ids[slots] = ids
         self.variant[slots] = variant

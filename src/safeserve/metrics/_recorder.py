@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
+import marshal
 import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from itertools import compress
 from operator import itemgetter
-from typing import Any, Literal, Self
+from typing import Any, Literal, NamedTuple, Self, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -64,12 +65,72 @@ _ARR = "fiubUS"
 _GET = tuple(itemgetter(i) for i in range(7))
 #: Variant index given to a record that is not a 7-tuple.
 _MALFORMED = np.iinfo(np.int64).min
+_SUM = np.add.reduce
+_MIN = np.minimum.reduce
+_MAX = np.maximum.reduce
+#: Up to this many variants, per-variant figures come from a mask per variant.
+_FEW_GROUPS = 8
+#: Records converted and ingested at once: small enough for the temporaries to stay in cache.
+_BLOCK = 1 << 14
+
+# The marshal fast path (see _columns_marshal). Version 2 writes no back-references, so
+# every record is spelled out in full: "(" + int32 7, then per field a type byte ("i" int32,
+# "g" float64, "N" None, "T"/"F" bools) and its little-endian payload.
+_MARSHAL_VERSION = 2
+#: Dumped as ``(*_HEAD, chunk, 0.0)``: the tuple's 5-byte header, six 1-byte Nones and the
+#: list's 5-byte header put the first record at byte 16, so that every record of the common
+#: layout (40 bytes, 32 when the output is None) starts on an 8-byte word; the trailing float
+#: leaves a whole word after the last record.
+_HEAD = (None,) * 6
+_HEAD_BYTES = 16
+_TAIL_BYTES = 9
+#: The first 6 bytes of a record: "(", int32 7, "i" (an int32 request id).
+_REC_SIG = int.from_bytes(b"(\x07\x00\x00\x00i", "little")
+_LOW48 = (1 << 48) - 1
+#: w1: "i" (variant) at byte 2, "g" (latency) at byte 7.
+_W1_MASK = 0xFF00_0000_00FF_0000 - (1 << 64)
+_W1_TYPES = 0x6700_0000_0069_0000
+#: w3: "i" (status) at byte 0; the fallback's type byte 5 is "T" or "F" (see _BOOL_MASK).
+_W3_MASK = 0x0000_ED00_0000_00FF
+_W3_TYPES = 0x0000_4400_0000_0069
+#: "T" (0x54) and "F" (0x46) differ in bits 0x12 only; with them masked off, the bytes that
+#: match are "D", "F", "T" and "V", and "D" and "V" are no marshal type code. Bit 0x10 is set
+#: in "T" only.
+_OV_MASK = (0xED << 56) - (1 << 64)
+_OV_TYPES = 0x44 << 56
+_OV_TRUE = 0x10 << 56
+_FB_TRUE = 0x10 << 40
+#: w3's byte 6: the output's type.
+_OUT_T = 0xFF << 48
+_OUT_G = ord("g") << 48
+_OUT_N = ord("N") << 48
+_I32 = range(-(2**31), 2**31)
+_TAIL = marshal.dumps(0.0, _MARSHAL_VERSION)
+
+
+def _head(n: int) -> bytes:
+    """The first 16 bytes of ``marshal.dumps((*_HEAD, chunk, 0.0), 2)`` for ``len(chunk) == n``."""
+    return b"(\x08\x00\x00\x00" + b"N" * 6 + b"[" + n.to_bytes(4, "little")
 
 
 class _Columns:
-    """Request records as parallel arrays (outputs as a float array, a list, or None)."""
+    """Request records as parallel arrays (outputs as a float array, a list, or None).
 
-    __slots__ = ("fb", "lat", "lat_type", "out", "ov", "rid", "st", "timed_once", "var")
+    ``out_none`` (with a float array ``out``) marks the rows whose output was ``None``.
+    """
+
+    __slots__ = (
+        "fb",
+        "lat",
+        "lat_type",
+        "out",
+        "out_none",
+        "ov",
+        "rid",
+        "st",
+        "timed_once",
+        "var",
+    )
 
     def __init__(
         self,
@@ -82,9 +143,10 @@ class _Columns:
         ov: NDArray[np.bool_],
         lat_type: NDArray[np.bool_] | None = None,
         timed_once: bool = False,
+        out_none: NDArray[np.bool_] | None = None,
     ) -> None:
         self.rid, self.var, self.lat, self.st, self.fb = rid, var, lat, st, fb
-        self.out, self.ov, self.lat_type = out, ov, lat_type
+        self.out, self.ov, self.lat_type, self.out_none = out, ov, lat_type, out_none
         # One model call of one variant timed once (a batch slice): one latency observation.
         self.timed_once = timed_once
 
@@ -98,6 +160,7 @@ class _Columns:
         elif out is not None:
             out = list(compress(out, mask.tolist()))
         lt = None if self.lat_type is None else self.lat_type[mask]
+        on = None if self.out_none is None else self.out_none[mask]
         return _Columns(
             self.rid[mask],
             self.var[mask],
@@ -108,40 +171,41 @@ class _Columns:
             self.ov[mask],
             lt,
             self.timed_once,
+            on,
         )
 
-    @staticmethod
-    def concat(parts: list[_Columns]) -> _Columns:
-        if len(parts) == 1:
-            return parts[0]
-        outs: NDArray[Any] | list[Any] | None
-        arrays = [p.out for p in parts if isinstance(p.out, np.ndarray)]
-        if len(arrays) == len(parts) and len({(a.dtype.kind, a.shape[1:]) for a in arrays}) == 1:
-            outs = np.concatenate(arrays)
-        else:
-            outs = []
-            for p in parts:
-                if p.out is None:
-                    outs.extend([None] * len(p))
-                elif isinstance(p.out, np.ndarray):
-                    outs.extend(p.out if p.out.ndim > 1 else p.out.tolist())
-                else:
-                    outs.extend(p.out)
-        lat_type = None
-        if any(p.lat_type is not None for p in parts):
-            lat_type = np.concatenate(
-                [np.zeros(len(p), np.bool_) if p.lat_type is None else p.lat_type for p in parts]
-            )
+    def rows(self, start: int, stop: int) -> _Columns:
+        """Rows ``start:stop`` (views of the columns)."""
+        out = self.out
+        if out is not None:
+            out = out[start:stop]
+        lt = None if self.lat_type is None else self.lat_type[start:stop]
+        on = None if self.out_none is None else self.out_none[start:stop]
         return _Columns(
-            np.concatenate([p.rid for p in parts]),
-            np.concatenate([p.var for p in parts]),
-            np.concatenate([p.lat for p in parts]),
-            np.concatenate([p.st for p in parts]),
-            np.concatenate([p.fb for p in parts]),
-            outs,
-            np.concatenate([p.ov for p in parts]),
-            lat_type,
+            self.rid[start:stop],
+            self.var[start:stop],
+            self.lat[start:stop],
+            self.st[start:stop],
+            self.fb[start:stop],
+            out,
+            self.ov[start:stop],
+            lt,
+            self.timed_once,
+            on,
         )
+
+    def outputs_list(self) -> list[Any]:
+        """The outputs as a list (``None`` where there was none)."""
+        out = self.out
+        if out is None:
+            return [None] * len(self)
+        if not isinstance(out, np.ndarray):
+            return list(out)
+        values: list[Any] = list(out) if out.ndim > 1 else out.tolist()
+        if self.out_none is not None:
+            for i in np.flatnonzero(self.out_none).tolist():
+                values[i] = None
+        return values
 
 
 def _columns_fast(chunk: list[Any]) -> _Columns:
@@ -157,6 +221,146 @@ def _columns_fast(chunk: list[Any]) -> _Columns:
         list(map(g[5], chunk)),
         np.fromiter(map(g[6], chunk), np.bool_, n),
     )
+
+
+class _NumericSummary(NamedTuple):
+    """Numeric outputs of one slice: signed histogram, count, mean, M2, non-finite count."""
+
+    hist: NDArray[np.int64] | None
+    n: int
+    mean: float
+    m2: float
+    non_finite: int
+
+
+class _Slice:
+    """One timed call of one variant over ``n`` rows that share status OK, no request id and
+    no override (a ``predict_batch`` slice), with its numeric outputs summarized."""
+
+    __slots__ = ("fb", "lat", "n", "summary", "var")
+
+    def __init__(self, var: int, n: int, lat: float, fb: bool, summary: _NumericSummary) -> None:
+        self.var, self.n, self.lat, self.fb, self.summary = var, n, lat, fb, summary
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _common_layout(rec: object) -> bool:
+    """Whether a record has the layout that :func:`_columns_marshal` reads."""
+    return (
+        type(rec) is tuple
+        and len(rec) == 7
+        and type(rec[0]) is int
+        and rec[0] in _I32
+        and type(rec[1]) is int
+        and type(rec[2]) is float
+        and type(rec[3]) is int
+        and type(rec[4]) is bool
+        and (rec[5] is None or type(rec[5]) is float)
+        and type(rec[6]) is bool
+    )
+
+
+def _columns_marshal(chunk: list[Any]) -> _Columns | None:
+    """Convert request tuples of the common layout at C speed, or return ``None``.
+
+    The common layout is the router's: an int32 request id, int variant index and status,
+    a float latency, bool fallback and override, and a float or ``None`` output. ``marshal``
+    writes the whole chunk out in one C pass (about half the cost of reading the seven
+    fields back one column at a time) and numpy reads the fields at fixed offsets of each
+    record. Every record is checked: its start, found by its 6-byte header on the 8-byte
+    grid, must be exactly where the previous record ends, and every field's type byte must
+    be the expected one. Any other chunk (ints or strings as outputs, numpy scalars, bigger
+    ids...) returns ``None`` and takes the general path, with the same result.
+    """
+    n = len(chunk)
+    if not (n and _common_layout(chunk[0]) and _common_layout(chunk[-1])):
+        return None
+    if not _common_layout(chunk[n // 2]):
+        return None
+    try:
+        data = marshal.dumps((*_HEAD, chunk, 0.0), _MARSHAL_VERSION)
+    except ValueError:  # an object marshal cannot write (a numpy scalar, an enum member...)
+        return None
+    body = len(data) - _HEAD_BYTES - _TAIL_BYTES
+    if body % 8 or body < 32 * n or data[:_HEAD_BYTES] != _head(n) or data[-9:] != _TAIL:
+        return None
+    words: NDArray[np.int64] = np.frombuffer(
+        data, dtype=np.int64, count=body // 8 + 1, offset=_HEAD_BYTES
+    )
+    starts = None
+    if body == 40 * n:
+        # Every output a float: the records are 5 words apart.
+        w0, w1, w2, w3, w4 = words[: 5 * n].reshape(n, 5).T
+    else:
+        # Candidate record starts: the words that begin with a record's 6-byte header. Every
+        # record start is one of them; other words match only by chance, and then the count,
+        # or the chain check below, rejects the chunk.
+        starts = np.flatnonzero((words & _LOW48) == _REC_SIG)
+        if starts.size != n:
+            return None
+        # Five words from each start (a record with a None output is four words long: its
+        # fifth word is the next record's first, and is not read as one of its fields).
+        w0, w1, w2, w3, w4 = (words.take(starts + j) for j in range(5))
+    # The type bytes: w1 holds "i" (variant) and "g" (latency), w3 "i" (status), the
+    # fallback's bool and the output's type ("g" or "N"); the override's bool is the last
+    # byte of w4 after a float output, of w3 after None.
+    out_t = w3 & _OUT_T
+    is_float = out_t == _OUT_G
+    ov_w = np.where(is_float, w4, w3)
+    bad = (w1 & _W1_MASK) != _W1_TYPES
+    bad |= (w3 & _W3_MASK) != _W3_TYPES
+    bad |= (ov_w & _OV_MASK) != _OV_TYPES
+    if starts is None:
+        bad |= (w0 & _LOW48) != _REC_SIG
+        bad |= ~is_float
+    else:
+        bad |= ~is_float & (out_t != _OUT_N)
+    if bad.any():
+        return None
+    if starts is not None:
+        # Each record starts where the one before it ends (5 words, 4 with a None output).
+        ends = starts + 4
+        ends += is_float
+        if starts[0] != 0 or ends[-1] != body // 8 or not (starts[1:] == ends[:-1]).all():
+            return None
+    rid = (w1 << 48) >> 32  # the id's high half, sign-extended, then its low half
+    low = w0 >> 48
+    low &= 0xFFFF
+    rid |= low
+    out = w3 >> 56  # a float output's 8 bytes: w3's last byte and w4's first 7
+    out &= 0xFF
+    out |= w4 << 8
+    return _Columns(
+        rid,
+        (w1 << 8) >> 32,
+        w2.view(np.float64) if starts is not None else w2.astype(np.int64).view(np.float64),
+        (w3 << 24) >> 32,
+        (w3 & _FB_TRUE) != 0,
+        out.view(np.float64),
+        (ov_w & _OV_TRUE) != 0,
+        out_none=None if starts is None else ~is_float,
+    )
+
+
+_D = TypeVar("_D", bound=np.generic)
+
+
+def _spread(a: NDArray[_D], n: int) -> NDArray[_D]:
+    """A batch column as ``n`` values of its own (one value applies to every row)."""
+    return np.full(n, a.reshape(-1)[0], dtype=a.dtype) if a.size == 1 else a.reshape(-1).copy()
+
+
+def _to_columns(chunk: list[Any]) -> _Columns:
+    """Request tuples as columns: the marshal path, else itemgetter, else one by one."""
+    cols = _columns_marshal(chunk)
+    if cols is not None:
+        return cols
+    try:
+        return _columns_fast(chunk)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return _columns_slow(chunk)
 
 
 def _int_or(x: object, default: int) -> int:
@@ -195,21 +399,71 @@ def _columns_slow(chunk: list[Any]) -> _Columns:
     return _Columns(rid, var, lat, st, fb, out, ov, lat_type)
 
 
+def _groups(idx: NDArray[np.int64], k: int) -> list[tuple[int, NDArray[np.bool_] | None]]:
+    """``(group, mask)`` for each group present in ``idx`` (``k`` groups at most); the mask
+    is ``None`` when the group holds every row."""
+    size = idx.size
+    if size == 0:
+        return []
+    if k == 2:  # a baseline and one candidate: one comparison
+        m = idx == 1
+        c = int(np.count_nonzero(m))
+        if c in (0, size):
+            return [(int(c > 0), None)]
+        return [(0, ~m), (1, m)]
+    out: list[tuple[int, NDArray[np.bool_] | None]] = []
+    for g in range(k):
+        m = idx == g
+        c = int(np.count_nonzero(m))
+        if c == size:
+            return [(g, None)]
+        if c:
+            out.append((g, m))
+    return out
+
+
+def _moments_rows(
+    x: NDArray[np.float64], groups: list[tuple[int, NDArray[np.bool_] | None]], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Per-group count, mean and M2 of each row of ``x`` (rows: quantities, columns: the
+    same observations): two passes, the mean corrected by the deviations' own mean (so
+    that equal values give their value back exactly)."""
+    r = x.shape[0]
+    n = np.zeros(k, np.int64)
+    mu = np.zeros((r, k))
+    dev = np.zeros((r, k))
+    sq = np.zeros((r, k))
+    for g, m in groups:
+        xg = x if m is None else x.compress(m, axis=1)
+        c = xg.shape[1]
+        n[g] = c
+        mu[:, g] = _SUM(xg, axis=1) / c  # pairwise sums along each row, as ndarray.mean
+        d = xg - mu[:, g, None]
+        dev[:, g] = _SUM(d, axis=1)
+        d *= d
+        sq[:, g] = _SUM(d, axis=1)
+    safe = np.maximum(n, 1)
+    corr = dev / safe
+    sq -= corr * corr * n
+    return n, mu + corr, np.maximum(sq, 0.0)
+
+
+def _moments_of(
+    x: NDArray[np.float64], groups: list[tuple[int, NDArray[np.bool_] | None]], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Per-group count, mean and M2 of ``x`` (see :func:`_moments_rows`)."""
+    n, mean, m2 = _moments_rows(x[None, :], groups, k)
+    return n, mean[0], m2[0]
+
+
 def _group_moments(
     idx: NDArray[np.int64], x: NDArray[np.float64], k: int
 ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
     """Per-group count, mean and M2 (two passes with a mean correction)."""
-    if idx.size > 16 and idx[0] == idx[-1] and bool((idx == idx[0]).all()):
-        # A single group (a batch slice): plain reductions instead of weighted bincounts.
-        g = int(idx[0])
-        n1 = np.zeros(k, np.int64)
-        mean1 = np.zeros(k)
-        m21 = np.zeros(k)
-        n1[g] = idx.size
-        mean1[g] = x.mean()
-        d1 = x - mean1[g]
-        m21[g] = float(d1 @ d1)
-        return n1, mean1, m21
+    if k <= _FEW_GROUPS or idx.size == 0:
+        # A few groups (variants): a mask and plain reductions per group beat four weighted
+        # bincounts over every row.
+        return _moments_of(x, _groups(idx, k), k)
     n = np.bincount(idx, minlength=k)
     safe = np.maximum(n, 1)
     mean = np.bincount(idx, weights=x, minlength=k) / safe
@@ -430,7 +684,7 @@ class Recorder:
         self._count_lock = threading.Lock()
         # Buffers: appends only ever go to the end, flush removes a prefix.
         self._buf: list[Any] = []
-        self._batches: list[_Columns] = []
+        self._batches: list[_Columns | _Slice] = []
         self._custom_buf: list[tuple[int, str, float]] = []
         #: The hot path: ``recorder.append(record)`` (a bound ``list.append``).
         self.append: Callable[[Any], None] = self._buf.append
@@ -470,6 +724,8 @@ class Recorder:
     ) -> None:
         """Buffer the records of a batch call at once (one row per input row).
 
+        Each column holds one value per row, or a single value (a scalar) for every row.
+
         Args:
             request_ids: int64 ids, ``-1`` where none.
             variant_index: Variant index per row.
@@ -477,30 +733,40 @@ class Recorder:
             status: :class:`Status` code per row.
             fallback: Whether the baseline answered in place of the variant, per row.
             outputs: A 1-D float array, a sequence of outputs, or ``None`` when not kept.
+            override: Whether the row was forced by an override.
 
         With a scalar ``variant_index`` and a scalar ``latency_s`` the batch is one timed
         call of one variant (a slice of ``predict_batch``): it counts one latency observation
-        (per-row time), since its rows share one measurement.
-            override: Whether the row was forced by an override.
+        (per-row time), since its rows share one measurement. When its other columns are
+        scalars too (no request ids, one status) and its outputs are numbers, they are
+        summarized at once and only the summary is kept until the flush.
 
         Raises:
             DataError: when the columns differ in length or cannot be read as numbers.
         """
         try:
-            rid = np.asarray(request_ids, dtype=np.int64).reshape(-1)
-            var = np.asarray(variant_index, dtype=np.int64).reshape(-1)
-            lat = np.asarray(latency_s, dtype=np.float64).reshape(-1)
-            # A scalar variant index or latency applies to every row (one slice).
-            if var.size == 1 and rid.size != 1:
-                var = np.full(rid.size, var[0], dtype=np.int64)
-            if lat.size == 1 and rid.size != 1:
-                lat = np.full(rid.size, lat[0], dtype=np.float64)
-            st = np.asarray(status, dtype=np.int64).reshape(-1)
-            fb = np.asarray(fallback, dtype=np.bool_).reshape(-1)
-            ov = np.asarray(override, dtype=np.bool_).reshape(-1)
+            rid = np.asarray(request_ids, dtype=np.int64)
+            var = np.asarray(variant_index, dtype=np.int64)
+            lat = np.asarray(latency_s, dtype=np.float64)
+            st = np.asarray(status, dtype=np.int64)
+            fb = np.asarray(fallback, dtype=np.bool_)
+            ov = np.asarray(override, dtype=np.bool_)
         except (TypeError, ValueError, OverflowError) as e:
             raise DataError(f"batch columns must be numeric arrays: {e}") from None
-        n = var.size
+        columns = (rid, var, lat, st, fb, ov)
+        # A column of one value applies to every row.
+        sizes = {a.size for a in columns if a.size != 1}
+        if outputs is not None:
+            sizes.add(len(outputs))  # type: ignore[arg-type]
+        if len(sizes) > 1:
+            raise DataError(f"batch columns differ in length: {sorted(sizes)!r}")
+        n = sizes.pop() if sizes else 1
+        once = np.ndim(variant_index) == 0 and np.ndim(latency_s) == 0
+        if once and n and all(a.ndim == 0 for a in columns):
+            summary = self._slice_summary(int(rid), int(var), int(st), bool(ov), outputs)
+            if summary is not None:
+                self._batches.append(_Slice(int(var), n, float(lat), bool(fb), summary))
+                return
         out: NDArray[Any] | list[Any] | None
         if outputs is None:
             out = None
@@ -513,15 +779,71 @@ class Recorder:
             out = list(outputs)  # object arrays: judged row by row
         else:
             out = list(outputs)  # type: ignore[arg-type]
-        sizes = {rid.size, n, lat.size, st.size, fb.size, ov.size}
-        if out is not None:
-            sizes.add(len(out))
-        if len(sizes) != 1:
-            raise DataError(f"batch columns differ in length: {sorted(sizes)!r}")
-        once = np.ndim(variant_index) == 0 and np.ndim(latency_s) == 0
         self._batches.append(
-            _Columns(rid.copy(), var.copy(), lat.copy(), st, fb, out, ov, timed_once=once)
+            _Columns(
+                _spread(rid, n),
+                _spread(var, n),
+                _spread(lat, n),
+                _spread(st, n),
+                _spread(fb, n),
+                out,
+                _spread(ov, n),
+                timed_once=once,
+            )
         )
+
+    def _slice_summary(
+        self, rid: int, var: int, st: int, ov: bool, outputs: object
+    ) -> _NumericSummary | None:
+        """Summarize the numeric outputs of a uniform, answered batch slice right away."""
+        if not (
+            rid < 0
+            and st == Status.OK
+            and not ov
+            and 0 <= var < self._nv
+            and isinstance(self.window, TimeWindow)
+        ):
+            return None
+        if self.outputs == "ignore":
+            return _NumericSummary(None, 0, 0.0, 0.0, 0)
+        if not (
+            isinstance(outputs, np.ndarray)
+            and outputs.ndim >= 1
+            and math.prod(outputs.shape[1:]) == 1  # one number per row
+        ):
+            return None
+        kind = outputs.dtype.kind
+        if not (
+            (kind == "f" and self.outputs in ("auto", "numeric"))
+            or (kind in "iub" and self.outputs == "numeric")
+        ):
+            return None
+        x = outputs.reshape(-1).astype(np.float64, copy=False)
+        bad = 0
+        if not math.isfinite(float(_SUM(x))):
+            fin = np.isfinite(x)
+            bad = int(x.size - np.count_nonzero(fin))
+            x = x[fin]
+        h = self._output_proto
+        c = x.size
+        if c == 0:
+            return _NumericSummary(None, 0, 0.0, 0.0, bad)
+        mean = float(_SUM(x) / c)
+        hist = np.zeros(h.counts.size, dtype=np.int64)
+        dev = sq = 0.0
+        d = np.empty(min(c, _BLOCK))
+        # Block by block, so that the temporaries stay in cache: the buckets, and the
+        # deviations from the mean and their squares (two passes with a mean correction).
+        for start in range(0, c, _BLOCK):
+            xb = x[start : start + _BLOCK]
+            hist += np.bincount(h.index_of(xb), minlength=hist.size)
+            db = d[: xb.size]
+            np.subtract(xb, mean, out=db)
+            dev += float(_SUM(db))
+            db *= db
+            sq += float(_SUM(db))
+        corr = dev / c
+        return _NumericSummary(hist, c, mean + corr, max(sq - c * corr * corr, 0.0), bad)
 
     def record_custom(self, variant_index: int, name: str, value: float) -> bool:
         """Record a custom metric value (a confidence, a cost...) for a variant.
@@ -598,32 +920,41 @@ class Recorder:
             c = len(cb)
             customs = cb[:c]
             del cb[:c]
-            parts: list[_Columns] = []
-            if n:
-                try:
-                    parts.append(_columns_fast(chunk))
-                except (TypeError, ValueError, OverflowError, IndexError):
-                    parts.append(_columns_slow(chunk))
             rows = 0
-            if parts:
-                cols = _Columns.concat(parts)
+            for start in range(0, n, _BLOCK):
+                cols = _to_columns(chunk if n <= _BLOCK else chunk[start : start + _BLOCK])
                 rows += len(cols)
-                self._ingest(cols, now)
+                self._ingest_block(cols, now)
             # Batches go in one by one: a batch slice usually holds one variant with one
             # latency, which the ingest summarizes without a pass per row.
             for part in batches:
                 rows += len(part)
-                self._ingest(part, now)
+                if isinstance(part, _Slice):
+                    self._ingest_slice(part)
+                else:
+                    self._ingest(part, now)
             self._records += rows
             if customs:
                 self._ingest_custom(customs)
             return rows
 
     def _ingest(self, cols: _Columns, now: float) -> None:
+        n = len(cols)
+        if n > _BLOCK and not cols.timed_once:
+            # Block by block: the temporaries stay in cache (a timed batch call stays whole:
+            # its one latency observation is counted once).
+            for start in range(0, n, _BLOCK):
+                self._ingest_block(cols.rows(start, start + _BLOCK), now)
+        else:
+            self._ingest_block(cols, now)
+
+    def _ingest_block(self, cols: _Columns, now: float) -> None:
         nv = self._nv
         var, st = cols.var, cols.st
-        good = (var >= 0) & (var < nv)
-        if not good.all():
+        if var.size == 0:
+            return
+        if _MIN(var) < 0 or _MAX(var) >= nv:
+            good = (var >= 0) & (var < nv)
             malformed = int((var == _MALFORMED).sum())
             if malformed:
                 self._reject_global("record:malformed", malformed)
@@ -631,19 +962,22 @@ class Recorder:
                 self._reject_global("record:bad_variant", int((~good).sum()) - malformed)
             cols = cols.take(good)
             var, st = cols.var, cols.st
-        good = (st >= 0) & (st <= 3)
-        if not good.all():
+            if var.size == 0:
+                return
+        if _MIN(st) < 0 or _MAX(st) > 3:
+            good = (st >= 0) & (st <= 3)
             for v, k in enumerate(np.bincount(var[~good], minlength=nv).tolist()):
                 if k:
                     self._reject(v, "record:bad_status", k)
             cols = cols.take(good)
-        if len(cols) == 0:
-            return
-        has_id = cols.rid >= 0
-        if has_id.all():
-            self._ring.store(cols.rid, cols.var, cols.ov, now)
-        elif has_id.any():
-            self._ring.store(cols.rid[has_id], cols.var[has_id], cols.ov[has_id], now)
+            if len(cols) == 0:
+                return
+        rid = cols.rid
+        if _MIN(rid) >= 0:
+            self._ring.store(rid, cols.var, cols.ov, now)
+        elif _MAX(rid) >= 0:
+            has_id = rid >= 0
+            self._ring.store(rid[has_id], cols.var[has_id], cols.ov[has_id], now)
         if cols.ov.any():
             per = np.bincount(cols.var[cols.ov], minlength=nv)
             for v in np.flatnonzero(per).tolist():
@@ -675,53 +1009,143 @@ class Recorder:
     def _ingest_slices(self, cols: _Columns, dest: list[_VariantSlice]) -> None:
         nv = self._nv
         var, st, lat = cols.var, cols.st, cols.lat
+        if var.size == 0:
+            return
         # Counts: requests, ok, error, invalid, timeout, fallbacks.
-        by_status = np.bincount(var * 4 + st, minlength=4 * nv).reshape(nv, 4)
-        mat = np.empty((nv, 6), np.int64)
-        mat[:, 0] = by_status.sum(axis=1)
-        mat[:, 1:5] = by_status
-        mat[:, 5] = np.bincount(var[cols.fb], minlength=nv)
-        for v in range(nv):
-            if mat[v, 0]:
-                dest[v].counts.counts += mat[v]
-                self._totals[v].counts[:6] += mat[v]
+        mat = np.zeros((nv, 6), np.int64)
+        ok: NDArray[np.bool_] | None = None  # rows with status OK (None: every row)
+        if st.any():
+            key = var * 4
+            key += st
+            mat[:, 1:5] = np.bincount(key, minlength=4 * nv).reshape(nv, 4)
+            mat[:, 0] = mat[:, 1:5].sum(axis=1)
+            ok = st == 0
+        else:
+            mat[:, 0] = mat[:, 1] = np.bincount(var, minlength=nv)
+        if cols.fb.any():
+            mat[:, 5] = np.bincount(var[cols.fb], minlength=nv)
+        for v in np.flatnonzero(mat[:, 0]).tolist():
+            dest[v].counts.counts += mat[v]
+            self._totals[v].counts[:6] += mat[v]
         # Latency of answered requests only: a call that failed fast (or hung) says nothing
         # about how long the model takes, and would skew the comparison.
-        ok_lat = np.isfinite(lat) & (lat >= 0)
-        if not ok_lat.all():
-            self._count_bad_latency(cols, ok_lat)
-        ok_lat &= st == 0
-        if not ok_lat.all():
-            lat, lv = lat[ok_lat], var[ok_lat]
-        else:
-            lv = var
-        if cols.timed_once and lat.size:
+        sel = ok
+        lat_min = float(_MIN(lat))
+        lat_ok = lat_min >= 0 and math.isfinite(float(_SUM(lat)))  # NaN fails the min
+        if not lat_ok:
+            valid = np.isfinite(lat) & (lat >= 0)
+            self._count_bad_latency(cols, valid)
+            sel = valid if ok is None else ok & valid
+        lv = var if sel is None else var.compress(sel)
+        m = lv.size
+        out = cols.out
+        # Float outputs of exactly the rows whose latency is summarized (status OK, valid
+        # latency, no None among them) share the per-variant masks and reductions.
+        share = (
+            lat_ok
+            and isinstance(out, np.ndarray)
+            and out.ndim == 1
+            and out.dtype == np.float64
+            and self.outputs in ("auto", "numeric")
+            and (
+                cols.out_none is None
+                or not (cols.out_none.any() if ok is None else (cols.out_none & ok).any())
+            )
+        )
+        if cols.timed_once and m:
             # A batch slice is one timed call: one observation of its time per row, so that
             # the statistics weigh calls, not the rows that share one measurement.
-            v, x = int(lv[0]), float(lat[0])
+            self._one_latency(dest[int(lv[0])], float(lat[0] if sel is None else lat[sel][0]))
+            share = False
+        elif m:
             h = self._latency_proto
-            d = dest[v]
-            d.latency.counts[int(h.index_of(np.array([x]))[0])] += 1
-            d.latency_moments._merge_raw(1, x, 0.0)
-            log_x = max(float(h.log_of(np.array([x]))[0]), self._log_floor)
-            d.log_latency._merge_raw(1, log_x, 0.0)
-            lat = lat[:0]
-        if lat.size:
-            h = self._latency_proto
+            lo = h.spec[1]
+            x = np.empty((3 if share else 2, m))
+            if sel is None:
+                x[0] = lat
+            else:
+                lat.compress(sel, out=x[0])
+            logs = x[1]
+            if lat_min >= 0.5 * lo:  # log_of's floor at min_value / 2 changes nothing
+                np.log(x[0], out=logs)
+            else:
+                np.maximum(x[0], 0.5 * lo, out=logs)
+                np.log(logs, out=logs)
             nb = h.counts.size
-            logs = h.log_of(lat)
-            hist = np.bincount(lv * nb + h.index_of_log(logs), minlength=nv * nb)
-            hist = hist.reshape(nv, nb)
-            n, mean, m2 = _group_moments(lv, lat, nv)
-            np.maximum(logs, self._log_floor, out=logs)
-            ln, lmean, lm2 = _group_moments(lv, logs, nv)
+            key = lv * nb
+            key += h.index_of_log(logs)  # the logs are needed anyway: the formula's bucket
+            hist = np.bincount(key, minlength=nv * nb).reshape(nv, nb)
+            if not lat_min > lo * 1.000001:  # else every log is above the floor already
+                np.maximum(logs, self._log_floor, out=logs)
+            if share:
+                assert isinstance(out, np.ndarray)
+                if ok is None:
+                    x[2] = out
+                else:
+                    out.compress(ok, out=x[2])
+                if not math.isfinite(float(_SUM(x[2]))):
+                    share = False  # non-finite outputs are rejected: other rows
+                    x = x[:2]
+            if nv <= _FEW_GROUPS:
+                n, mean, m2 = _moments_rows(x, _groups(lv, nv), nv)
+            else:
+                parts = [_group_moments(lv, row, nv) for row in x]
+                n = parts[0][0]
+                mean = np.array([p[1] for p in parts])
+                m2 = np.array([p[2] for p in parts])
             for v in np.flatnonzero(n).tolist():
                 d = dest[v]
+                nvv = int(n[v])
                 d.latency.counts += hist[v]
-                d.latency_moments._merge_raw(int(n[v]), float(mean[v]), float(m2[v]))
-                d.log_latency._merge_raw(int(ln[v]), float(lmean[v]), float(lm2[v]))
-        if self.outputs != "ignore":
+                d.latency_moments._merge_raw(nvv, float(mean[0, v]), float(m2[0, v]))
+                d.log_latency._merge_raw(nvv, float(mean[1, v]), float(m2[1, v]))
+            if share:
+                ho = self._output_proto
+                nbo = ho.counts.size
+                key = lv * nbo
+                key += ho.index_of(x[2])
+                ohist = np.bincount(key, minlength=nv * nbo).reshape(nv, nbo)
+                for v in np.flatnonzero(n).tolist():
+                    d = dest[v]
+                    d.output_hist.counts += ohist[v]
+                    d.output._merge_raw(int(n[v]), float(mean[2, v]), float(m2[2, v]))
+                    self._kinds[v].counts[0] += n[v]
+        else:
+            share = False
+        if self.outputs != "ignore" and not share:
             self._ingest_outputs(cols, dest)
+
+    def _ingest_slice(self, part: _Slice) -> None:
+        """Add a summarized batch slice (see :meth:`append_batch`) to its variant's window."""
+        v, n = part.var, part.n
+        d = self._rings[v].current()
+        row = np.array([n, n, 0, 0, 0, n if part.fb else 0], dtype=np.int64)
+        d.counts.counts += row
+        self._totals[v].counts[:6] += row
+        x = part.lat
+        if math.isfinite(x) and x >= 0:
+            self._one_latency(d, x)
+        else:
+            self._reject(
+                v, "latency:nan" if x != x else "latency:inf" if x > 0 else "latency:negative", n
+            )
+        if self.outputs == "ignore":
+            return
+        s = part.summary
+        if s.non_finite:
+            self._reject(v, "output:non_finite", s.non_finite)
+        if s.hist is not None:
+            d.output_hist.counts += s.hist
+            d.output._merge_raw(s.n, s.mean, s.m2)
+            self._kinds[v].counts[0] += s.n
+
+    def _one_latency(self, d: _VariantSlice, x: float) -> None:
+        """Add one latency observation (a timed batch call) to a variant's slice."""
+        h = self._latency_proto
+        d.latency.counts[h._index_scalar(x)] += 1
+        d.latency_moments._merge_raw(1, x, 0.0)
+        log_x = max(float(h.log_of(np.array([x]))[0]), self._log_floor)
+        d.log_latency._merge_raw(1, log_x, 0.0)
 
     def _count_bad_latency(self, cols: _Columns, ok_lat: NDArray[np.bool_]) -> None:
         lat, var = cols.lat, cols.var
@@ -751,6 +1175,15 @@ class Recorder:
                 self._kinds[v].counts[3] += per[v]
             return
         if isinstance(out, np.ndarray):
+            if cols.out_none is not None:
+                none = cols.out_none[ok]
+                if none.any():
+                    per = np.bincount(ovar[none], minlength=nv)
+                    for v in np.flatnonzero(per).tolist():
+                        self._kinds[v].counts[3] += per[v]
+                    some = ~none
+                    self._ingest_array(ovar[some], out[ok][some], dest)
+                    return
             self._ingest_array(ovar, out[ok], dest)
             return
         sub = out if ok.all() else list(compress(out, ok.tolist()))
@@ -799,9 +1232,10 @@ class Recorder:
     def _ingest_numeric(
         self, var: NDArray[np.int64], x: NDArray[np.float64], dest: list[_VariantSlice]
     ) -> None:
+        """Moments and signed histogram of numeric outputs."""
         nv = self._nv
-        fin = np.isfinite(x)
-        if not fin.all():
+        if not math.isfinite(float(_SUM(x))):  # a NaN or an infinity somewhere
+            fin = np.isfinite(x)
             for v, k in enumerate(np.bincount(var[~fin], minlength=nv).tolist()):
                 if k:
                     self._reject(v, "output:non_finite", k)
@@ -810,7 +1244,9 @@ class Recorder:
             return
         h = self._output_proto
         nb = h.counts.size
-        hist = np.bincount(var * nb + h.index_of(x), minlength=nv * nb).reshape(nv, nb)
+        key = var * nb
+        key += h.index_of(x)
+        hist = np.bincount(key, minlength=nv * nb).reshape(nv, nb)
         n, mean, m2 = _group_moments(var, x, nv)
         for v in np.flatnonzero(n).tolist():
             d = dest[v]

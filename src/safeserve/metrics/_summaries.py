@@ -9,8 +9,9 @@ raw observations; addition is what lets several worker processes add their figur
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Self
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -26,6 +27,17 @@ __all__ = [
 ]
 
 _LABEL_TYPES: tuple[type, ...] = (str, int, np.integer, np.str_, np.bool_)
+
+#: Clears the sign bit of a float64 read as an int64 (its magnitude's bits).
+_ABS: Final = 0x7FFF_FFFF_FFFF_FFFF
+#: Bits of the largest finite float64.
+_MAX_FINITE_BITS: Final = 0x7FEF_FFFF_FFFF_FFFF
+#: Largest lookup table (cells) built for a bucket layout; finer layouts use the logs.
+_MAX_CELLS: Final = 1 << 16
+#: Values bucketed per pass by ``bucket_counts``.
+_COUNT_BLOCK: Final = 1 << 15
+_PACK_D = struct.Struct("<d")
+_UNPACK_Q = struct.Struct("<q")
 
 
 def _finite_array(xs: ArrayLike, what: str) -> NDArray[np.float64]:
@@ -207,7 +219,8 @@ class Moments:
         if a.size:
             mean = float(a.mean())
             d = a - mean
-            self._merge_raw(int(a.size), mean, float(d @ d))
+            d *= d
+            self._merge_raw(int(a.size), mean, float(np.add.reduce(d)))
         return self
 
     def revert(self, x: float) -> Self:
@@ -317,6 +330,99 @@ class Moments:
         return f"Moments(n={self.n!r}, mean={self.mean!r}, m2={self.m2!r})"
 
 
+def _float_bits(v: float) -> int:
+    """The bits of a float64 as a signed int (ordered like the value for ``v >= 0``)."""
+    return int(_UNPACK_Q.unpack(_PACK_D.pack(v))[0])
+
+
+class _BitIndex:
+    """Bucket lookup from a float's bit pattern, equal bucket for bucket to a log formula.
+
+    A non-negative float64 read as an int64 grows with its value, and its top bits (the
+    exponent and the first ``m`` mantissa bits, HDR-histogram style) cut the axis into cells
+    whose width is at most ``2**-m`` of their start. With ``m`` chosen so that a cell is
+    narrower than a log bucket, at most one bucket boundary falls in a cell, and two small
+    tables give the bucket of any value: ``index = key[cell] + (bits > bound[cell])``. The
+    boundaries are found once, by bisection over the bit patterns with the formula itself,
+    so the lookup returns exactly the formula's bucket without a logarithm per value.
+
+    Use :meth:`build`, which returns ``None`` when the layout is too fine for small tables
+    or the formula is not monotone on the bit patterns (the caller keeps the formula then).
+    """
+
+    __slots__ = ("bound_list", "bounds", "key_list", "keys", "last", "offset", "shift")
+
+    def __init__(self, thresholds: NDArray[np.int64], shift: int) -> None:
+        cells = thresholds >> shift
+        self.shift = shift
+        self.offset = int(cells[0]) - 1  # cell 0 lies wholly below the first boundary
+        self.last = int(cells[-1]) - self.offset + 1  # the last cell wholly above the last one
+        start = (np.arange(self.last + 1, dtype=np.int64) + self.offset) << shift
+        keys = np.searchsorted(thresholds, start, side="right")
+        nxt = thresholds[np.minimum(keys, thresholds.size - 1)]
+        inside = (keys < thresholds.size) & (nxt <= start + ((1 << shift) - 1))
+        #: Bucket of each cell's first value.
+        self.keys: NDArray[np.intp] = keys.astype(np.intp)
+        #: Largest bits still in ``keys[cell]`` (the next boundary's bits minus one), or
+        #: int64's maximum when no boundary falls in the cell.
+        self.bounds: NDArray[np.int64] = np.where(inside, nxt - 1, _ABS).astype(np.int64)
+        self.key_list: list[int] = self.keys.tolist()
+        self.bound_list: list[int] = self.bounds.tolist()
+
+    @classmethod
+    def build(
+        cls, formula: Callable[[NDArray[np.float64]], NDArray[np.intp]], size: int
+    ) -> _BitIndex | None:
+        """Tables for ``formula`` (bucket of finite values >= 0, in ``[0, size)``)."""
+        if not 2 <= size <= _MAX_CELLS // 3:  # cells run to about three per bucket
+            return None
+        want = np.arange(1, size, dtype=np.int64)
+        lo = np.zeros(size - 1, dtype=np.int64)
+        hi = np.full(size - 1, _MAX_FINITE_BITS, dtype=np.int64)
+        if not (formula(hi[:1].view(np.float64)) == size - 1).all():
+            return None
+        while bool((lo < hi).any()):  # 63 rounds at most: smallest bits with bucket >= i
+            mid = lo + (hi - lo) // 2
+            up = formula(mid.view(np.float64)) >= want
+            hi = np.where(up, mid, hi)
+            lo = np.where(up, lo, mid + 1)
+        t = hi
+        # Each boundary must start its bucket exactly: a monotone formula, no empty bucket.
+        if not (
+            (np.diff(t) > 0).all()
+            and (formula(t.view(np.float64)) == want).all()
+            and (formula((t - 1).view(np.float64)) == want - 1).all()
+        ):
+            return None
+        for m in range(21):
+            shift = 52 - m
+            cells = t >> shift
+            if (np.diff(cells) > 0).all():
+                if int(cells[-1] - cells[0]) + 3 > _MAX_CELLS:
+                    return None
+                return cls(t, shift)
+        return None
+
+    def __call__(self, bits: NDArray[np.int64]) -> NDArray[np.intp]:
+        """Buckets of values given by their bits (non-negative int64); ``bits`` is reused."""
+        c = bits >> self.shift
+        c -= self.offset
+        k = self.keys.take(c, mode="clip")
+        b = self.bounds.take(c, mode="clip")
+        b -= bits
+        b >>= 63  # -1 where bits > bound: the value is past the cell's boundary
+        k -= b
+        return k
+
+    def scalar(self, bits: int) -> int:
+        """The bucket of one value given by its (non-negative) bits."""
+        c = min(max((bits >> self.shift) - self.offset, 0), self.last)
+        return self.key_list[c] + (bits > self.bound_list[c])
+
+
+_BIT_INDEXES: dict[tuple[float, float, float], _BitIndex | None] = {}
+
+
 class _DenseHistogram:
     """Arithmetic shared by the dense histograms: counts add, subtract and compare exactly.
 
@@ -335,6 +441,22 @@ class _DenseHistogram:
 
     def copy(self) -> Self:  # pragma: no cover - defined by subclasses
         raise TypeError
+
+    def index_of(self, xs: NDArray[np.float64]) -> NDArray[np.intp]:  # pragma: no cover
+        raise TypeError
+
+    def bucket_counts(self, xs: NDArray[np.float64]) -> NDArray[np.int64]:
+        """Return how many of the (finite, valid) values fall in each bucket of ``counts``.
+
+        Large arrays are read in blocks, so that the temporaries stay in cache.
+        """
+        size = self.counts.size
+        if xs.size <= _COUNT_BLOCK:
+            return np.bincount(self.index_of(xs), minlength=size)
+        out = np.zeros(size, dtype=np.int64)
+        for start in range(0, xs.size, _COUNT_BLOCK):
+            out += np.bincount(self.index_of(xs[start : start + _COUNT_BLOCK]), minlength=size)
+        return out
 
     def quantile(self, q: float) -> float:
         """Return the ``q``-quantile (``np.quantile(..., method='lower')`` within ``a``).
@@ -400,7 +522,10 @@ class LogHistogram(_DenseHistogram):
     vector that adds and subtracts exactly. Values below the lowest bucket (``min_value`` within
     the relative accuracy; zero included) fall in an underflow bucket reported as ``0.0``;
     values above the highest bucket fall in an overflow bucket reported as ``max_value`` (a
-    lower bound). Negative values are rejected.
+    lower bound). Negative values are rejected. The bucket of a value is read from its
+    float64 bits through two small tables built once per layout, which give exactly the
+    formula's bucket without a logarithm per value (a layout finer than about 0.1% takes the
+    logarithm).
 
     Args:
         relative_accuracy: ``a``, the relative error guarantee of every quantile.
@@ -414,7 +539,7 @@ class LogHistogram(_DenseHistogram):
     1154
     """
 
-    __slots__ = ("_inv_ln_gamma", "counts", "gamma", "key_max", "key_min", "spec")
+    __slots__ = ("_bits", "_inv_ln_gamma", "counts", "gamma", "key_max", "key_min", "spec")
 
     def __init__(
         self,
@@ -440,6 +565,12 @@ class LogHistogram(_DenseHistogram):
             raise ConfigError(f"{nbins!r} buckets is too many: widen relative_accuracy")
         #: counts[0]: underflow and zero; counts[1:-1]: keys key_min..key_max; counts[-1]: overflow
         self.counts: NDArray[np.int64] = np.zeros(nbins + 2, dtype=np.int64)
+        spec = self.spec
+        if spec not in _BIT_INDEXES:
+            if len(_BIT_INDEXES) >= 64:
+                _BIT_INDEXES.clear()
+            _BIT_INDEXES[spec] = _BitIndex.build(self.index_of_log_scale, nbins + 2)
+        self._bits = _BIT_INDEXES[spec]
 
     @property
     def n(self) -> int:
@@ -457,8 +588,24 @@ class LogHistogram(_DenseHistogram):
         return int(self.counts[-1])
 
     def index_of(self, xs: NDArray[np.float64]) -> NDArray[np.intp]:
-        """Return the bucket index in ``counts`` of each (finite, non-negative) value."""
-        return self.index_of_log(self.log_of(xs))
+        """Return the bucket index in ``counts`` of each (finite, non-negative) value.
+
+        The bucket is ``ceil(log_gamma(x))`` as computed by :meth:`index_of_log_scale`; at the
+        default accuracy it is read from the value's bits through two small tables (no
+        logarithm per value), which give exactly the same bucket.
+        """
+        bits = self._bits
+        if bits is None:
+            return self.index_of_log_scale(xs)
+        b = np.asarray(xs, dtype=np.float64).view(np.int64) & _ABS  # -0.0 reads as 0.0
+        return bits(b)
+
+    def index_of_log_scale(self, xs: NDArray[np.float64]) -> NDArray[np.intp]:
+        """Return the bucket of each value by the formula ``ceil(log(x) / log(gamma))``.
+
+        This is the definition :meth:`index_of` follows; it takes a logarithm per value.
+        """
+        return self.index_of_log(self.log_of(np.asarray(xs, dtype=np.float64)))
 
     def log_of(self, xs: NDArray[np.float64]) -> NDArray[np.float64]:
         """Return ``log(max(x, min_value / 2))``: finite logs that :meth:`index_of_log` reads."""
@@ -471,7 +618,8 @@ class LogHistogram(_DenseHistogram):
         t = logs * self._inv_ln_gamma
         np.ceil(t, out=t)
         t -= self.key_min - 1
-        np.clip(t, 0, self.counts.size - 1, out=t)
+        np.maximum(t, 0.0, out=t)  # np.clip, without its wrapper's cost on small arrays
+        np.minimum(t, self.counts.size - 1, out=t)
         return t.astype(np.intp)
 
     def update(self, x: float) -> Self:
@@ -487,8 +635,10 @@ class LogHistogram(_DenseHistogram):
         return self
 
     def _index_scalar(self, v: float) -> int:
-        k = math.ceil(math.log(max(v, self.spec[1] * 0.5)) * self._inv_ln_gamma)
-        return min(max(k - self.key_min + 1, 0), self.counts.size - 1)
+        bits = self._bits
+        if bits is None:
+            return int(self.index_of_log_scale(np.array([v], dtype=np.float64))[0])
+        return bits.scalar(_float_bits(v) & _ABS)
 
     def update_many(self, xs: ArrayLike) -> Self:
         """Add a batch of finite, non-negative observations.
@@ -499,7 +649,7 @@ class LogHistogram(_DenseHistogram):
         a = _finite_array(xs, "observations")
         if a.size and a.min() < 0:
             raise DataError(f"a LogHistogram takes values >= 0, got {float(a.min())!r}")
-        self.counts += np.bincount(self.index_of(a), minlength=self.counts.size)
+        self.counts += self.bucket_counts(a)
         return self
 
     def revert(self, x: float) -> Self:
@@ -525,6 +675,7 @@ class LogHistogram(_DenseHistogram):
         out = LogHistogram.__new__(LogHistogram)
         out.spec, out.gamma, out._inv_ln_gamma = self.spec, self.gamma, self._inv_ln_gamma
         out.key_min, out.key_max, out.counts = self.key_min, self.key_max, self.counts.copy()
+        out._bits = self._bits
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -610,9 +761,19 @@ class SignedLogHistogram(_DenseHistogram):
 
     def index_of(self, xs: NDArray[np.float64]) -> NDArray[np.intp]:
         """Return the bucket index in ``counts`` of each finite value."""
-        half = self._side.counts.size
-        idx = self._side.index_of(np.abs(xs))
-        return np.where(xs < 0, half - 1 - idx, half + idx)
+        side = self._side
+        half = side.counts.size
+        bits = side._bits
+        if bits is None:
+            idx = side.index_of_log_scale(np.abs(xs))
+            return np.where(np.asarray(xs) < 0, half - 1 - idx, half + idx)
+        b = np.add(xs, 0.0, dtype=np.float64).view(np.int64)  # -0.0 + 0.0 is 0.0
+        sign = b >> 63  # -1 for a negative value, else 0
+        b &= _ABS
+        idx = bits(b)
+        idx ^= sign  # half - 1 - idx on the negative side (~idx == -1 - idx)
+        idx += half
+        return idx
 
     def update(self, x: float) -> Self:
         """Add one finite observation.
@@ -621,7 +782,7 @@ class SignedLogHistogram(_DenseHistogram):
             DataError: for a non-finite or non-numeric ``x``.
         """
         v = _finite_scalar(x, "an observation")
-        self.counts[self.index_of(np.array([v]))[0]] += 1
+        self.counts[self._index_scalar(v)] += 1
         return self
 
     def update_many(self, xs: ArrayLike) -> Self:
@@ -631,17 +792,22 @@ class SignedLogHistogram(_DenseHistogram):
             DataError: when any value is not finite; nothing is added then.
         """
         a = _finite_array(xs, "observations")
-        self.counts += np.bincount(self.index_of(a), minlength=self.counts.size)
+        self.counts += self.bucket_counts(a)
         return self
 
     def revert(self, x: float) -> Self:
         """Remove one observation that was added before."""
         v = _finite_scalar(x, "an observation")
-        i = self.index_of(np.array([v]))[0]
+        i = self._index_scalar(v)
         if self.counts[i] == 0:
             raise DataError(f"cannot revert {x!r}: its bucket is empty")
         self.counts[i] -= 1
         return self
+
+    def _index_scalar(self, v: float) -> int:
+        half = self._side.counts.size
+        idx = self._side._index_scalar(abs(v))
+        return half - 1 - idx if v < 0 else half + idx
 
     def value_at(self, index: int) -> float:
         """Return the representative value of bucket ``index`` of ``counts``."""
