@@ -347,3 +347,71 @@ def test_an_empty_arm_enters_the_sequences_as_no_information() -> None:
         for seq in seqs:
             assert seq.verdict is Verdict.INCONCLUSIVE
             assert "too few samples" in seq.reason
+
+
+def test_constant_arms_differing_by_a_rounding_do_not_decide_a_regression() -> None:
+    """With no variance in either arm the exact difference decides, but a difference of one
+    float rounding (two sums of the same constants in another order) is no difference."""
+    a = 0.1 + 0.2  # 0.30000000000000004
+    b = 0.3
+    rho = (_rho2(0.05, 5000.0, one_sided=True), _rho2(0.05, 5000.0, one_sided=False))
+    for mean_c, mean_b in ((a, b), (b, a), (1e-3 * a, 1e-3 * b)):
+        for relative in (False, True):
+            scalar = _sequence_scalar(
+                1_000,
+                mean_c,
+                0.0,
+                1_000,
+                mean_b,
+                0.0,
+                events=2**40,
+                direction_code=0,
+                relative=relative,
+                margin=0.0,
+                harm=0.0,
+                alpha=0.05,
+                rho2_one=rho[0],
+                rho2_two=rho[1],
+                min_samples=100,
+                min_events=0,
+            )
+            arrays = _sequence_core(
+                1_000,
+                mean_c,
+                0.0,
+                1_000,
+                mean_b,
+                0.0,
+                events=np.array([2**40], dtype=np.int64),
+                alpha=0.05,
+                direction=[Direction.HIGHER_IS_WORSE],
+                relative=relative,
+                margin=0.0,
+                harm_threshold=0.0,
+                tuning=5000.0,
+                min_samples=100,
+                min_events=0,
+            )
+            assert scalar is not None
+            assert scalar.verdict is not Verdict.FAIL
+            assert arrays.verdict_code[0] != 2  # not FAIL
+            assert scalar.estimate == arrays.estimate[0] == 0.0
+    # A real difference of constants still decides at once.
+    worse = _sequence_core(
+        1_000,
+        0.31,
+        0.0,
+        1_000,
+        0.3,
+        0.0,
+        events=np.array([2**40], dtype=np.int64),
+        alpha=0.05,
+        direction=[Direction.HIGHER_IS_WORSE],
+        relative=False,
+        margin=0.0,
+        harm_threshold=0.0,
+        tuning=5000.0,
+        min_samples=100,
+        min_events=0,
+    )
+    assert worse.verdict_code[0] == 2

@@ -46,6 +46,10 @@ _INCONCLUSIVE, _PASS, _FAIL = 0, 1, 2
 # Gate codes: why a metric may not decide yet.
 _GATE_OK, _GATE_FEW, _GATE_EVENTS, _GATE_ZERO_BASE = 0, 1, 2, 4
 
+#: Two means closer than this, relative to the larger, count as equal when neither arm has
+#: any variance (a constant metric); float summation leaves differences of about 1e-16.
+_ROUNDING = 1e-12
+
 
 def _rho2(alpha: float, tuning: float, *, one_sided: bool) -> float:
     """Mixing variance per unit variance, tuned to make the interval tightest at ``tuning``."""
@@ -440,6 +444,9 @@ def _sequence_core(
         se2_rel = vb * mc * mc / (mb**4 * nbf) + vc / (mb * mb * ncf)
         est = np.where(rel, d_rel, d_abs)
         se = np.sqrt(np.where(rel, se2_rel, se2_abs))
+        # No variance in either arm: the exact difference decides, but not a float rounding.
+        same = (se == 0) & (np.abs(d_abs) <= _ROUNDING * np.maximum(np.abs(mc), np.abs(mb)))
+        est = np.where(same, 0.0, est)
 
         hw1 = _halfwidth(se, n_total, alpha, tuning, one_sided=True)
         hw2 = _halfwidth(se, n_total, alpha, tuning, one_sided=False)
@@ -599,6 +606,8 @@ def _sequence_scalar(
             est = mean_c - mean_b
             se2 = var_c / ncf + var_b / nbf
         se = math.sqrt(se2)
+        if se == 0.0 and abs(mean_c - mean_b) <= _ROUNDING * max(abs(mean_c), abs(mean_b)):
+            est = 0.0  # as in _sequence_core: no variance, and the means differ by a rounding
         two = direction_code == 2
         rho2 = rho2_two if two else rho2_one
         k = n_total * rho2 + 1.0
