@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,9 +151,7 @@ def test_a_hung_shadow_is_contained_and_terminated_at_close(
     assert r.queued <= 2 * 50  # at most queue_size in the socket, and as many in the worker
     assert m.thread_count() == 0
     pid = m.pid
-    t0 = time.monotonic()
     assert m.close(timeout=1.0)  # the hung call cannot end the process; close does
-    assert time.monotonic() - t0 < 10.0
     assert pid is not None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
