@@ -1062,6 +1062,11 @@ class ShadowMirror:
         """
         if self._link is not None:
             return self._link.report()
+        return self._local_report()
+
+    def _local_report(self) -> ShadowReport:
+        """The report of this process's own counters and statistics (with process isolation
+        they stay at zero: the link merges it with the worker's)."""
         if self._state in (_RUNNING, _SUSPENDED):
             self._check_overdue()
         with self._lock:
@@ -1088,17 +1093,6 @@ class ShadowMirror:
         c["errors"] = errors
         with self._stats_lock:
             self._flush_locked()
-            return self._report_locked(c)
-
-    def _empty_report(self) -> ShadowReport:
-        """A report with every count at zero (a process-isolated mirror before its worker)."""
-        names = ["submitted", "mirrored", "dropped", "suspended", "refused", "completed"]
-        names += ["compared", "skipped", "timeouts", "late", "discarded", "queued", "running"]
-        names += ["stuck", "sink_errors", "errors"]
-        c: dict[str, Any] = dict.fromkeys(names, 0)
-        c["state"] = _IDLE
-        c["error_reasons"] = dict.fromkeys(("exception", "non_finite", "mismatch"), 0)
-        with self._stats_lock:
             return self._report_locked(c)
 
     def _report_locked(self, c: dict[str, Any]) -> ShadowReport:

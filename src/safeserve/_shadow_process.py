@@ -467,7 +467,7 @@ class ProcessLink:
             submitted, sent, refused = self._submitted, self._sent, self._refused
             drops = dict(self._drops)
             failure = self._failure
-        base, undecodable = last if last is not None else (self._owner._empty_report(), 0)
+        base, undecodable = last if last is not None else (self._owner._local_report(), 0)
         in_flight = max(0, sent - base.submitted - undecodable)
         drops["queue_full"] += base.dropped
         drops["undecodable"] = undecodable

@@ -349,6 +349,27 @@ def test_an_empty_arm_enters_the_sequences_as_no_information() -> None:
             assert "too few samples" in seq.reason
 
 
+def _constant_arms(mean_c: float, mean_b: float, *, relative: bool) -> Any:
+    """The array code on two arms of 1,000 equal values each (no variance)."""
+    return _sequence_core(
+        1_000,
+        mean_c,
+        0.0,
+        1_000,
+        mean_b,
+        0.0,
+        events=np.array([2**40], dtype=np.int64),
+        alpha=0.05,
+        direction=[Direction.HIGHER_IS_WORSE],
+        relative=relative,
+        margin=0.0,
+        harm_threshold=0.0,
+        tuning=5000.0,
+        min_samples=100,
+        min_events=0,
+    )
+
+
 def test_constant_arms_differing_by_a_rounding_do_not_decide_a_regression() -> None:
     """With no variance in either arm the exact difference decides, but a difference of one
     float rounding (two sums of the same constants in another order) is no difference."""
@@ -375,43 +396,11 @@ def test_constant_arms_differing_by_a_rounding_do_not_decide_a_regression() -> N
                 min_samples=100,
                 min_events=0,
             )
-            arrays = _sequence_core(
-                1_000,
-                mean_c,
-                0.0,
-                1_000,
-                mean_b,
-                0.0,
-                events=np.array([2**40], dtype=np.int64),
-                alpha=0.05,
-                direction=[Direction.HIGHER_IS_WORSE],
-                relative=relative,
-                margin=0.0,
-                harm_threshold=0.0,
-                tuning=5000.0,
-                min_samples=100,
-                min_events=0,
-            )
+            arrays = _constant_arms(mean_c, mean_b, relative=relative)
             assert scalar is not None
             assert scalar.verdict is not Verdict.FAIL
             assert arrays.verdict_code[0] != 2  # not FAIL
             assert scalar.estimate == arrays.estimate[0] == 0.0
     # A real difference of constants still decides at once.
-    worse = _sequence_core(
-        1_000,
-        0.31,
-        0.0,
-        1_000,
-        0.3,
-        0.0,
-        events=np.array([2**40], dtype=np.int64),
-        alpha=0.05,
-        direction=[Direction.HIGHER_IS_WORSE],
-        relative=False,
-        margin=0.0,
-        harm_threshold=0.0,
-        tuning=5000.0,
-        min_samples=100,
-        min_events=0,
-    )
+    worse = _constant_arms(0.31, 0.3, relative=False)
     assert worse.verdict_code[0] == 2
