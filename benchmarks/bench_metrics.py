@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from safeserve.metrics import Recorder
+from safeserve.metrics import Recorder, record_code
 from safeserve.metrics._recorder import _BLOCK, _columns_fast, _to_columns
 
 
@@ -36,17 +36,18 @@ def bench_append(n: int, repeat: int) -> dict[str, float]:
     buf = app.__self__  # type: ignore[attr-defined]
 
     def loop_append() -> None:
-        lat, out = 0.0123, 0.5
+        # As the router does: the code of an OK record is variant << 4 | override.
+        lat, out, vi, override = 0.0123, 0.5, 1, False
         for rid in range(n):
-            app((rid, 1, lat, 0, False, out, False))
+            app((rid, vi << 4 | override, lat, out))
 
     def loop_tuple_only() -> None:
-        lat, out = 0.0123, 0.5
+        lat, out, vi, override = 0.0123, 0.5, 1, False
         for rid in range(n):
-            (rid, 1, lat, 0, False, out, False)  # noqa: B018
+            (rid, vi << 4 | override, lat, out)
 
     def loop_prebuilt() -> None:
-        row = (1, 1, 0.0123, 0, False, 0.5, False)
+        row = (1, 16, 0.0123, 0.5)
         for _ in range(n):
             app(row)
 
@@ -69,17 +70,23 @@ def bench_append(n: int, repeat: int) -> dict[str, float]:
 
 
 def make_rows(n: int, seed: int = 0, first_id: int = 1) -> list[tuple[Any, ...]]:
-    """Router-layout request tuples with ids ``first_id, first_id + 1, ...`` (the router's
-    ids only grow, and the outcome map is built for that)."""
+    """The router's records, 1% of them errors, with ids ``first_id, first_id + 1, ...``
+    (the router's ids only grow, and the outcome map is built for that)."""
     rng = np.random.default_rng(seed)
     lat = rng.lognormal(-4.0, 1.0, n).tolist()
     vi = rng.integers(0, 2, n).tolist()
     err = (rng.random(n) < 0.01).tolist()
     out = rng.normal(size=n).tolist()
+    ok, error = (record_code(0), record_code(1)), (record_code(0, 1), record_code(1, 1))
     return [
-        (first_id + i, vi[i], lat[i], 1 if err[i] else 0, False, None if err[i] else out[i], False)
+        (first_id + i, error[vi[i]] if err[i] else ok[vi[i]], lat[i], 0.0 if err[i] else out[i])
         for i in range(n)
     ]
+
+
+def readable(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The same records as readable 7-tuples (variant, status, fallback, override apart)."""
+    return [(r, c >> 4, t, (c >> 2) & 3, bool(c & 2), y, bool(c & 1)) for r, c, t, y in rows]
 
 
 def bench_flush(n: int, repeat: int) -> dict[str, float]:
@@ -97,19 +104,21 @@ def bench_flush(n: int, repeat: int) -> dict[str, float]:
 
     next_id = [n + 1]
 
-    def full() -> None:
+    def full(form: Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]]) -> float:
         # Fresh ids each time, as live traffic has: a repeat of the same ids would be counted
         # as duplicates by the outcome map and take its slow path.
-        rec._buf.extend(make_rows(n, first_id=next_id[0]))
-        next_id[0] += n
-        t0 = time.perf_counter()
-        rec.flush()
-        full.t = min(getattr(full, "t", 1e9), time.perf_counter() - t0)  # type: ignore[attr-defined]
+        best = float("inf")
+        for _ in range(repeat):
+            rec._buf.extend(form(make_rows(n, first_id=next_id[0])))
+            next_id[0] += n
+            t0 = time.perf_counter()
+            rec.flush()
+            best = min(best, time.perf_counter() - t0)
+        return best
 
-    for _ in range(repeat):
-        full()
-    flush_t = full.t  # type: ignore[attr-defined]
-    cols = _columns_fast(rows)
+    flush_t = full(list)
+    readable_t = full(readable)
+    cols = _to_columns(rows)
 
     def ingest() -> None:
         rec._ingest(cols, 0.0)
@@ -129,12 +138,13 @@ def bench_flush(n: int, repeat: int) -> dict[str, float]:
 
     batch_t = best_of(batch, repeat)
     return {
-        "conversion ns/rec": conv / n * 1e9,
-        "conversion in flush ns/rec": conv_flush / n * 1e9,
+        "conversion (marshal path) ns/rec": conv_flush / n * 1e9,
+        "conversion (itemgetter path) ns/rec": conv / n * 1e9,
         "ingest ns/rec": ingest_t / n * 1e9,
-        "flush (tuples) ns/rec": flush_t / n * 1e9,
-        "flush (tuples) rec/s": n / flush_t,
+        "flush (router records) ns/rec": flush_t / n * 1e9,
+        "flush (router records) rec/s": n / flush_t,
         "ingest only rec/s": n / ingest_t,
+        "flush (readable 7-tuples) rec/s": n / readable_t,
         "flush (append_batch) rec/s": n / batch_t,
     }
 
@@ -221,7 +231,7 @@ def main() -> None:
         for k, v in d.items():
             unit = "" if "rec/s" in k else " ns"
             val = f"{v / 1e6:>10.2f} M/s" if "rec/s" in k else f"{v:>11.1f}{unit}"
-            tgt = ">= 5 M/s" if "rec/s" in k else ""
+            tgt = ">= 5 M/s" if "router records) rec/s" in k else ""
             print(f"{label + ': ' + k:<{w}} {val:>14}   {tgt}")
     print("-" * (w + 30))
     print(f"{'quantile accuracy':<{w}} {'rel. error':>14}   <= 1%")

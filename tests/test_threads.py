@@ -12,6 +12,7 @@ import safeserve as ss
 THREADS = 8
 PER_THREAD = 50_000
 WEIGHTS = [0, 5, 25, 50, 100, 50, 25, 5]
+CHECKPOINT = 8_000
 
 
 def test_every_request_served_by_an_allowed_variant_while_weights_change() -> None:
@@ -30,6 +31,7 @@ def test_every_request_served_by_an_allowed_variant_while_weights_change() -> No
     start = threading.Barrier(THREADS + 1)
     results: list[tuple[np.ndarray, ...]] = [() for _ in range(THREADS)]
     errors: list[BaseException] = []
+    changes = [0]  # weight changes made so far
 
     def mutate() -> None:
         start.wait()
@@ -39,7 +41,15 @@ def test_every_request_served_by_an_allowed_variant_while_weights_change() -> No
             i += 1
             router.set_weights({"v2": WEIGHTS[i % len(WEIGHTS)]})
             history[router.version] = router.weights
+            changes[0] += 1
             time.sleep(0.002)
+
+    def pace(checkpoint: int) -> None:
+        # Eight busy threads can starve the mutator of the GIL on a loaded machine: every
+        # CHECKPOINT requests a worker lets it make one more change (bounded wait).
+        deadline = time.monotonic() + 10
+        while changes[0] <= checkpoint and time.monotonic() < deadline and not stop.is_set():
+            time.sleep(0.001)
 
     def work(t: int) -> None:
         keys = np.arange(t * PER_THREAD, (t + 1) * PER_THREAD, dtype=np.int64)
@@ -50,6 +60,8 @@ def test_every_request_served_by_an_allowed_variant_while_weights_change() -> No
         try:
             start.wait()
             for i, k in enumerate(keys.tolist()):
+                if not i % CHECKPOINT:
+                    pace(i // CHECKPOINT)
                 before[i] = router.version
                 r = router.route(0, key=k)
                 after[i] = router.version

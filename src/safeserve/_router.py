@@ -22,7 +22,7 @@ from ._hashing import BUCKETS, HASH_VERSION, Key, buckets_of, key_bytes, salt_se
 from ._rollout import Phase, Rollout
 from ._shadow import ShadowMirror, ShadowReport
 from .drift import DriftMonitor
-from .metrics import MetricsSnapshot, Recorder, TimeWindow
+from .metrics import MetricsSnapshot, Recorder, TimeWindow, record_code
 from .policy import Decision, Policy
 from .strategies import BlueGreen, Canary, Pipeline, Shadow, Strategy
 
@@ -520,11 +520,15 @@ class Router:
     def _failed(
         self, snap: _Snapshot, rid: int, vi: int, override: bool, x: Any, latency: float
     ) -> Any:
-        """Count a model exception; re-raise it, or answer with the baseline."""
+        """Count a model exception; re-raise it, or answer with the baseline.
+
+        (A failed call's record carries the output 0.0, never read: a float keeps the record
+        in the layout the flush reads fastest.)
+        """
         if vi == 0 or not snap.fallback:
-            self._append((rid, vi, latency, _ERROR, False, None, override))
+            self._append((rid, record_code(vi, _ERROR, False, override), latency, 0.0))
             raise  # the exception being handled by the caller
-        self._append((rid, vi, latency, _ERROR, True, None, override))
+        self._append((rid, record_code(vi, _ERROR, True, override), latency, 0.0))
         return snap.models[0](x)
 
     def _rejected(
@@ -540,14 +544,14 @@ class Router:
         """Count an output its validator rejected; answer with the baseline if allowed."""
         if vi == 0:
             # Nothing to fall back to: count it and answer as the service did before.
-            self._append((rid, vi, latency, _INVALID, False, None, override))
+            self._append((rid, record_code(vi, _INVALID, False, override), latency, 0.0))
             return y, False
         if not snap.fallback:
-            self._append((rid, vi, latency, _INVALID, False, None, override))
+            self._append((rid, record_code(vi, _INVALID, False, override), latency, 0.0))
             raise InvalidOutputError(
                 f"output of {snap.names[vi]!r} failed validator {snap.validators[vi]!r}: {y!r}"
             )
-        self._append((rid, vi, latency, _INVALID, True, None, override))
+        self._append((rid, record_code(vi, _INVALID, True, override), latency, 0.0))
         return snap.models[0](x), True
 
     def route(self, x: Any, *, key: Key | None = None) -> Routed:
@@ -599,7 +603,8 @@ class Router:
             if validator is not None and not _valid(validator, y):
                 y, fell_back = self._rejected(snap, rid, vi, override, x, y, latency)
             else:
-                self._append((rid, vi, latency, _OK, False, y, override))
+                # The record's code: variant << 4 | status OK (0) << 2 | no fallback | override.
+                self._append((rid, vi << 4 | override, latency, y))
                 if snap.observe is not None:
                     snap.observe(x, vi)
                 if snap.mirror is not None:

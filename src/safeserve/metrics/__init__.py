@@ -14,7 +14,7 @@ the slice that expires and several processes can add their figures together. The
 from __future__ import annotations
 
 from ._outcomes import OutcomeResult
-from ._recorder import OutputKind, Recorder, Status
+from ._recorder import OutputKind, Recorder, Status, record_code
 from ._snapshot import MetricsSnapshot, VariantMetrics
 from ._summaries import CategoryCounts, Counts, LogHistogram, Moments, SignedLogHistogram
 from ._window import CountWindow, SlidingWindow, TimeWindow, WindowSpec
@@ -35,4 +35,5 @@ __all__ = [
     "TimeWindow",
     "VariantMetrics",
     "WindowSpec",
+    "record_code",
 ]

@@ -21,7 +21,7 @@ from ._snapshot import MetricsSnapshot, VariantMetrics
 from ._summaries import CategoryCounts, Counts, LogHistogram, Moments, SignedLogHistogram
 from ._window import CountWindow, SlidingWindow, TimeWindow, WindowSpec
 
-__all__ = ["OutputKind", "Recorder", "Status"]
+__all__ = ["OutputKind", "Recorder", "Status", "record_code"]
 
 
 class Status(enum.IntEnum):
@@ -63,7 +63,7 @@ _NUMERIC_TYPES = _FLOAT_TYPES | _INT_TYPES | _BOOL_TYPES
 #: numpy kinds whose batch outputs are summarized as arrays (not row by row).
 _ARR = "fiubUS"
 _GET = tuple(itemgetter(i) for i in range(7))
-#: Variant index given to a record that is not a 7-tuple.
+#: Variant index given to a record that is neither a record tuple nor a readable 7-tuple.
 _MALFORMED = np.iinfo(np.int64).min
 _SUM = np.add.reduce
 _MIN = np.minimum.reduce
@@ -73,44 +73,80 @@ _FEW_GROUPS = 8
 #: Records converted and ingested at once: small enough for the temporaries to stay in cache.
 _BLOCK = 1 << 14
 
+# A record's code packs its variant index, status and two flags into one int (see
+# record_code): the hot path builds a 4-tuple, and the flush reads all four at once.
+_OVERRIDE_BIT = 1
+_FALLBACK_BIT = 2
+_STATUS_SHIFT = 2
+_VARIANT_SHIFT = 4
+
 # The marshal fast path (see _columns_marshal). Version 2 writes no back-references, so
-# every record is spelled out in full: "(" + int32 7, then per field a type byte ("i" int32,
-# "g" float64, "N" None, "T"/"F" bools) and its little-endian payload.
+# every record is spelled out in full: "(" + int32 4, then per field a type byte ("i" int32,
+# "l" a longer int, "g" float64) and its little-endian payload. A list of records is "[" +
+# int32 length, then the records.
 _MARSHAL_VERSION = 2
-#: Dumped as ``(*_HEAD, chunk, 0.0)``: the tuple's 5-byte header, six 1-byte Nones and the
-#: list's 5-byte header put the first record at byte 16, so that every record of the common
-#: layout (40 bytes, 32 when the output is None) starts on an 8-byte word; the trailing float
-#: leaves a whole word after the last record.
-_HEAD = (None,) * 6
-_HEAD_BYTES = 16
-_TAIL_BYTES = 9
-#: The first 6 bytes of a record: "(", int32 7, "i" (an int32 request id).
-_REC_SIG = int.from_bytes(b"(\x07\x00\x00\x00i", "little")
-_LOW48 = (1 << 48) - 1
-#: w1: "i" (variant) at byte 2, "g" (latency) at byte 7.
-_W1_MASK = 0xFF00_0000_00FF_0000 - (1 << 64)
-_W1_TYPES = 0x6700_0000_0069_0000
-#: w3: "i" (status) at byte 0; the fallback's type byte 5 is "T" or "F" (see _BOOL_MASK).
-_W3_MASK = 0x0000_ED00_0000_00FF
-_W3_TYPES = 0x0000_4400_0000_0069
-#: "T" (0x54) and "F" (0x46) differ in bits 0x12 only; with them masked off, the bytes that
-#: match are "D", "F", "T" and "V", and "D" and "V" are no marshal type code. Bit 0x10 is set
-#: in "T" only.
-_OV_MASK = (0xED << 56) - (1 << 64)
-_OV_TYPES = 0x44 << 56
-_OV_TRUE = 0x10 << 56
-_FB_TRUE = 0x10 << 40
-#: w3's byte 6: the output's type.
-_OUT_T = 0xFF << 48
-_OUT_G = ord("g") << 48
-_OUT_N = ord("N") << 48
-_I32 = range(-(2**31), 2**31)
-_TAIL = marshal.dumps(0.0, _MARSHAL_VERSION)
+_LIST_HEAD = 5
+#: The record layouts read at fixed offsets: (size, numpy layout, type-byte positions, type
+#: bytes). "i32": an int32 request id, 33 bytes. "i45": a request id in [2**31, 2**45), which
+#: marshal writes as "l", 3 digits of 15 bits, 39 bytes. Both: an int32 code, a float latency
+#: and a float output.
+_LAYOUTS = tuple(
+    (
+        size,
+        np.dtype(
+            {
+                "names": ["rid", "code", "lat", "out"],
+                "formats": [rid_format, "<i4", "<f8", "<f8"],
+                "offsets": [len(head), size - 22, size - 17, size - 8],
+                "itemsize": size,
+            }
+        ),
+        np.array([*range(len(head)), size - 23, size - 18, size - 9]),
+        np.frombuffer(head + b"igg", np.uint8),
+    )
+    for size, rid_format, head in (
+        (33, "<i4", b"(\x04\x00\x00\x00i"),
+        (39, "(3,)<u2", b"(\x04\x00\x00\x00l\x03\x00\x00\x00"),
+    )
+)
 
 
-def _head(n: int) -> bytes:
-    """The first 16 bytes of ``marshal.dumps((*_HEAD, chunk, 0.0), 2)`` for ``len(chunk) == n``."""
-    return b"(\x08\x00\x00\x00" + b"N" * 6 + b"[" + n.to_bytes(4, "little")
+def record_code(
+    variant_index: int, status: int = 0, fallback: bool = False, override: bool = False
+) -> int:
+    """Pack a request record's variant index, status and flags into the record's code.
+
+    A record is ``(request_id, code, latency_s, output)``; the code is
+    ``variant_index << 4 | status << 2 | fallback << 1 | override``, so that the request path
+    builds one small tuple and the flush decodes every field at once. The router computes its
+    codes once per variant; see :class:`Recorder` for the fields.
+
+    Args:
+        variant_index: Index of the variant in the recorder's ``variants``.
+        status: A :class:`Status`.
+        fallback: The baseline answered instead of the variant.
+        override: The request was forced to the variant (counted apart).
+
+    Returns:
+        The code, a non-negative int.
+
+    Raises:
+        DataError: for a negative or non-int variant index or an unknown status.
+
+    >>> from safeserve.metrics import Status, record_code
+    >>> record_code(1), record_code(1, Status.ERROR, fallback=True)
+    (16, 22)
+    """
+    if isinstance(variant_index, bool) or not isinstance(variant_index, int) or variant_index < 0:
+        raise DataError(f"variant_index must be a non-negative int, got {variant_index!r}")
+    if isinstance(status, bool) or status not in (0, 1, 2, 3):
+        raise DataError(f"status must be a Status (0 to 3), got {status!r}")
+    return (
+        variant_index << _VARIANT_SHIFT
+        | int(status) << _STATUS_SHIFT
+        | bool(fallback) << 1
+        | bool(override)
+    )
 
 
 class _Columns:
@@ -208,18 +244,58 @@ class _Columns:
         return values
 
 
-def _columns_fast(chunk: list[Any]) -> _Columns:
-    """Convert request tuples column by column (itemgetter + ``np.fromiter``, no temporaries)."""
-    n = len(chunk)
-    g = _GET
+def _unpack(
+    rid: NDArray[np.int64],
+    code: NDArray[np.int64],
+    lat: NDArray[np.float64],
+    out: NDArray[np.float64] | list[Any],
+) -> _Columns:
+    """Columns from the record fields, the code split into variant, status and flags."""
     return _Columns(
-        np.fromiter(map(g[0], chunk), np.int64, n),
-        np.fromiter(map(g[1], chunk), np.int64, n),
-        np.fromiter(map(g[2], chunk), np.float64, n),
-        np.fromiter(map(g[3], chunk), np.int64, n),
-        np.fromiter(map(g[4], chunk), np.bool_, n),
-        list(map(g[5], chunk)),
-        np.fromiter(map(g[6], chunk), np.bool_, n),
+        rid,
+        code >> _VARIANT_SHIFT,
+        lat,
+        (code >> _STATUS_SHIFT) & 3,
+        (code & _FALLBACK_BIT).astype(np.bool_),
+        out,
+        (code & _OVERRIDE_BIT).astype(np.bool_),
+    )
+
+
+def _columns_fast(chunk: list[Any]) -> _Columns | None:
+    """Convert records column by column (itemgetter + ``np.fromiter``), or return ``None``
+    when the chunk is not all 4-tuples or all readable 7-tuples of the plain field types."""
+    n = len(chunk)
+    if set(map(type, chunk)) != {tuple}:
+        return None
+    width = sum(map(len, chunk))
+    if width not in (4 * n, 7 * n):
+        return None
+    # A shorter tuple raises IndexError: with the sum above, every tuple has the same width.
+    cols = [list(map(g, chunk)) for g in _GET[: width // n]]
+    # The types the record-by-record path reads as they are (it rejects a bool id, say).
+    types = [set(map(type, c)) for c in cols]
+    if not types[2] <= {float, int}:  # the latency
+        return None
+    if width == 4 * n:
+        if types[0] | types[1] != {int}:
+            return None
+        return _unpack(
+            np.fromiter(cols[0], np.int64, n),
+            np.fromiter(cols[1], np.int64, n),
+            np.fromiter(cols[2], np.float64, n),
+            cols[3],
+        )
+    if not (types[0] | types[1] | types[3] <= {int, Status} and types[4] | types[6] == {bool}):
+        return None
+    return _Columns(
+        np.fromiter(cols[0], np.int64, n),
+        np.fromiter(cols[1], np.int64, n),
+        np.fromiter(cols[2], np.float64, n),
+        np.fromiter(cols[3], np.int64, n),
+        np.fromiter(cols[4], np.bool_, n),
+        cols[5],
+        np.fromiter(cols[6], np.bool_, n),
     )
 
 
@@ -246,102 +322,42 @@ class _Slice:
         return self.n
 
 
-def _common_layout(rec: object) -> bool:
-    """Whether a record has the layout that :func:`_columns_marshal` reads."""
-    return (
-        type(rec) is tuple
-        and len(rec) == 7
-        and type(rec[0]) is int
-        and rec[0] in _I32
-        and type(rec[1]) is int
-        and type(rec[2]) is float
-        and type(rec[3]) is int
-        and type(rec[4]) is bool
-        and (rec[5] is None or type(rec[5]) is float)
-        and type(rec[6]) is bool
-    )
-
-
 def _columns_marshal(chunk: list[Any]) -> _Columns | None:
-    """Convert request tuples of the common layout at C speed, or return ``None``.
+    """Convert record tuples of the common layout at C speed, or return ``None``.
 
-    The common layout is the router's: an int32 request id, int variant index and status,
-    a float latency, bool fallback and override, and a float or ``None`` output. ``marshal``
-    writes the whole chunk out in one C pass (about half the cost of reading the seven
-    fields back one column at a time) and numpy reads the fields at fixed offsets of each
-    record. Every record is checked: its start, found by its 6-byte header on the 8-byte
-    grid, must be exactly where the previous record ends, and every field's type byte must
-    be the expected one. Any other chunk (ints or strings as outputs, numpy scalars, bigger
-    ids...) returns ``None`` and takes the general path, with the same result.
+    The common layout is the router's: ``(request_id, code, latency_s, output)`` with an int
+    id below 2**45, an int32 code and float latency and output. ``marshal`` writes the whole
+    chunk out in one C pass, and numpy reads each field at its fixed offset in the records.
+    Every record is checked: the chunk must have exactly the layout's size, and every
+    record's tuple header and type bytes must be the expected ones. Any other chunk (a
+    ``None``, int or str output, numpy scalars, ids straddling 2**31...) returns ``None`` and
+    takes the general path, with the same result.
     """
     n = len(chunk)
-    if not (n and _common_layout(chunk[0]) and _common_layout(chunk[-1])):
-        return None
-    if not _common_layout(chunk[n // 2]):
+    if not n:
         return None
     try:
-        data = marshal.dumps((*_HEAD, chunk, 0.0), _MARSHAL_VERSION)
+        data = marshal.dumps(chunk, _MARSHAL_VERSION)
     except ValueError:  # an object marshal cannot write (a numpy scalar, an enum member...)
         return None
-    body = len(data) - _HEAD_BYTES - _TAIL_BYTES
-    if body % 8 or body < 32 * n or data[:_HEAD_BYTES] != _head(n) or data[-9:] != _TAIL:
-        return None
-    words: NDArray[np.int64] = np.frombuffer(
-        data, dtype=np.int64, count=body // 8 + 1, offset=_HEAD_BYTES
-    )
-    starts = None
-    if body == 40 * n:
-        # Every output a float: the records are 5 words apart.
-        w0, w1, w2, w3, w4 = words[: 5 * n].reshape(n, 5).T
-    else:
-        # Candidate record starts: the words that begin with a record's 6-byte header. Every
-        # record start is one of them; other words match only by chance, and then the count,
-        # or the chain check below, rejects the chunk.
-        starts = np.flatnonzero((words & _LOW48) == _REC_SIG)
-        if starts.size != n:
+    for size, layout, positions, types in _LAYOUTS:
+        if len(data) != _LIST_HEAD + size * n:
+            continue
+        raw = np.frombuffer(data, np.uint8, size * n, _LIST_HEAD).reshape(n, size)
+        if not (raw[:, positions] == types).all():
             return None
-        # Five words from each start (a record with a None output is four words long: its
-        # fifth word is the next record's first, and is not read as one of its fields).
-        w0, w1, w2, w3, w4 = (words.take(starts + j) for j in range(5))
-    # The type bytes: w1 holds "i" (variant) and "g" (latency), w3 "i" (status), the
-    # fallback's bool and the output's type ("g" or "N"); the override's bool is the last
-    # byte of w4 after a float output, of w3 after None.
-    out_t = w3 & _OUT_T
-    is_float = out_t == _OUT_G
-    ov_w = np.where(is_float, w4, w3)
-    bad = (w1 & _W1_MASK) != _W1_TYPES
-    bad |= (w3 & _W3_MASK) != _W3_TYPES
-    bad |= (ov_w & _OV_MASK) != _OV_TYPES
-    if starts is None:
-        bad |= (w0 & _LOW48) != _REC_SIG
-        bad |= ~is_float
-    else:
-        bad |= ~is_float & (out_t != _OUT_N)
-    if bad.any():
-        return None
-    if starts is not None:
-        # Each record starts where the one before it ends (5 words, 4 with a None output).
-        ends = starts + 4
-        ends += is_float
-        if starts[0] != 0 or ends[-1] != body // 8 or not (starts[1:] == ends[:-1]).all():
-            return None
-    rid = (w1 << 48) >> 32  # the id's high half, sign-extended, then its low half
-    low = w0 >> 48
-    low &= 0xFFFF
-    rid |= low
-    out = w3 >> 56  # a float output's 8 bytes: w3's last byte and w4's first 7
-    out &= 0xFF
-    out |= w4 << 8
-    return _Columns(
-        rid,
-        (w1 << 8) >> 32,
-        w2.view(np.float64) if starts is not None else w2.astype(np.int64).view(np.float64),
-        (w3 << 24) >> 32,
-        (w3 & _FB_TRUE) != 0,
-        out.view(np.float64),
-        (ov_w & _OV_TRUE) != 0,
-        out_none=None if starts is None else ~is_float,
-    )
+        rec = np.frombuffer(data, layout, n, _LIST_HEAD)
+        if size == 33:
+            rid = rec["rid"].astype(np.int64)
+        else:
+            digits = rec["rid"].astype(np.int64)
+            rid = digits[:, 2] << 30
+            rid |= digits[:, 1] << 15
+            rid |= digits[:, 0]
+        return _unpack(
+            rid, rec["code"].astype(np.int64), rec["lat"].astype(np.float64), rec["out"].copy()
+        )
+    return None
 
 
 _D = TypeVar("_D", bound=np.generic)
@@ -353,14 +369,14 @@ def _spread(a: NDArray[_D], n: int) -> NDArray[_D]:
 
 
 def _to_columns(chunk: list[Any]) -> _Columns:
-    """Request tuples as columns: the marshal path, else itemgetter, else one by one."""
+    """Records as columns: the marshal path, else itemgetter, else one by one."""
     cols = _columns_marshal(chunk)
-    if cols is not None:
-        return cols
-    try:
-        return _columns_fast(chunk)
-    except (TypeError, ValueError, OverflowError, IndexError):
-        return _columns_slow(chunk)
+    if cols is None:
+        try:
+            cols = _columns_fast(chunk)
+        except (TypeError, ValueError, OverflowError, IndexError):
+            cols = None
+    return _columns_slow(chunk) if cols is None else cols
 
 
 def _int_or(x: object, default: int) -> int:
@@ -371,7 +387,11 @@ def _int_or(x: object, default: int) -> int:
 
 
 def _columns_slow(chunk: list[Any]) -> _Columns:
-    """Convert request tuples one by one, turning bad fields into values the ingest rejects."""
+    """Convert records one by one, turning bad fields into values the ingest rejects.
+
+    A record is a 4-tuple ``(request_id, code, latency_s, output)`` or the readable 7-tuple
+    ``(request_id, variant_index, latency_s, status, fallback, output, override)``.
+    """
     n = len(chunk)
     rid = np.full(n, -1, np.int64)
     var = np.full(n, -1, np.int64)
@@ -382,19 +402,28 @@ def _columns_slow(chunk: list[Any]) -> _Columns:
     ov = np.zeros(n, np.bool_)
     out: list[Any] = [None] * n
     for i, rec in enumerate(chunk):
-        if not isinstance(rec, tuple) or len(rec) != 7:
+        if not isinstance(rec, tuple) or len(rec) not in (4, 7):
             var[i] = _MALFORMED  # dropped and counted by the ingest
             continue
-        r, v, la, s, f, o, ovr = rec
+        if len(rec) == 4:
+            r, code, la, o = rec
+            c = _int_or(code, -1)
+            if c >= 0:
+                var[i] = c >> _VARIANT_SHIFT
+                st[i] = (c >> _STATUS_SHIFT) & 3
+                fb[i] = bool(c & _FALLBACK_BIT)
+                ov[i] = bool(c & _OVERRIDE_BIT)
+        else:
+            r, v, la, s, f, o, ovr = rec
+            var[i] = _int_or(v, -1)
+            st[i] = _int_or(s, -1)
+            fb[i] = bool(f) if isinstance(f, bool | np.bool_ | int) else False
+            ov[i] = bool(ovr) if isinstance(ovr, bool | np.bool_ | int) else False
         rid[i] = _int_or(r, -1)
-        var[i] = _int_or(v, -1)
-        st[i] = _int_or(s, -1)
         if isinstance(la, int | float | np.integer | np.floating) and not isinstance(la, bool):
             lat[i] = float(la)
         else:
             lat_type[i] = True
-        fb[i] = bool(f) if isinstance(f, bool | np.bool_ | int) else False
-        ov[i] = bool(ovr) if isinstance(ovr, bool | np.bool_ | int) else False
         out[i] = o
     return _Columns(rid, var, lat, st, fb, out, ov, lat_type)
 
@@ -574,16 +603,18 @@ class Recorder:
     """Per-variant metric windows fed by the router's hot path.
 
     The hot path is one call: ``recorder.append(record)`` is the bound ``append`` of a plain
-    list, with ``record = (request_id, variant_index, latency_s, status, fallback, output,
-    override)``. :meth:`flush` drains that list without a lock on the appenders and ingests it
-    with numpy into one sliding window per variant; :meth:`snapshot` flushes and returns plain
-    data.
+    list, with ``record = (request_id, code, latency_s, output)``. :meth:`flush` drains that
+    list without a lock on the appenders and ingests it with numpy into one sliding window per
+    variant; :meth:`snapshot` flushes and returns plain data.
 
-    Records: ``request_id`` is a process-unique, increasing int (or ``-1``); ``variant_index``
-    indexes ``variants``; ``latency_s`` is the model call's duration in seconds; ``status`` is
-    a :class:`Status`; ``fallback`` says the baseline answered instead; ``output`` is the
-    model's output (``None`` on error); ``override`` marks a request forced to a variant, which
-    is counted apart (``totals["overrides"]``) and kept out of the windows.
+    Records: ``request_id`` is a process-unique, increasing int (or ``-1``); ``code`` is
+    :func:`record_code` of the variant index (into ``variants``), the :class:`Status`, whether
+    the baseline answered instead (``fallback``), and whether the request was forced to the
+    variant (``override``: counted apart in ``totals["overrides"]`` and kept out of the
+    windows); ``latency_s`` is the model call's duration in seconds; ``output`` is the model's
+    output (read only when the status is OK). The readable 7-tuple ``(request_id,
+    variant_index, latency_s, status, fallback, output, override)`` is accepted too; the flush
+    converts it record by record, several times slower.
 
     Outputs (status OK only) with ``outputs="auto"``: floats go to moments and a signed
     log-bucket histogram; str, int and bool outputs are class labels; size-1 arrays count as
@@ -615,10 +646,10 @@ class Recorder:
     Raises:
         ConfigError: for an empty or duplicated variant list or a bad option.
 
-    >>> from safeserve.metrics import Recorder, Status
+    >>> from safeserve.metrics import Recorder, Status, record_code
     >>> rec = Recorder(["v1", "v2"], clock=lambda: 0.0)
-    >>> rec.append((0, 0, 0.010, Status.OK, False, 0.7, False))
-    >>> rec.append((1, 1, 0.030, Status.ERROR, True, None, False))
+    >>> rec.append((0, record_code(0), 0.010, 0.7))
+    >>> rec.append((1, record_code(1, Status.ERROR, fallback=True), 0.030, None))
     >>> rec.flush()
     2
     >>> rec.record_outcome(0, "converted", 1.0).name
@@ -1101,13 +1132,18 @@ class Recorder:
                 d.log_latency._merge_raw(nvv, float(mean[1, v]), float(m2[1, v]))
             if share:
                 ho = self._output_proto
-                nbo = ho.counts.size
-                key = lv * nbo
-                key += ho.index_of(x[2])
-                ohist = np.bincount(key, minlength=nv * nbo).reshape(nv, nbo)
+                # Only the span of buckets the outputs reach is counted and added (a signed
+                # histogram has thousands of buckets; a block's outputs fill a few hundred).
+                idx = ho.index_of(x[2])
+                first = int(_MIN(idx))
+                span = int(_MAX(idx)) - first + 1
+                key = lv * span
+                key += idx
+                key -= first
+                ohist = np.bincount(key, minlength=nv * span).reshape(nv, span)
                 for v in np.flatnonzero(n).tolist():
                     d = dest[v]
-                    d.output_hist.counts += ohist[v]
+                    d.output_hist.counts[first : first + span] += ohist[v]
                     d.output._merge_raw(int(n[v]), float(mean[2, v]), float(m2[2, v]))
                     self._kinds[v].counts[0] += n[v]
         else:
@@ -1339,7 +1375,7 @@ class Recorder:
 
         >>> from safeserve.metrics import Recorder
         >>> rec = Recorder(["v1"], clock=lambda: 0.0)
-        >>> rec.append((7, 0, 0.01, 0, False, 0.5, False))
+        >>> rec.append((7, 0, 0.01, 0.5))
         >>> [rec.record_outcome(i, "sale", 12.5).name for i in (7, 7, 8)]
         ['ACCEPTED', 'DUPLICATE', 'UNKNOWN']
         """
