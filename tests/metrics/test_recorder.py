@@ -180,6 +180,38 @@ def test_bad_records_are_counted_not_ingested():
     assert snap.variant("v1").requests == 1
 
 
+@pytest.mark.parametrize("outputs", ["auto", "numeric"])
+def test_values_too_large_to_square_are_rejected_not_summarized(outputs: str):
+    """Outputs, latencies, custom values and outcomes beyond +-1e150 (and ints past float64)
+    are counted with a reason; the windows' moments stay finite and the flush never raises
+    (an overflow warning would fail this test: warnings are errors here)."""
+    rec, _ = make(("v1",), outputs=outputs)
+    ok = record_code(0)
+    rows = [(0, ok, 0.1, 1.0), (1, ok, 0.1, 1e200), (2, ok, 0.1, -1e300), (3, ok, 1e200, 2.0)]
+    rows += [(4, ok, 0.2, 3.0)]
+    for r in rows:
+        rec.append(r)
+    rec.append((5, ok, 0.1, 10**400))  # an int: a label in "auto", a number in "numeric"
+    rec.append_batch(-1, 0, 0.1, 0, False, np.array([1.0, 1e200, 2.0]), False)
+    assert rec.flush() == 9
+    assert rec.record_custom(0, "c", 1e200) is False
+    assert rec.record_custom(0, "c", 10**400) is False
+    assert rec.record_outcome(0, "y", -1e200).name == "INVALID_VALUE"
+    assert rec.record_outcome(0, "y", 10**400).name == "INVALID_VALUE"
+    v = rec.snapshot().variant("v1")
+    assert v.rejected["output:too_large"] == 3  # 1e200 and -1e300 in records, 1e200 in a batch
+    assert v.rejected["latency:too_large"] == 1
+    assert v.rejected["custom:too_large"] == 1
+    assert v.rejected["custom:non_finite"] == 1
+    if outputs == "numeric":
+        assert v.rejected["output:non_finite"] == 1  # the int past float64's range
+    assert v.requests == 9
+    assert math.isfinite(v.output.variance)
+    assert math.isfinite(v.latency_moments.variance)
+    assert v.output.n == 5
+    assert v.output.mean == pytest.approx(np.mean([1.0, 2.0, 3.0, 1.0, 2.0]))
+
+
 def test_custom_metrics_and_their_rejections():
     """record_custom feeds a per-variant Moments window; bad values are counted by reason."""
     rec, _ = make(max_names=2)

@@ -98,11 +98,14 @@ def test_moments_update_and_revert_roundtrip():
     assert math.isnan(m.get())
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, "1.0", None, True])
+@pytest.mark.parametrize(
+    "bad", [math.nan, math.inf, -math.inf, "1.0", None, True, 1e200, -1e151, 10**400]
+)
 def test_moments_rejects_bad_values(bad: object):
-    """A non-finite or non-numeric value raises DataError and leaves the summary as it was."""
+    """A non-finite or non-numeric value, or one too large to square and sum (beyond
+    +-1e150), raises DataError and leaves the summary as it was."""
     m = Moments().update_many([1.0, 2.0])
-    with pytest.raises(DataError, match=r"finite|real"):
+    with pytest.raises(DataError, match=r"finite|real|within"):
         m.update(bad)  # type: ignore[arg-type]
     if not isinstance(bad, bool):  # a 0/1 array is fine in bulk
         with pytest.raises(DataError):

@@ -18,7 +18,14 @@ from numpy.typing import ArrayLike, NDArray
 from .._errors import ConfigError, DataError
 from ._outcomes import OutcomeResult, _OutcomeRing
 from ._snapshot import MetricsSnapshot, VariantMetrics
-from ._summaries import CategoryCounts, Counts, LogHistogram, Moments, SignedLogHistogram
+from ._summaries import (
+    LIMIT,
+    CategoryCounts,
+    Counts,
+    LogHistogram,
+    Moments,
+    SignedLogHistogram,
+)
 from ._window import CountWindow, SlidingWindow, TimeWindow, WindowSpec
 
 __all__ = ["OutputKind", "Recorder", "Status", "record_code"]
@@ -300,13 +307,15 @@ def _columns_fast(chunk: list[Any]) -> _Columns | None:
 
 
 class _NumericSummary(NamedTuple):
-    """Numeric outputs of one slice: signed histogram, count, mean, M2, non-finite count."""
+    """Numeric outputs of one slice: signed histogram, count, mean, M2, and the counts of
+    non-finite values and of values beyond ``LIMIT`` (rejected)."""
 
     hist: NDArray[np.int64] | None
     n: int
     mean: float
     m2: float
     non_finite: int
+    too_large: int = 0
 
 
 class _Slice:
@@ -361,6 +370,17 @@ def _columns_marshal(chunk: list[Any]) -> _Columns | None:
 
 
 _D = TypeVar("_D", bound=np.generic)
+
+
+def _within(x: NDArray[np.float64]) -> bool:
+    """Whether every value is finite and within ``LIMIT`` (a NaN fails both comparisons)."""
+    return not x.size or (float(_MIN(x)) >= -LIMIT and float(_MAX(x)) <= LIMIT)
+
+
+def _out_of_range(x: NDArray[np.float64]) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """The values that are not finite, and the finite ones beyond ``LIMIT``."""
+    fin = np.isfinite(x)
+    return ~fin, fin & (np.abs(x) > LIMIT)
 
 
 def _spread(a: NDArray[_D], n: int) -> NDArray[_D]:
@@ -595,7 +615,10 @@ def _is_str(x: object) -> bool:
 def _real(x: object) -> float | None:
     """``float(x)`` for a real number (bools as 0/1), ``None`` for anything else."""
     if isinstance(x, int | float | np.integer | np.floating | np.bool_):
-        return float(x)
+        try:
+            return float(x)
+        except OverflowError:  # an int past float64's range: counted as not finite
+            return math.inf if x > 0 else -math.inf
     return None
 
 
@@ -850,15 +873,15 @@ class Recorder:
         ):
             return None
         x = outputs.reshape(-1).astype(np.float64, copy=False)
-        bad = 0
-        if not math.isfinite(float(_SUM(x))):
-            fin = np.isfinite(x)
-            bad = int(x.size - np.count_nonzero(fin))
-            x = x[fin]
+        bad = large = 0
+        if not _within(x):
+            nan, big = _out_of_range(x)
+            bad, large = int(np.count_nonzero(nan)), int(np.count_nonzero(big))
+            x = x[~(nan | big)]
         h = self._output_proto
         c = x.size
         if c == 0:
-            return _NumericSummary(None, 0, 0.0, 0.0, bad)
+            return _NumericSummary(None, 0, 0.0, 0.0, bad, large)
         mean = float(_SUM(x) / c)
         hist = np.zeros(h.counts.size, dtype=np.int64)
         dev = sq = 0.0
@@ -874,7 +897,7 @@ class Recorder:
             db *= db
             sq += float(_SUM(db))
         corr = dev / c
-        return _NumericSummary(hist, c, mean + corr, max(sq - c * corr * corr, 0.0), bad)
+        return _NumericSummary(hist, c, mean + corr, max(sq - c * corr * corr, 0.0), bad, large)
 
     def record_custom(self, variant_index: int, name: str, value: float) -> bool:
         """Record a custom metric value (a confidence, a cost...) for a variant.
@@ -906,6 +929,9 @@ class Recorder:
             return False
         if not math.isfinite(x):
             self._reject(v, "custom:non_finite")
+            return False
+        if abs(x) > LIMIT:
+            self._reject(v, "custom:too_large")
             return False
         if name not in self._custom_names:
             with self._count_lock:
@@ -1062,9 +1088,10 @@ class Recorder:
         # about how long the model takes, and would skew the comparison.
         sel = ok
         lat_min = float(_MIN(lat))
-        lat_ok = lat_min >= 0 and math.isfinite(float(_SUM(lat)))  # NaN fails the min
+        # NaN fails the min; an infinity, or a value beyond LIMIT, takes the sum past LIMIT.
+        lat_ok = lat_min >= 0 and float(_SUM(lat)) <= LIMIT
         if not lat_ok:
-            valid = np.isfinite(lat) & (lat >= 0)
+            valid = (lat >= 0) & (lat <= LIMIT)
             self._count_bad_latency(cols, valid)
             sel = valid if ok is None else ok & valid
         lv = var if sel is None else var.compress(sel)
@@ -1114,8 +1141,8 @@ class Recorder:
                     x[2] = out
                 else:
                     out.compress(ok, out=x[2])
-                if not math.isfinite(float(_SUM(x[2]))):
-                    share = False  # non-finite outputs are rejected: other rows
+                if not _within(x[2]):
+                    share = False  # non-finite or too large outputs are rejected: other rows
                     x = x[:2]
             if nv <= _FEW_GROUPS:
                 n, mean, m2 = _moments_rows(x, _groups(lv, nv), nv)
@@ -1159,17 +1186,26 @@ class Recorder:
         d.counts.counts += row
         self._totals[v].counts[:6] += row
         x = part.lat
-        if math.isfinite(x) and x >= 0:
+        if 0 <= x <= LIMIT:
             self._one_latency(d, x)
         else:
-            self._reject(
-                v, "latency:nan" if x != x else "latency:inf" if x > 0 else "latency:negative", n
+            reason = (
+                "latency:nan"
+                if x != x
+                else "latency:negative"
+                if x < 0
+                else "latency:inf"
+                if math.isinf(x)
+                else "latency:too_large"
             )
+            self._reject(v, reason, n)
         if self.outputs == "ignore":
             return
         s = part.summary
         if s.non_finite:
             self._reject(v, "output:non_finite", s.non_finite)
+        if s.too_large:
+            self._reject(v, "output:too_large", s.too_large)
         if s.hist is not None:
             d.output_hist.counts += s.hist
             d.output._merge_raw(s.n, s.mean, s.m2)
@@ -1190,6 +1226,7 @@ class Recorder:
             ("latency:bad_type", bad_type),
             ("latency:nan", np.isnan(lat) & ~bad_type),
             ("latency:inf", np.isposinf(lat)),
+            ("latency:too_large", np.isfinite(lat) & (lat > LIMIT)),
             ("latency:negative", lat < 0),
         )
         for reason, mask in reasons:
@@ -1228,7 +1265,11 @@ class Recorder:
         if (types <= _FLOAT_TYPES and mode != "label") or (
             types <= _NUMERIC_TYPES and mode == "numeric"
         ):
-            self._ingest_numeric(ovar, np.fromiter(sub, np.float64, len(sub)), dest)
+            try:
+                x = np.fromiter(sub, np.float64, len(sub))
+            except OverflowError:  # an int past float64's range
+                x = np.array([_real(o) for o in sub], np.float64)
+            self._ingest_numeric(ovar, x, dest)
         elif types <= _LABEL_TYPES and mode in ("auto", "label"):
             self._ingest_labels(ovar, sub, dest)
         else:
@@ -1270,12 +1311,14 @@ class Recorder:
     ) -> None:
         """Moments and signed histogram of numeric outputs."""
         nv = self._nv
-        if not math.isfinite(float(_SUM(x))):  # a NaN or an infinity somewhere
-            fin = np.isfinite(x)
-            for v, k in enumerate(np.bincount(var[~fin], minlength=nv).tolist()):
-                if k:
-                    self._reject(v, "output:non_finite", k)
-            var, x = var[fin], x[fin]
+        if not _within(x):  # a NaN, an infinity or a value beyond LIMIT somewhere
+            nan, big = _out_of_range(x)
+            for reason, mask in (("output:non_finite", nan), ("output:too_large", big)):
+                for v, k in enumerate(np.bincount(var[mask], minlength=nv).tolist()):
+                    if k:
+                        self._reject(v, reason, k)
+            keep = ~(nan | big)
+            var, x = var[keep], x[keep]
         if x.size == 0:
             return
         h = self._output_proto
@@ -1325,7 +1368,7 @@ class Recorder:
             elif isinstance(o, bool | np.bool_ | int | np.integer):
                 if mode == "numeric":
                     num_v.append(v)
-                    num_x.append(float(o))
+                    num_x.append(_real(o) or 0.0)  # an int: never None
                 else:
                     lab_v.append(v)
                     lab_x.append(o)
@@ -1419,6 +1462,8 @@ class Recorder:
             return OutcomeResult.INVALID_VALUE, "invalid_value:bad_type", v
         if not math.isfinite(x):
             return OutcomeResult.INVALID_VALUE, "invalid_value:non_finite", v
+        if abs(x) > LIMIT:
+            return OutcomeResult.INVALID_VALUE, "invalid_value:too_large", v
         now = float(self._clock())
         if now - float(ring.time[slot]) > self.outcome_ttl:
             return OutcomeResult.LATE, "late:expired", v

@@ -40,8 +40,15 @@ _PACK_D = struct.Struct("<d")
 _UNPACK_Q = struct.Struct("<q")
 
 
+#: The largest magnitude a summary takes: the square of a deviation, summed over many values,
+#: stays far from float64's overflow (about 1.8e308). A larger value poisons no window: it is
+#: rejected like a NaN.
+LIMIT = 1e150
+
+
 def _finite_array(xs: ArrayLike, what: str) -> NDArray[np.float64]:
-    """Return ``xs`` as a 1-D float64 array, raising ``DataError`` on a non-finite value."""
+    """Return ``xs`` as a 1-D float64 array, raising ``DataError`` on a non-finite value or
+    one beyond ``LIMIT``."""
     try:
         raw = np.asarray(xs)
         if raw.dtype.kind not in "biuf":
@@ -49,19 +56,25 @@ def _finite_array(xs: ArrayLike, what: str) -> NDArray[np.float64]:
         a = raw.astype(np.float64, copy=False).reshape(-1)
     except (TypeError, ValueError):
         raise DataError(f"{what} must be real numbers, got {xs!r}") from None
-    if a.size and not np.isfinite(a).all():
-        bad = a[~np.isfinite(a)][0]
-        raise DataError(f"{what} must be finite, got {float(bad)!r}")
+    if a.size and not (np.abs(a) <= LIMIT).all():
+        bad = a[~(np.abs(a) <= LIMIT)][0]
+        raise DataError(f"{what} must be finite and within +-{LIMIT:g}, got {float(bad)!r}")
     return a
 
 
-def _finite_scalar(x: object, what: str) -> float:
-    """Return ``x`` as a float, raising ``DataError`` when it is not a finite real number."""
+def _finite_scalar(x: object, what: str, limit: float = LIMIT) -> float:
+    """Return ``x`` as a float, raising ``DataError`` when it is not a finite real number
+    within ``limit``."""
     if isinstance(x, bool | np.bool_) or not isinstance(x, int | float | np.integer | np.floating):
         raise DataError(f"{what} must be a real number, got {x!r}")
-    v = float(x)
+    try:
+        v = float(x)
+    except OverflowError:  # an int past float64's range
+        v = math.inf
     if not math.isfinite(v):
         raise DataError(f"{what} must be finite, got {x!r}")
+    if abs(v) > limit:
+        raise DataError(f"{what} must be within +-{limit:g}, got {x!r}")
     return v
 
 
@@ -187,7 +200,7 @@ class Moments:
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise DataError(f"n must be a non-negative int, got {n!r}")
         mean = _finite_scalar(mean, "mean")
-        m2 = _finite_scalar(m2, "m2")
+        m2 = _finite_scalar(m2, "m2", math.inf)
         if m2 < 0:
             raise DataError(f"m2 must be >= 0, got {m2!r}")
         self.n = int(n)
@@ -200,7 +213,7 @@ class Moments:
         """Add one finite observation.
 
         Raises:
-            DataError: for a non-finite or non-numeric ``x``.
+            DataError: for a non-finite or non-numeric ``x``, or one beyond ``LIMIT``.
         """
         v = _finite_scalar(x, "an observation")
         self.n += 1
@@ -213,7 +226,7 @@ class Moments:
         """Add a batch of finite observations (two-pass on the batch, then a merge).
 
         Raises:
-            DataError: when any value is not finite; nothing is added then.
+            DataError: when any value is not finite or beyond ``LIMIT``; nothing is added then.
         """
         a = _finite_array(xs, "observations")
         if a.size:
@@ -626,7 +639,7 @@ class LogHistogram(_DenseHistogram):
         """Add one finite, non-negative observation.
 
         Raises:
-            DataError: for a negative, non-finite or non-numeric ``x``.
+            DataError: for a negative, non-finite or non-numeric ``x``, or one beyond ``LIMIT``.
         """
         v = _finite_scalar(x, "an observation")
         if v < 0:
@@ -779,7 +792,7 @@ class SignedLogHistogram(_DenseHistogram):
         """Add one finite observation.
 
         Raises:
-            DataError: for a non-finite or non-numeric ``x``.
+            DataError: for a non-finite or non-numeric ``x``, or one beyond ``LIMIT``.
         """
         v = _finite_scalar(x, "an observation")
         self.counts[self._index_scalar(v)] += 1
@@ -789,7 +802,7 @@ class SignedLogHistogram(_DenseHistogram):
         """Add a batch of finite observations.
 
         Raises:
-            DataError: when any value is not finite; nothing is added then.
+            DataError: when any value is not finite or beyond ``LIMIT``; nothing is added then.
         """
         a = _finite_array(xs, "observations")
         self.counts += self.bucket_counts(a)
