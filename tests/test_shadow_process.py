@@ -6,9 +6,12 @@ can unpickle them). Every wait is bounded; every worker process is closed by the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import safeserve as ss
+from safeserve import _shadow_process
 from safeserve._errors import ConfigError
 from safeserve._shadow import ShadowMirror
-from safeserve._shadow_process import decode, encode
+from safeserve._shadow_process import Ring, decode, encode, ring_geometry
 from safeserve.stats import Verdict
 from safeserve.testing import FakeClock
 from tests import shadow_support as sm
@@ -272,3 +276,351 @@ def test_the_wire_format_gives_back_what_was_sent(x: Any, y: Any, latency: Any, 
             assert list(got) == list(sent)
         else:
             assert got == sent
+
+
+# -- the shared-memory ring -------------------------------------------------------------------
+
+_RING_DTYPES = ["<f8", "<f4", "<f2", "<i8", "<i4", "<i2", "i1", "u1", "<u8", "?", "<c16"]
+_ring_arrays = hnp.arrays(
+    dtype=st.sampled_from(_RING_DTYPES),
+    shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5),
+)
+_ring_outputs = st.one_of(
+    _ring_arrays,
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(),
+    st.text(max_size=20),
+    st.builds(np.float64, st.floats()),
+    st.builds(np.float32, st.floats(width=32)),
+    st.builds(np.int64, st.integers(-(2**63), 2**63 - 1)),
+    st.builds(np.int8, st.integers(-128, 127)),
+    st.builds(np.bool_, st.booleans()),
+)
+_ring_requests = st.tuples(
+    _ring_arrays,
+    _ring_outputs,
+    st.floats(allow_nan=False),
+    st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+)
+
+
+def assert_same(got: Any, sent: Any) -> None:
+    """``got`` has ``sent``'s type (and dtype and shape) and value."""
+    assert type(got) is type(sent)
+    if isinstance(sent, np.ndarray | np.generic):
+        assert got.dtype == sent.dtype
+        assert got.shape == sent.shape
+        np.testing.assert_array_equal(got, sent)
+        if isinstance(sent, np.ndarray):
+            assert got.flags.writeable
+    elif isinstance(sent, float) and np.isnan(sent):
+        assert np.isnan(got)
+    else:
+        assert got == sent
+
+
+@pytest.fixture
+def rings() -> Iterator[list[Ring]]:
+    made: list[Ring] = []
+    yield made
+    for r in made:
+        r.close()
+
+
+def new_ring(made: list[Ring], slots: int, slot_bytes: int = 4096) -> Ring:
+    r = Ring.create(slots, slot_bytes)
+    made.append(r)
+    return r
+
+
+@given(requests=st.lists(_ring_requests, min_size=1, max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_the_ring_gives_back_what_was_put(requests: list[tuple[Any, Any, float, Any]]) -> None:
+    """Numeric arrays and every supported output cross the ring with type, dtype, shape and
+    value, also when consecutive requests change layout."""
+    ring = Ring.create(8, 65536)  # room for two of the largest arrays drawn (10,000 bytes)
+    try:
+        for request in requests:
+            assert ring.put(*request)
+        for request in requests:
+            got = ring.take()
+            assert got is not None
+            for g, s in zip(got, request, strict=True):
+                assert_same(g, s)
+        assert ring.take() is None
+        assert ring.unconsumed() == 0
+    finally:
+        ring.close()
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "latency", "rid"),
+    [
+        ([1.0, 2.0], 1.0, 0.001, 1),  # not an array
+        (np.arange(3, dtype=">f8"), 1.0, 0.001, 1),  # not in native byte order
+        (np.zeros((3, 3))[:, 0], 1.0, 0.001, 1),  # not C-contiguous
+        (np.zeros((3, 3)).T, 1.0, 0.001, 1),  # Fortran order
+        (np.array([1, "a"], dtype=object), 1.0, 0.001, 1),
+        (np.array(["ab"]), 1.0, 0.001, 1),  # a str dtype
+        (np.zeros((1, 1, 1, 1, 1)), 1.0, 0.001, 1),  # more than 4 dimensions
+        (np.zeros(600), 1.0, 0.001, 1),  # more bytes than a slot holds
+        (np.zeros(3), "x" * 5000, 0.001, 1),  # a label larger than a slot
+        (np.zeros(3), [1, 2], 0.001, 1),  # an output of another kind
+        (np.zeros(3), 2**63, 0.001, 1),  # an int beyond 64 bits
+        (np.zeros(3), "\ud800", 0.001, 1),  # a str that is not encodable
+        (np.zeros(3), np.zeros(3, dtype=">i4"), 0.001, 1),
+        (np.zeros(3), 1.0, 1, 1),  # an int latency
+        (np.zeros(3), 1.0, 0.001, "r1"),  # a str request id
+        (np.zeros(3), 1.0, 0.001, True),  # a bool request id
+        (np.zeros(3), 1.0, 0.001, 2**64),  # an int request id beyond 64 bits
+    ],
+)
+def test_requests_the_ring_cannot_carry_are_refused_and_publish_nothing(
+    rings: list[Ring], x: Any, y: Any, latency: Any, rid: Any
+) -> None:
+    ring = new_ring(rings, 2, slot_bytes=4096 + 128 - 64)  # 4,064 payload bytes
+    assert ring.put(x, y, latency, rid) is False
+    assert ring.take() is None
+    assert ring.put(np.arange(2.0), "ok", 0.5, 3)  # still the first slot, seq 1
+    x2, y2, latency2, rid2 = ring.take()  # type: ignore[misc]
+    assert (x2.tolist(), y2, latency2, rid2) == ([0.0, 1.0], "ok", 0.5, 3)
+
+
+def test_the_ring_wraps_around_with_exact_counts(rings: list[Ring]) -> None:
+    """Thousands of requests through 3 slots: each comes back once, in order; a put into a
+    full ring is refused and counted, and succeeds once the reader has taken a slot."""
+    ring = new_ring(rings, 3)
+    rng = np.random.default_rng(5)
+    sent = taken = refused = 0
+    out: list[int] = []
+    while taken < 3_000:
+        for _ in range(int(rng.integers(1, 5))):  # sometimes more than the ring holds
+            ok = ring.put(np.full(4, float(sent)), sent % 7 == 0, 0.001, sent)
+            assert ok is (sent - taken < 3)
+            if ok:
+                sent += 1
+            else:
+                refused += 1
+        assert ring.unconsumed() == sent - taken
+        for _ in range(int(rng.integers(1, 4))):
+            got = ring.take()
+            if got is None:
+                assert taken == sent
+                break
+            x, y, _, rid = got
+            assert rid == taken
+            assert y is (taken % 7 == 0)
+            assert x[0] == taken
+            out.append(rid)
+            taken += 1
+    assert out == list(range(taken))
+    assert ring.full == refused > 0
+
+
+def test_a_torn_slot_is_not_taken_until_complete(rings: list[Ring]) -> None:
+    """The reader never acts on a slot whose bytes do not match its checksum (a write seen in
+    part, as on a weakly ordered CPU); it takes the slot once the bytes are all there."""
+    ring = new_ring(rings, 2)
+    x = np.arange(8.0)
+    assert ring.put(x, np.array([0.25, 0.75]), 0.002, 11)
+    at = _shadow_process._CONTROL  # the first slot
+    view = ring._view
+    words = ring.words
+    payload = at + _shadow_process._PAYLOAD
+    for corrupt in (
+        lambda: view.__setitem__(payload + 3, view[payload + 3] ^ 0x40),  # an old payload byte
+        lambda: words.__setitem__((at >> 3) + 1, words[(at >> 3) + 1] ^ 1),  # an old check
+        lambda: view.__setitem__(at + 40, view[at + 40] ^ 1),  # an old header byte (rid)
+        lambda: words.__setitem__((at >> 3) + 2, 0),  # the sequence number not yet there
+    ):
+        whole = bytes(view[at : at + 4096])
+        corrupt()
+        for _ in range(3):  # polls: never taken, never released
+            assert ring.take() is None
+            assert ring.unconsumed() == 1
+            assert words[at >> 3] == 0  # no ack: the producer cannot reuse the slot
+        view[at : at + 4096] = whole  # the rest of the write arrives
+    got = ring.take()
+    assert got is not None
+    np.testing.assert_array_equal(got[0], x)
+    assert got[1].tolist() == [0.25, 0.75]
+    assert got[2:] == (0.002, 11)
+    assert ring.unconsumed() == 0
+
+
+def test_the_ring_geometry_bounds_its_memory() -> None:
+    """At most RING_SLOTS slots and 1 MiB, each slot 4 to 64 KiB, for any queue size."""
+    for q in [1, 2, 7, 16, 17, 50, 255, 256, 257, 1000, 10**6]:
+        slots, size = ring_geometry(q)
+        assert slots == min(q, _shadow_process.RING_SLOTS)
+        assert size % 64 == 0
+        assert 4096 <= size <= 65536
+        assert slots * size <= 1 << 20
+
+
+# -- the ring in a process-isolated mirror ----------------------------------------------------
+
+
+def ring_mappings() -> int:
+    """Mappings of ring memory in this process (Linux: /proc/self/maps)."""
+    return Path("/proc/self/maps").read_text().count("safeserve-shadow-ring")
+
+
+def ring_files() -> int:
+    """File descriptors of ring memory open in this process (Linux: /proc/self/fd)."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            n += "safeserve-shadow-ring" in os.readlink(f"/proc/self/fd/{fd}")
+    return n
+
+
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps"
+)
+
+
+def test_array_requests_take_the_ring_and_others_the_socket(
+    mirrors: list[ShadowMirror], tmp_path: Path
+) -> None:
+    log = tmp_path / "pairs.txt"
+    m = started(mirrors, sm.row_sum, sink=sm.PidSink(log), margin=0.1, name="paths")
+    link = m._link
+    assert link is not None
+    rows = np.arange(40.0).reshape(10, 4)
+    for i, row in enumerate(rows):
+        assert m.submit(row, float(row.sum()), 0.001, i)  # the ring
+    assert m.submit(list(rows[0]), 6.0, 0.001, 10)  # a list: the socket
+    big = np.arange(1000.0)  # 8,000 bytes: more than a 4 KiB slot holds
+    assert m.submit(big, float(big.sum()), 0.001, 11)  # the socket
+    assert m.submit(rows[1], float(rows[1].sum()), 0.001, "r12")  # a str id: the socket
+    assert link.sent_by_path() == (10, 3)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    check_identities(r)
+    assert (r.submitted, r.compared, r.dropped) == (13, 13, 0)
+    assert r.difference_mean == 0.0
+    ids = log.read_text().split()[1::3]
+    assert sorted(ids) == sorted([str(i) for i in range(12)] + ["r12"])
+
+
+def test_the_ring_wraps_around_in_the_worker_with_exact_counts(
+    mirrors: list[ShadowMirror], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """400 requests through a 4-slot ring, in bursts that fill it: all arrive, none dropped."""
+    monkeypatch.setattr(_shadow_process, "RING_SLOTS", 4)
+    m = started(mirrors, sm.row_sum, margin=0.1, name="wrap")
+    link = m._link
+    assert link is not None
+    for burst in range(100):
+        for i in range(4):
+            x = np.full(3, float(burst * 4 + i))
+            assert m.submit(x, float(x.sum()), 0.001, burst * 4 + i)
+        assert m.wait_idle(WAIT)  # the worker took all four: the ring is empty again
+    assert link.sent_by_path() == (400, 0)
+    r = m.report()
+    check_identities(r)
+    assert (r.submitted, r.mirrored, r.compared, r.dropped) == (400, 400, 400, 0)
+    assert r.difference_mean == 0.0
+
+
+@pytest.mark.skipif(not hasattr(os, "kill"), reason="stops the worker with SIGSTOP")
+def test_ring_and_socket_together_hold_at_most_queue_size(
+    mirrors: list[ShadowMirror], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that takes nothing (stopped): exactly queue_size requests are in flight, the
+    ring's 8 and 42 in the socket; every other one is dropped as queue_full, never blocked."""
+    monkeypatch.setattr(_shadow_process, "RING_SLOTS", 8)
+    m = started(mirrors, sm.row_sum, queue_size=50, name="bound")
+    link = m._link
+    assert link is not None
+    pid = m.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        results = [m.submit(np.full(4, float(i)), 4.0 * i, 0.001, i) for i in range(500)]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert results == [True] * 50 + [False] * 450
+    assert link.sent_by_path() == (8, 42)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    check_identities(r)
+    assert (r.submitted, r.compared) == (500, 50)
+    assert r.drop_reasons["queue_full"] == 450
+    assert r.dropped == 450
+
+
+def test_a_hung_shadow_on_array_inputs_is_bounded(mirrors: list[ShadowMirror]) -> None:
+    m = started(mirrors, sm.hang, workers=1, timeout=0.05, max_stuck=1, queue_size=50)
+    link = m._link
+    assert link is not None
+    for i in range(3_000):
+        m.submit(np.full(8, float(i)), 1.0, 0.001, i)
+    wait_until(lambda: m.report().state == "suspended", "suspension in the worker")
+    r = m.report()
+    check_identities(r)
+    assert link.sent_by_path()[0] > 0
+    assert r.queued <= 2 * 50
+    assert r.drop_reasons["queue_full"] + r.suspended > 0
+    assert m.close(timeout=1.0)
+    final = m.report()
+    check_identities(final)
+    assert final.queued == 0
+
+
+@needs_proc
+def test_the_shared_memory_is_released_at_close(mirrors: list[ShadowMirror]) -> None:
+    """Unmapped and its descriptor closed (mmap keeps a duplicate while it is mapped)."""
+    before, fds_before = ring_mappings(), ring_files()
+    m = started(mirrors, sm.row_sum, name="release")
+    assert m.submit(np.ones(3), 3.0, 0.001, 1)
+    assert ring_mappings() == before + 1
+    assert ring_files() == fds_before + 1
+    pid = m.pid
+    assert m.close(timeout=5.0)
+    assert (ring_mappings(), ring_files()) == (before, fds_before)
+    assert pid is not None
+    with pytest.raises(ProcessLookupError):  # nor is it mapped in a worker any more
+        os.kill(pid, 0)
+
+
+@needs_proc
+def test_the_shared_memory_is_released_when_the_worker_dies(
+    mirrors: list[ShadowMirror],
+) -> None:
+    before = ring_mappings()
+    m = started(mirrors, sm.crash, name="crash-ring")
+    assert ring_mappings() == before + 1
+    m.submit(np.ones(3), "a", 0.001)  # through the ring; the shadow ends the worker
+    wait_until(lambda: m.report().state == "failed", "the failure to be seen")
+    assert ring_mappings() == before
+    assert m.submit(np.ones(3), "a", 0.001) is False
+    r = m.report()
+    check_identities(r)
+    assert r.verdict is Verdict.FAIL
+    assert r.drop_reasons["worker_exited"] == 1
+
+
+@needs_proc
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_unmaps_the_ring_and_starts_afresh(
+    mirrors: list[ShadowMirror],
+) -> None:
+    m = started(mirrors, sm.row_sum, margin=0.1, name="fork-ring")
+    before = ring_mappings()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # the child: check, then leave at once (no cleanup of the parent's state)
+        ok = m.state == "idle" and ring_mappings() == before - 1 and m.report().submitted == 0
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for i in range(5):  # the parent's ring is untouched
+        assert m.submit(np.full(2, float(i)), 2.0 * i, 0.001, i)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert (r.compared, r.dropped) == (5, 0)

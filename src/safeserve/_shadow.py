@@ -417,9 +417,10 @@ class ShadowMirror:
         name: A name for reports and thread names.
         isolation: ``"thread"`` (default): the shadow runs on worker threads of this process.
             ``"process"``: it runs in a worker process (started with ``spawn`` on the first
-            submit, or by :meth:`start`), and this process only pickles each mirrored request
-            and sends it on a Unix datagram socket without blocking; no thread here takes part,
-            so a shadow that holds the GIL cannot slow the primary. The shadow model and the
+            submit, or by :meth:`start`), and this process only copies each mirrored request
+            into a ring in shared memory (numeric numpy inputs), or encodes it and sends it on
+            a Unix datagram socket, without blocking; no thread here takes part, so a shadow
+            that holds the GIL cannot slow the primary. The shadow model and the
             sink must be picklable (the sink then runs in the worker process), ``clock`` must
             be left at its default, and the worker process imports the main module the way
             :mod:`multiprocessing`'s ``spawn`` does. See :mod:`safeserve._shadow_process`.
@@ -546,7 +547,7 @@ class ShadowMirror:
         self._link: ProcessLink | None = None
         if isolation == "process":
             self._link = self._process_link(clock)
-            # The request path goes straight to the link: one pickle and one send.
+            # The request path goes straight to the link: a ring slot or one send.
             self.submit = self._link.submit  # type: ignore[method-assign]
             _MIRRORS.add(self)
 

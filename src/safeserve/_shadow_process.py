@@ -4,39 +4,52 @@ A shadow model that holds the GIL (most pure-Python and many numpy-light models 
 with the primary for the interpreter even on worker threads: every time the shadow thread runs,
 the request thread waits for it, and the primary's tail latency grows. With
 ``ShadowMirror(..., isolation="process")`` the primary's process does only this per mirrored
-request: pickle ``(input, primary output, primary latency, request id)`` and hand it to the
-kernel with one non-blocking ``send`` on a Unix datagram socket. No thread of the primary's
-process takes part in mirroring. The worker process (started with the ``spawn`` method, so it
-is safe in a process that already runs threads) receives the requests and runs an ordinary
-thread-isolated :class:`~safeserve.ShadowMirror` on them: the shadow calls, the timeouts and
-stuck-thread handling, the paired comparison, the sequential checks and the sink all happen
-there. The worker lowers its own CPU priority (``nice`` +10), so that where the shadow and the
-primary compete for a core the scheduler runs the primary first: the shadow is best effort.
+request: it copies ``(input, primary output, primary latency, request id)`` into the next free
+slot of a ring in shared memory (:class:`Ring`: numeric numpy inputs with numeric, boolean,
+``None`` or short-label outputs, the common case of a model server), or, for anything else,
+encodes it (marshal, pickle as a fallback) and hands it to the kernel with one non-blocking
+``send`` on a Unix datagram socket. The ring path makes no system call and builds no byte
+string. No thread of the primary's process takes part in mirroring. The worker process (started
+with the ``spawn`` method, so it is safe in a process that already runs threads) drains the ring
+and the socket and runs an ordinary thread-isolated :class:`~safeserve.ShadowMirror` on what it
+receives: the shadow calls, the timeouts and stuck-thread handling, the paired comparison, the
+sequential checks and the sink all happen there. The worker lowers its own CPU priority
+(``nice`` +10), so that where the shadow and the primary compete for a core the scheduler runs
+the primary first: the shadow is best effort.
 
-Bounds: the worker counts the requests it takes off the socket in a shared-memory integer; a
-request that would leave more than ``queue_size`` in the socket, or that does not fit in the
-socket's send buffer, is dropped and counted (``queue_full``). So at most ``queue_size``
-requests wait in the socket and ``queue_size`` more in the worker's queue, and their bytes are
-bounded by the kernel's buffer. A request whose pickle is larger than the buffer can never be
-sent and is counted as ``too_large``. A worker process that dies is not restarted: its mirrors
-are dropped (``worker_exited``), the report's state becomes ``"failed"`` and its verdict FAIL,
-since a shadow model that crashes its process must not be promoted. ``close`` stops the worker
-and, if a hung call keeps it from exiting, terminates it.
+Bounds: the worker counts the requests it takes off the ring and the socket in a word of the
+shared memory; a request that would leave more than ``queue_size`` waiting in the two together,
+or that finds the ring full and does not fit in the socket's send buffer, is dropped and counted
+(``queue_full``). So at most ``queue_size`` requests wait in the ring and the socket and
+``queue_size`` more in the worker's queue; the ring's memory is fixed (at most 1 MiB, see
+:func:`ring_geometry`) and the socket's is bounded by the kernel's buffer. A request whose
+encoding is larger than that buffer can never be sent and is counted as ``too_large``. A worker
+process that dies is not restarted: its mirrors are dropped (``worker_exited``), the report's
+state becomes ``"failed"`` and its verdict FAIL, since a shadow model that crashes its process
+must not be promoted. ``close`` stops the worker and, if a hung call keeps it from exiting,
+terminates it. Either way this process unmaps the ring, and the kernel frees it once the worker
+is gone too.
 
 The report merges the worker's report with the counts kept here; every identity of
-:class:`~safeserve.ShadowReport` still holds, with requests still in the socket counted as
-``queued`` (and as ``discarded`` once the worker is gone).
+:class:`~safeserve.ShadowReport` still holds, with requests still in the ring or the socket
+counted as ``queued`` (and as ``discarded`` once the worker is gone).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import marshal
+import math
+import mmap
 import multiprocessing
 import os
 import pickle
 import socket
+import struct
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import numpy as np
+import xxhash
 
 from .stats import Verdict
 
@@ -53,7 +67,7 @@ if TYPE_CHECKING:
 
     from ._shadow import ShadowMirror, ShadowReport
 
-__all__ = ["DROP_REASONS", "ProcessLink"]
+__all__ = ["DROP_REASONS", "ProcessLink", "Ring", "ring_geometry"]
 
 #: Why a request was not handed to the worker process, as counted in ``drop_reasons``.
 DROP_REASONS: Final = (
@@ -72,12 +86,21 @@ REPORT_TIMEOUT: Final = 5.0
 SEND_BUFFER: Final = 4 * 1024 * 1024
 #: Niceness the worker process adds to its own (lower CPU priority than the primary's).
 NICE: Final = 10
-#: Seconds the worker's receiver sleeps when the socket is empty. It polls rather than blocks
-#: in ``recv``: a send to a blocked reader wakes it with a "sync" hint that makes the scheduler
-#: pull the reader onto the sender's CPU, where it would compete with the primary; a poll never
-#: involves the primary's CPU. It delays the shadow by up to this much, and costs an idle worker
-#: a few hundred wake-ups a second.
+#: Seconds the worker's receiver sleeps when the ring and the socket are empty. It polls rather
+#: than blocks in ``recv``: a send to a blocked reader wakes it with a "sync" hint that makes the
+#: scheduler pull the reader onto the sender's CPU, where it would compete with the primary; a
+#: poll never involves the primary's CPU (and the ring has no way to wake anyone). It delays the
+#: shadow by up to this much, and costs an idle worker a few hundred wake-ups a second.
 POLL: Final = 0.002
+#: Most slots of a ring; fewer when ``queue_size`` is smaller (0 turns the ring off).
+RING_SLOTS: Final = 256
+#: Shared memory of a ring's slots: at most this many bytes (plus one 64-byte control line).
+RING_BYTES: Final = 1 << 20
+#: Smallest and largest slot, in bytes (a slot holds a 104-byte header and the payload).
+MIN_SLOT_BYTES: Final = 4096
+MAX_SLOT_BYTES: Final = 65536
+#: Most dimensions of an array sent through the ring (more take the socket).
+MAX_NDIM: Final = 4
 
 # Link states (the report's ``state`` while the worker runs is the worker mirror's state).
 _IDLE, _STARTING, _RUNNING, _FAILED, _CLOSED = "idle", "starting", "running", "failed", "closed"
@@ -86,18 +109,26 @@ _IDLE, _STARTING, _RUNNING, _FAILED, _CLOSED = "idle", "starting", "running", "f
 def _worker_main(
     conn: Connection,
     sock: socket.socket,
-    taken: Any,
+    slots: int,
+    slot_bytes: int,
     max_size: int,
     payload: bytes,
     options: dict[str, Any],
 ) -> None:
-    """The worker process: a thread-isolated mirror fed from the datagram socket."""
+    """The worker process: a thread-isolated mirror fed from the ring and the datagram socket."""
     from ._shadow import ShadowMirror
 
     with contextlib.suppress(AttributeError, OSError):
         # Best effort: where both compete for a core, the scheduler favours the primary.
         os.nice(NICE)
     try:
+        # The first datagram carries the ring's file descriptor (sent before this process
+        # started, so it is already there).
+        sock.settimeout(START_TIMEOUT)
+        _, fds, _, _ = socket.recv_fds(sock, 16, 1)
+        if len(fds) != 1:
+            raise RuntimeError(f"expected the ring's file descriptor, got {fds!r}")
+        ring = Ring.attach(fds[0], slots, slot_bytes)
         model, sink = pickle.loads(payload)
         mirror = ShadowMirror(model, sink=sink, **options)
         if not mirror.start():
@@ -119,7 +150,21 @@ def _worker_main(
     def receive() -> None:
         nonlocal undecodable
         recv_into, loads, submit, sleep = sock.recv_into, decode, mirror.submit, time.sleep
+        take, words = ring.take, ring.words
         while True:
+            # The ring first, then the socket; sleep only when both are empty.
+            try:
+                got = take()
+            except Exception:  # a complete slot that does not decode (it was released)
+                with lock:
+                    words[0] += 1
+                    undecodable += 1
+                continue
+            if got is not None:
+                with lock:
+                    words[0] += 1  # read by the primary's process to bound what is in flight
+                    submit(*got)
+                continue
             try:
                 n = recv_into(buffer)
             except BlockingIOError:
@@ -129,7 +174,7 @@ def _worker_main(
                 return
             data = view[:n]
             with lock:
-                taken.value += 1  # read by the primary's process to bound what is in flight
+                words[0] += 1
                 try:
                     x, y, latency, rid = loads(data)
                 except BaseException:
@@ -164,8 +209,17 @@ def _worker_main(
             return
 
 
+def _no_ring(x: Any, y: Any, latency: Any, rid: Any) -> bool:
+    """The ring's ``put`` while there is none: every request takes the socket."""
+    return False
+
+
 class ProcessLink:
-    """The primary's side of a process-isolated mirror (used by :class:`ShadowMirror`)."""
+    """The primary's side of a process-isolated mirror (used by :class:`ShadowMirror`).
+
+    The ring holds ``ring_geometry(queue_size)`` slots: at most 256 slots and 1 MiB of shared
+    memory per mirror, whatever ``queue_size`` is.
+    """
 
     def __init__(self, owner: ShadowMirror, payload: bytes, options: dict[str, Any]) -> None:
         self._owner = owner
@@ -183,71 +237,109 @@ class ProcessLink:
         self._conn: Connection | None = None
         self._process: BaseProcess | None = None
         self._starter: threading.Thread | None = None
-        self._taken: Any = None  # shared with the worker: requests it took off the socket
+        # The ring (shared with the worker), its ``put`` while it has slots, and its words:
+        # word 0 counts the requests the worker took off the ring and the socket.
+        self._ring: Ring | None = None
+        self._put: Callable[[Any, Any, Any, Any], bool] = _no_ring
+        self._words: Any = None
+        self._via_ring = 0  # requests sent through rings already released
         self._limit = self._owner.queue_size
         self._ready = threading.Event()
         self._seq = 0
         self._submitted = 0
-        self._sent = 0
+        self._sent = 0  # through the ring and the socket
+        self._seen = 0  # the worker's count of taken requests, as last read (a lower bound)
         self._refused = 0
         self._drops = dict.fromkeys(DROP_REASONS, 0)
         self._last: tuple[ShadowReport, int] | None = None
         self._failure: str | None = None
-        self._stale = False
 
     # -- the request path ----------------------------------------------------------------
 
     def submit(
         self, x: Any, primary_output: Any, primary_latency: float, request_id: Any = None
     ) -> bool:
-        """Encode the request and send it without blocking; count it whatever happens.
+        """Hand the request to the worker without blocking; count it whatever happens.
 
-        A forked child of this process is reset by the at-fork hook, not checked here.
+        The ring when the request fits a slot, else the socket. A forked child of this process
+        is reset by the at-fork hook, not checked here.
         """
-        data: bytes | None = None
-        if self._state is _RUNNING:
-            try:
-                data = encode(x, primary_output, primary_latency, request_id)
-            except BaseException:
-                data = None
-        start = False
         with self._lock:
             self._submitted += 1
             state = self._state
-            if state is not _RUNNING:
-                if state is _CLOSED:
-                    self._refused += 1
-                    return False
-                if state is _IDLE:
-                    self._state = _STARTING
-                    start = True
-                self._drops["worker_exited" if state is _FAILED else "starting"] += 1
-            elif data is None:
-                self._drops["unpicklable"] += 1
-                return False
-            elif self._sent - self._taken.value >= self._limit:
-                self._drops["queue_full"] += 1
-                return False
-            else:
-                send = self._send
-                assert send is not None
-                try:
-                    send(data)
-                except BlockingIOError:
+            if state is _RUNNING:
+                # The worker's count only grows, so ``_seen`` gives an upper bound of what is
+                # in flight: read the shared word only when that bound reaches the limit.
+                if self._sent - self._seen >= self._limit and not self._room_locked():
                     self._drops["queue_full"] += 1
                     return False
-                except OSError as exc:
-                    if exc.errno == errno.EMSGSIZE:
-                        self._drops["too_large"] += 1
-                    else:
-                        self._drops["worker_exited"] += 1
-                        self._fail_locked(f"sending to the worker process failed: {exc}")
+                try:
+                    ok = self._put(x, primary_output, primary_latency, request_id)
+                except Exception:  # unpublished; the socket path decides
+                    ok = False
+                if ok:
+                    self._sent += 1
+                    return True
+            elif state is _CLOSED:
+                self._refused += 1
+                return False
+            else:
+                if state is _IDLE:
+                    self._state = _STARTING
+                self._drops["worker_exited" if state is _FAILED else "starting"] += 1
+                if state is not _IDLE:
                     return False
-                self._sent += 1
-                return True
-        if start:
-            self._start_async()
+        if state is _RUNNING:  # not for the ring (its kind or size), or the ring is full
+            return self._send_encoded(x, primary_output, primary_latency, request_id)
+        self._start_async()
         return False
+
+    def _room_locked(self) -> bool:
+        self._seen = self._words[0]
+        return bool(self._sent - self._seen < self._limit)
+
+    def _send_encoded(self, x: Any, y: Any, latency: float, rid: Any) -> bool:
+        """The socket path: encode (outside the lock) and send one datagram."""
+        try:
+            data: bytes | None = encode(x, y, latency, rid)
+        except BaseException:
+            data = None
+        with self._lock:
+            state = self._state
+            if state is not _RUNNING:  # closed, or failed, while encoding
+                if state is _CLOSED:
+                    self._refused += 1
+                else:
+                    self._drops["worker_exited" if state is _FAILED else "starting"] += 1
+                return False
+            if data is None:
+                self._drops["unpicklable"] += 1
+                return False
+            if self._sent - self._seen >= self._limit and not self._room_locked():
+                self._drops["queue_full"] += 1
+                return False
+            send = self._send
+            assert send is not None
+            try:
+                send(data)
+            except BlockingIOError:
+                self._drops["queue_full"] += 1
+                return False
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:
+                    self._drops["too_large"] += 1
+                else:
+                    self._drops["worker_exited"] += 1
+                    self._fail_locked(f"sending to the worker process failed: {exc}")
+                return False
+            self._sent += 1
+            return True
+
+    def sent_by_path(self) -> tuple[int, int]:
+        """(requests sent through the ring, through the socket) by this process."""
+        with self._lock:
+            ring = self._via_ring + (0 if self._ring is None else self._ring.published)
+            return ring, self._sent - ring
 
     # -- the worker process --------------------------------------------------------------
 
@@ -279,22 +371,28 @@ class ProcessLink:
     def _spawn(self) -> None:
         ours: socket.socket | None = None
         conn: Connection | None = None
-        taken: Any = None
         process: BaseProcess | None = None
+        ring: Ring | None = None
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
             with contextlib.suppress(OSError):  # else the kernel keeps its default
                 ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             ours.setblocking(False)
+            slots, slot_bytes = ring_geometry(self._limit)
+            ring = Ring.create(slots, slot_bytes)
+            # The worker's first datagram: the ring's descriptor (its copy lives in the
+            # message until the worker takes it, or the socket closes).
+            socket.send_fds(ours, [b"ring"], [ring.fileno()])
+            ring.close_fd()
             ctx = multiprocessing.get_context("spawn")
             conn, child_conn = ctx.Pipe(duplex=True)
-            taken = ctx.RawValue("q", 0)
             process = ctx.Process(
                 target=_worker_main,
                 args=(
                     child_conn,
                     theirs,
-                    taken,
+                    slots,
+                    slot_bytes,
                     ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
                     self._payload,
                     self._options,
@@ -314,7 +412,11 @@ class ProcessLink:
             self._process = process
             self._conn = conn
             if status == "ready" and self._state is _STARTING and ours is not None:
-                self._taken = taken
+                assert ring is not None
+                self._ring = ring
+                self._words = ring.words
+                self._put = ring.put
+                self._seen = 0
                 self._sock = ours
                 self._send = ours.send
                 self._state = _RUNNING
@@ -325,6 +427,8 @@ class ProcessLink:
                     self._fail_locked(f"the worker process could not start: {detail}")
                 if ours is not None:
                     ours.close()
+                if ring is not None:
+                    ring.close()
         self._ready.set()
         if self._state is not _RUNNING:
             self._stop_process(1.0)
@@ -333,6 +437,15 @@ class ProcessLink:
         if self._state is not _CLOSED:
             self._state = _FAILED
             self._failure = reason
+        self._release_ring_locked()  # no request will be written to it again
+
+    def _release_ring_locked(self) -> None:
+        ring = self._ring
+        self._ring = self._words = None
+        self._put = _no_ring
+        if ring is not None:
+            self._via_ring += ring.published
+            ring.close()
 
     def _rpc(self, op: str, arg: Any, timeout: float) -> Any:
         """Ask the worker; return its answer, or raise TimeoutError / EOFError."""
@@ -408,6 +521,7 @@ class ProcessLink:
         with self._lock:
             state = self._state
             self._state = _CLOSED
+            self._release_ring_locked()
         if state is _STARTING:
             self._ready.wait(max(0.0, deadline - time.monotonic()))
         stopped = True
@@ -425,8 +539,11 @@ class ProcessLink:
         return stopped
 
     def reset_after_fork(self) -> None:
-        """In a forked child: the worker belongs to the parent; start afresh, counts at zero."""
-        for resource in (self._sock, self._conn):
+        """In a forked child: the worker belongs to the parent; start afresh, counts at zero.
+
+        The child unmaps its copy of the parent's ring, which it must never write to.
+        """
+        for resource in (self._sock, self._conn, self._ring):
             if resource is not None:
                 with contextlib.suppress(OSError):
                     resource.close()
@@ -491,9 +608,419 @@ class ProcessLink:
         return attrs.evolve(base, **changes)
 
 
-# -- the wire format of one request ---------------------------------------------------------
+# -- the ring: requests in shared memory ----------------------------------------------------
+#
+# Why this memory: a ``memfd_create`` file (Linux; elsewhere a temporary file unlinked as soon
+# as it is open, as multiprocessing's own heap does), mapped with ``mmap`` here and in the
+# worker, which receives the descriptor as the first datagram on its socket. It has no name
+# that could outlive the two processes: the kernel frees it when the last mapping goes, also
+# when both are killed, and no resource tracker takes part (``multiprocessing.shared_memory``
+# names a segment in /dev/shm that leaks if its creator is killed, and on Python 3.11 a process
+# that attaches registers it with the resource tracker a second time). An anonymous ``mmap``
+# would be simpler but is inherited only across ``fork``, not by a spawned worker, and
+# ``multiprocessing.RawArray`` keeps freed blocks of under 4 MB mapped in a per-process heap.
+#
+# Layout: a 64-byte control line (word 0: requests the worker took off the ring and the socket;
+# written by the worker only), then ``slots`` slots of ``slot_bytes`` (a multiple of 64):
+#
+#   offset 0    u64      ack: the sequence number of the request the reader last took from
+#                        this slot (0 before the first); written by the reader only
+#   offset 8    u64      check: xxh3_64 of bytes [16, 96 + length)
+#   offset 16   _DYNAMIC seq, length of the payload, request id kind, latency, request id,
+#                        the output's value (a float, or an int or bool)
+#   offset 56   _LAYOUT  the input's dtype and shape, the output's kind, dtype and shape
+#   offset 96   payload  the input's bytes, then (8-aligned) the output's bytes
+#
+# Publication, and why a checksum: one producer (``submit``, under the link's lock) and one
+# reader (the worker's receiver thread). Request ``seq`` (1, 2, ...) goes to slot
+# ``(seq - 1) % slots``. The producer writes the payload, the header and last the check. On a
+# weakly ordered CPU (ARM, POWER) another core may see these stores in any order, so "the seq
+# field is set" or even "the check is set" does not mean "the slot is complete", and Python
+# has no memory barrier to order them. So the reader copies the slot's bytes into its own
+# memory and recomputes the checksum over the copy: only a copy whose checksum and sequence
+# number match is used. A slot seen half written (new header with an old check, new check
+# with an old payload) does not match - the sequence number is hashed too, so the previous
+# occupant's valid check never vouches for the new one - and is read again on the next poll,
+# by which time the stores have arrived (a false match has probability 2**-64 per look).
+#
+# Release: after a matching copy, the reader stores the slot's ack = seq. The producer writes
+# request ``seq`` into a slot only when that slot's ack equals ``seq - slots`` (the previous
+# occupant was taken), else the ring is full. The reader's store depends, through the branch on
+# the checksum, on every load of the copy; stores are not made visible speculatively, so the
+# producer cannot see the ack before the reader's copy is complete, and, from then on, the
+# reader uses only its copy. Likewise the producer's writes follow its branch on the ack. An
+# ack read torn between its old and new value can never equal the new value (they differ in the
+# bytes taken from the old one), so a torn read only delays reuse. Neither side ever waits.
+#
+# Speed: right after a model call the caches are cold and the request path pays for every
+# distinct operation, so the producer does few. It keeps the layout of the last request (the
+# dtypes by identity, the shapes, the output's type) with its packed _LAYOUT bytes, and writes
+# those into a slot only when the slot does not hold them already (a model server sends
+# requests of one layout). It reads acks only when the slots it knows to be free run out, and
+# then the ack of the request half a ring back (see ``_room``): once per half turn when the
+# reader keeps up. A request then costs a few type checks, one copy per array, one pack of the
+# varying header fields, one hash and one word store.
 
 _ndarray: Final = np.ndarray
+#: dtype characters of the numeric types the ring carries (native byte order only).
+_RING_CHARS: Final = {c: ord(c) for c in "?bBhHiIlLqQpPefdgFDG"}
+#: numpy scalar types the ring carries as outputs (0-dim, given back as the same scalar).
+_NP_SCALARS: Final = frozenset(np.dtype(c).type for c in _RING_CHARS)
+# Output kinds.
+_Y_NONE, _Y_BOOL, _Y_INT, _Y_FLOAT, _Y_STR, _Y_ARRAY, _Y_SCALAR = range(7)
+_Y_KINDS: Final = {type(None): _Y_NONE, bool: _Y_BOOL, int: _Y_INT, float: _Y_FLOAT, str: _Y_STR}
+#: seq, payload length, request id kind (0: None, 1: int), latency, request id, output value.
+_DYNAMIC_Q: Final = struct.Struct("=QIB3xdqq")
+_DYNAMIC_D: Final = struct.Struct("=QIB3xdqd")  # the same, with a float output value
+#: x dtype, x ndim, y kind, y dtype, y ndim, x shape (4), y shape (4).
+_LAYOUT: Final = struct.Struct("=BBBBB3x4I4I")
+_START: Final = 16  # the header's offset in a slot
+_LAYOUT_AT: Final = _START + _DYNAMIC_Q.size
+_PAYLOAD: Final = _LAYOUT_AT + _LAYOUT.size  # the payload's offset in a slot (96)
+_CONTROL: Final = 64  # the control line before the slots
+_PAD: Final = ((0, 0, 0, 0), (0, 0, 0), (0, 0), (0,), ())
+_hash: Final = xxhash.xxh3_64_intdigest
+
+
+def ring_geometry(queue_size: int) -> tuple[int, int]:
+    """(slots, bytes per slot) of the ring of a mirror with this ``queue_size``.
+
+    ``min(queue_size, RING_SLOTS)`` slots sharing ``RING_BYTES`` (1 MiB), each between 4 KiB
+    and 64 KiB: so at most 1 MiB and 64 bytes of shared memory per mirror. A slot holds a
+    96-byte header and the payload, so with the default ``queue_size=1000`` an input and an
+    output of up to 4,000 bytes together take the ring (e.g. a row of 480 float64 features and
+    its class probabilities); anything larger takes the socket.
+
+    >>> ring_geometry(1000), ring_geometry(50), ring_geometry(1)
+    ((256, 4096), (50, 20928), (1, 65536))
+    """
+    slots = max(0, min(queue_size, RING_SLOTS))
+    if slots == 0:
+        return 0, MIN_SLOT_BYTES
+    size = min(max(RING_BYTES // slots, MIN_SLOT_BYTES), MAX_SLOT_BYTES)
+    return slots, size // 64 * 64
+
+
+def _shared_file(size: int) -> int:
+    """A file descriptor of ``size`` zeroed bytes of memory that has no name anywhere."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("safeserve-shadow-ring", os.MFD_CLOEXEC)
+    else:
+        where = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        fd, name = tempfile.mkstemp(prefix="safeserve-shadow-ring-", dir=where)
+        os.unlink(name)
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class Ring:
+    """A single-producer, single-consumer ring of fixed-size request slots in shared memory.
+
+    :meth:`put` copies a request (a numeric numpy input in native byte order, C-contiguous, of
+    at most 4 dimensions; an output that is such an array, a numpy scalar, a float, an int, a
+    bool, None or a str; a float latency; an int or None request id) into the next free slot
+    and publishes it, without a system call. It returns False, publishing nothing, for any
+    other request, for one too big for a slot, and when the ring is full. :meth:`take` gives
+    back the next published request, or None. The comment above this class explains why a
+    half-written slot is never taken, on any CPU.
+
+    Args:
+        mm: The shared mapping, ``64 + slots * slot_bytes`` bytes or more.
+        slots: Number of slots (0: the ring carries nothing).
+        slot_bytes: Bytes per slot, a multiple of 64 of at least 128.
+        fd: The mapping's file descriptor, kept for :meth:`fileno` until :meth:`close_fd`.
+
+    >>> ring = Ring.create(slots=2, slot_bytes=4096)
+    >>> ring.put(np.arange(3.0), "cat", 0.002, 7)
+    True
+    >>> x, y, latency, rid = ring.take()
+    >>> x.tolist(), y, latency, rid
+    ([0.0, 1.0, 2.0], 'cat', 0.002, 7)
+    >>> ring.take() is None
+    True
+    >>> ring.put([1, 2], "cat", 0.002, 7)  # not an array: for the socket
+    False
+    >>> ring.close()
+    """
+
+    def __init__(self, mm: mmap.mmap, slots: int, slot_bytes: int, fd: int = -1) -> None:
+        if (
+            slots < 0
+            or slot_bytes % 64
+            or slot_bytes < _PAYLOAD
+            or (len(mm) < _CONTROL + slots * slot_bytes)
+        ):
+            raise ValueError(f"bad ring geometry: {slots!r} slots of {slot_bytes!r} bytes")
+        self.slots = slots
+        self.slot_bytes = slot_bytes
+        self._fd = fd
+        self._mm = mm
+        self._view = memoryview(mm)
+        #: The mapping as 64-bit words (aligned: single stores and loads).
+        self.words: Any = (ctypes.c_uint64 * (len(mm) // 8)).from_buffer(mm)
+        self._cap = slot_bytes - _PAYLOAD  # payload bytes per slot
+        self._seq = 1  # the producer's next sequence number
+        self._next = 1  # the reader's next sequence number
+        self.full = 0  # requests the producer found no free slot for
+        # The producer's layout of the last request (see "Speed" above).
+        self._xdt: Any = None
+        self._xs: Any = None
+        self._yt: Any = None
+        self._ydt: Any = None
+        self._ys: Any = None
+        self._ykind = -1
+        self._xn = 0  # the input's bytes
+        self._yo = 0  # the output's offset in the payload
+        self._length = 0  # payload bytes (without a str output's)
+        self._pack = _DYNAMIC_Q.pack_into
+        self._layout = b""
+        self._written: list[bytes] = [b""] * slots  # the _LAYOUT bytes each slot holds
+        self._until = slots  # the producer may write requests up to this one (see _room)
+
+    @classmethod
+    def create(cls, slots: int, slot_bytes: int) -> Ring:
+        """A new zeroed ring in memory that a spawned process can map (see :meth:`fileno`)."""
+        size = _CONTROL + slots * slot_bytes
+        fd = _shared_file(size)
+        try:
+            mm = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(mm, slots, slot_bytes, fd)
+
+    @classmethod
+    def attach(cls, fd: int, slots: int, slot_bytes: int) -> Ring:
+        """Map the ring behind ``fd`` (received from its creator), then close ``fd``."""
+        try:
+            mm = mmap.mmap(fd, _CONTROL + slots * slot_bytes)
+        finally:
+            os.close(fd)
+        return cls(mm, slots, slot_bytes)
+
+    def fileno(self) -> int:
+        """The mapping's file descriptor, to send to the process that will :meth:`attach`."""
+        if self._fd < 0:
+            raise ValueError("the ring's file descriptor is closed")
+        return self._fd
+
+    def close_fd(self) -> None:
+        """Close the file descriptor (the mapping stays)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Unmap the ring here (the memory is freed once no process maps it)."""
+        self.close_fd()
+        self.slots = self._until = 0  # put and take see an empty ring from now on
+        with contextlib.suppress(ValueError, BufferError):
+            self._view.release()
+        self.words = None
+        with contextlib.suppress(ValueError, BufferError):
+            self._mm.close()
+
+    # -- producer ------------------------------------------------------------------------
+
+    def put(self, x: Any, y: Any, latency: Any, rid: Any) -> bool:
+        """Copy one request into the next free slot and publish it; False if it cannot be."""
+        if type(x) is not _ndarray or type(latency) is not float:
+            return False
+        yt = type(y)
+        yv: Any = 0
+        if yt is _ndarray:
+            if (
+                x.dtype is not self._xdt
+                or y.dtype is not self._ydt
+                or x.shape != self._xs
+                or y.shape != self._ys
+            ) and not self._learn(x, y):
+                return False
+            yb: Any = y
+            length = self._length
+        else:
+            if (
+                yt is not self._yt or x.dtype is not self._xdt or x.shape != self._xs
+            ) and not self._learn(x, y):
+                return False
+            yb = None
+            length = self._length
+            kind = self._ykind
+            if kind == _Y_STR:
+                try:
+                    yb = y.encode()
+                except UnicodeEncodeError:
+                    return False
+                length += len(yb)
+                if length > self._cap:
+                    return False
+            elif kind == _Y_SCALAR:
+                yb = y
+            elif kind != _Y_NONE:
+                yv = y  # a float, int or bool (an int out of range fails the pack)
+        if type(rid) is int:
+            rkind = 1
+        elif rid is None:
+            rkind = rid = 0
+        else:
+            return False
+        seq = self._seq
+        if seq > self._until and not self._room(seq):
+            self.full += 1
+            return False
+        i = (seq - 1) % self.slots
+        at = _CONTROL + i * self.slot_bytes
+        mm: Any = self._mm  # (typeshed's mmap does not take an ndarray)
+        try:
+            a = at + _PAYLOAD
+            mm[a : a + self._xn] = x  # ValueError unless C-contiguous
+            if yb is not None:
+                mm[a + self._yo : a + length] = yb
+            self._pack(mm, at + _START, seq, length, rkind, latency, rid, yv)
+        except (ValueError, IndexError, BufferError, struct.error):
+            return False  # not published: the check below was not written
+        layout = self._layout
+        if self._written[i] is not layout:
+            mm[at + _LAYOUT_AT : at + _PAYLOAD] = layout
+            self._written[i] = layout
+        self.words[(at >> 3) + 1] = _hash(self._view[at + _START : at + _PAYLOAD + length])
+        self._seq = seq + 1
+        return True
+
+    def _room(self, seq: int) -> bool:
+        """Whether request ``seq``'s slot is free; moves ``_until`` on as far as is known.
+
+        Requests are taken in order, so once request ``c`` is taken every slot up to request
+        ``c + slots`` is free. Look first at the request half a ring back (in a steady state
+        long taken: one look per half turn), then at the slot's own previous request.
+        """
+        slots, words, size = self.slots, self.words, self.slot_bytes
+        if not slots:
+            return False
+        for c in (seq - 1 - slots // 2, seq - slots):
+            if c >= 1 and words[(_CONTROL + (c - 1) % slots * size) >> 3] == c:
+                self._until = c + slots
+                return True
+        return seq <= slots  # the first turn: every slot is free
+
+    def _learn(self, x: Any, y: Any) -> bool:
+        """Make (x, y)'s layout the current one; False if the ring cannot carry them."""
+        dt = x.dtype
+        xcode = _RING_CHARS.get(dt.char)
+        xs = x.shape
+        if xcode is None or len(xs) > MAX_NDIM or not dt.isnative:
+            return False
+        yt = type(y)
+        ydt: Any = None
+        ys: tuple[int, ...] = ()
+        ycode = yn = 0
+        if yt is _ndarray:
+            ydt = y.dtype
+            c = _RING_CHARS.get(ydt.char)
+            ys = y.shape
+            if c is None or len(ys) > MAX_NDIM or not ydt.isnative:
+                return False
+            ykind, ycode, yn = _Y_ARRAY, c, y.nbytes
+        elif yt in _NP_SCALARS:
+            ykind, ycode, yn = _Y_SCALAR, _RING_CHARS[y.dtype.char], y.dtype.itemsize
+        elif yt in _Y_KINDS:
+            ykind = _Y_KINDS[yt]
+        else:
+            return False
+        xn = x.nbytes
+        yo = (xn + 7) & -8
+        if yo + yn > self._cap or max(xs + ys, default=0) > 0xFFFFFFFF:
+            return False
+        self._layout = _LAYOUT.pack(
+            xcode, len(xs), ykind, ycode, len(ys), *xs, *_PAD[len(xs)], *ys, *_PAD[len(ys)]
+        )
+        self._xdt, self._xs, self._yt, self._ydt, self._ys = dt, xs, yt, ydt, ys
+        self._ykind, self._xn, self._yo, self._length = ykind, xn, yo, yo + yn
+        self._pack = (_DYNAMIC_D if ykind == _Y_FLOAT else _DYNAMIC_Q).pack_into
+        return True
+
+    # -- reader --------------------------------------------------------------------------
+
+    def take(self) -> tuple[Any, Any, float, Any] | None:
+        """The next published request (its slot released), or None when there is none yet.
+
+        Raises:
+            ValueError: for a complete slot that does not decode (its slot is released).
+        """
+        slots = self.slots
+        if not slots:
+            return None
+        seq = self._next
+        at = _CONTROL + (seq - 1) % slots * self.slot_bytes
+        words = self.words
+        if words[(at >> 3) + 2] != seq:  # the header's seq: not written yet (or torn)
+            return None
+        length = int.from_bytes(self._view[at + 24 : at + 28], sys.byteorder)
+        if length > self._cap:
+            return None  # a torn read
+        # Our own copy, checked: only what it holds is used from here on.
+        data = bytearray(self._view[at + 8 : at + _PAYLOAD + length])
+        if _hash(memoryview(data)[8:]) != int.from_bytes(data[:8], sys.byteorder):
+            return None  # not completely visible yet: look again on the next poll
+        got, n, rkind, latency, rid, yv = _DYNAMIC_Q.unpack_from(data, _START - 8)
+        if got != seq or n != length:
+            return None
+        words[at >> 3] = seq  # release the slot: the producer may reuse it
+        self._next = seq + 1
+        return _decode_slot(data, length, latency, rid if rkind else None, yv)
+
+    @property
+    def published(self) -> int:
+        """Requests this producer has published."""
+        return self._seq - 1
+
+    def unconsumed(self) -> int:
+        """Requests published by this producer that the reader has not taken (yet)."""
+        words, slots, n = self.words, self.slots, 0
+        for seq in range(max(1, self._seq - slots), self._seq):
+            at = _CONTROL + (seq - 1) % slots * self.slot_bytes
+            n += words[at >> 3] != seq
+        return n
+
+
+def _decode_slot(
+    data: bytearray, length: int, latency: float, rid: Any, yv: int
+) -> tuple[Any, Any, float, Any]:
+    """(x, y, latency, rid) from a checked copy of a slot (its bytes from offset 8)."""
+    xcode, xnd, ykind, ycode, ynd, *shapes = _LAYOUT.unpack_from(data, _LAYOUT_AT - 8)
+    xs, ys = tuple(shapes[:xnd]), tuple(shapes[4 : 4 + ynd])
+    start = _PAYLOAD - 8
+    x = np.frombuffer(data, dtype=chr(xcode), count=math.prod(xs), offset=start).reshape(xs)
+    yo = start + ((x.nbytes + 7) & -8)
+    y: Any
+    if ykind == _Y_ARRAY:
+        y = np.frombuffer(data, dtype=chr(ycode), count=math.prod(ys), offset=yo).reshape(ys)
+    elif ykind == _Y_SCALAR:
+        y = np.frombuffer(data, dtype=chr(ycode), count=1, offset=yo)[0]
+    elif ykind == _Y_FLOAT:
+        (y,) = _FLOAT.unpack_from(data, _START - 8 + _DYNAMIC_Q.size - 8)
+    elif ykind == _Y_STR:
+        y = bytes(data[yo : start + length]).decode()
+    elif ykind == _Y_INT:
+        y = yv
+    elif ykind == _Y_BOOL:
+        y = bool(yv)
+    elif ykind == _Y_NONE:
+        y = None
+    else:
+        raise ValueError(f"unknown output kind {ykind!r}")
+    return x, y, latency, rid
+
+
+_FLOAT: Final = struct.Struct("=d")
+
+
+# -- the wire format of one request ---------------------------------------------------------
+
 _MARSHAL, _PICKLE = b"M", b"P"
 # Exact types that marshal reproduces as they are. (marshal also writes any object with the
 # buffer protocol, numpy scalars and arrays included, as plain bytes: those must not reach it.)
