@@ -554,3 +554,21 @@ def test_predict_batch_records_what_route_batch_records(case: str) -> None:
         assert va.output.n == vb.output.n
         assert va.output.mean == pytest.approx(vb.output.mean, rel=1e-12, abs=1e-15)
         assert va.output.variance == pytest.approx(vb.output.variance, rel=1e-9, nan_ok=True)
+
+
+def test_predict_keeps_no_request_id_for_outcomes_and_route_does() -> None:
+    """predict's caller never sees a request id, so its record carries none (as
+    predict_batch's); route's id joins an outcome. Both count in the windows alike."""
+    router, _, _ = make(weight=50)
+    for k in range(200):
+        router.predict(1.0, key=k)
+    routed = [router.route(1.0, key=k) for k in range(200, 400)]
+    router.flush()
+    ids = [r.request_id for r in routed]
+    # The ids predict used (0..199) are unknown to the outcome map; route's are accepted.
+    assert router.record_outcome(ids[0] - 1, "converted", 1.0).name == "UNKNOWN"
+    assert all(router.record_outcome(i, "converted", 1.0).name == "ACCEPTED" for i in ids)
+    m = router.status().metrics
+    assert m.variant("v1").requests + m.variant("v2").requests == 400
+    joined = sum(v.outcomes["converted"].n for v in m.variants if "converted" in v.outcomes)
+    assert joined == 200

@@ -251,7 +251,8 @@ class Router:
             window = TimeWindow(length=86_400.0, slices=48) if rollout else None
             recorder = Recorder(self._all, clock=self._clock, window=window)
         self._recorder = recorder
-        self._append = self._recorder.append
+        # Every record the router makes is a 4-tuple: the recorder's flat buffer takes it.
+        self._append = self._recorder._extend
         self._ids = itertools.count(1)
         self._lock = threading.RLock()  # serializes writers (weight changes, flush bookkeeping)
         self._flush_lock = threading.Lock()
@@ -573,7 +574,11 @@ class Router:
         return self._request(x, key, True)  # type: ignore[no-any-return]
 
     def predict(self, x: Any, *, key: Key | None = None) -> Any:
-        """Route one request and return only the answer (see :meth:`route`)."""
+        """Route one request and return only the answer (see :meth:`route`).
+
+        The caller never sees a request id, so none is kept for delayed outcomes (as with
+        :meth:`predict_batch`); use :meth:`route` for requests whose outcomes will come.
+        """
         return self._request(x, key, False)
 
     def _request(self, x: Any, key: Key | None, full: bool) -> Any:
@@ -594,17 +599,19 @@ class Router:
         try:
             y = snap.models[vi](x)
         except Exception:
-            y = self._failed(snap, rid, vi, override, x, clock() - t0)
+            y = self._failed(snap, rid if full else -1, vi, override, x, clock() - t0)
             fell_back = True
         else:
             t1 = clock()
             latency = t1 - t0
             validator = snap.validators[vi]
             if validator is not None and not _valid(validator, y):
-                y, fell_back = self._rejected(snap, rid, vi, override, x, y, latency)
+                rec_id = rid if full else -1
+                y, fell_back = self._rejected(snap, rec_id, vi, override, x, y, latency)
             else:
-                # The record's code: variant << 4 | status OK (0) << 2 | no fallback | override.
-                self._append((rid, vi << 4 | override, latency, y))
+                # The record: the request id when the caller gets it (route, for outcomes),
+                # else -1; the code: variant << 4 | status OK (0) << 2 | no fallback | override.
+                self._append((rid if full else -1, vi << 4 | override, latency, y))
                 if snap.observe is not None:
                     snap.observe(x, vi)
                 if snap.mirror is not None:

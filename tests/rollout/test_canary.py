@@ -195,7 +195,7 @@ def test_sample_ratio_mismatch_pauses(clock: Clock) -> None:
     v2 = Model(clock, seed=2)
     router = canary(clock, Model(clock, seed=1), v2, policy, min_duration=1e9)
     # Simulate lost candidate records: drop half of v2's records before they reach the windows.
-    append = router.recorder.append
+    append = router._append
 
     def lossy(record: tuple[object, ...]) -> None:
         if record[1] >> 4 == 1 and record[0] % 2 == 0:  # type: ignore[operator]

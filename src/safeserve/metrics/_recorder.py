@@ -88,34 +88,39 @@ _STATUS_SHIFT = 2
 _VARIANT_SHIFT = 4
 
 # The marshal fast path (see _columns_marshal). Version 2 writes no back-references, so
-# every record is spelled out in full: "(" + int32 4, then per field a type byte ("i" int32,
-# "l" a longer int, "g" float64) and its little-endian payload. A list of records is "[" +
-# int32 length, then the records.
+# every record is spelled out in full: per field a type byte ("i" int32, "l" a longer int, "g"
+# float64) and its little-endian payload, after a tuple's "(" + int32 4 when the records are
+# tuples. A list is "[" + int32 length, then its items.
 _MARSHAL_VERSION = 2
 _LIST_HEAD = 5
-#: The record layouts read at fixed offsets: (size, numpy layout, type-byte positions, type
-#: bytes). "i32": an int32 request id, 33 bytes. "i45": a request id in [2**31, 2**45), which
-#: marshal writes as "l", 3 digits of 15 bits, 39 bytes. Both: an int32 code, a float latency
-#: and a float output.
-_LAYOUTS = tuple(
-    (
-        size,
-        np.dtype(
+
+
+def _layouts(
+    tuple_head: bytes,
+) -> tuple[tuple[int, np.dtype[Any], NDArray[np.intp], NDArray[np.uint8]], ...]:
+    """The record layouts read at fixed offsets: (size, numpy layout, type-byte positions,
+    type bytes). An int32 request id, or one in [2**31, 2**45), which marshal writes as "l"
+    and 3 digits of 15 bits; then an int32 code, a float latency and a float output."""
+    out = []
+    for rid_format, rid_head in (("<i4", b"i"), ("(3,)<u2", b"l\x03\x00\x00\x00")):
+        head = tuple_head + rid_head
+        size = len(head) + (4 if rid_format == "<i4" else 6) + 5 + 9 + 9
+        layout = np.dtype(
             {
                 "names": ["rid", "code", "lat", "out"],
                 "formats": [rid_format, "<i4", "<f8", "<f8"],
                 "offsets": [len(head), size - 22, size - 17, size - 8],
                 "itemsize": size,
             }
-        ),
-        np.array([*range(len(head)), size - 23, size - 18, size - 9]),
-        np.frombuffer(head + b"igg", np.uint8),
-    )
-    for size, rid_format, head in (
-        (33, "<i4", b"(\x04\x00\x00\x00i"),
-        (39, "(3,)<u2", b"(\x04\x00\x00\x00l\x03\x00\x00\x00"),
-    )
-)
+        )
+        positions = np.array([*range(len(head)), size - 23, size - 18, size - 9])
+        out.append((size, layout, positions, np.frombuffer(head + b"igg", np.uint8)))
+    return tuple(out)
+
+
+#: Records as 4-tuples (33 or 39 bytes each) and as four items of a flat list (28 or 34).
+_TUPLE_LAYOUTS = _layouts(b"(\x04\x00\x00\x00")
+_FLAT_LAYOUTS = _layouts(b"")
 
 
 def record_code(
@@ -331,7 +336,7 @@ class _Slice:
         return self.n
 
 
-def _columns_marshal(chunk: list[Any]) -> _Columns | None:
+def _columns_marshal(chunk: list[Any], flat: bool = False) -> _Columns | None:
     """Convert record tuples of the common layout at C speed, or return ``None``.
 
     The common layout is the router's: ``(request_id, code, latency_s, output)`` with an int
@@ -341,22 +346,24 @@ def _columns_marshal(chunk: list[Any]) -> _Columns | None:
     record's tuple header and type bytes must be the expected ones. Any other chunk (a
     ``None``, int or str output, numpy scalars, ids straddling 2**31...) returns ``None`` and
     takes the general path, with the same result.
+
+    With ``flat``, ``chunk`` holds the records' fields four by four (the router's buffer).
     """
-    n = len(chunk)
+    n = len(chunk) // 4 if flat else len(chunk)
     if not n:
         return None
     try:
         data = marshal.dumps(chunk, _MARSHAL_VERSION)
     except ValueError:  # an object marshal cannot write (a numpy scalar, an enum member...)
         return None
-    for size, layout, positions, types in _LAYOUTS:
+    for size, layout, positions, types in _FLAT_LAYOUTS if flat else _TUPLE_LAYOUTS:
         if len(data) != _LIST_HEAD + size * n:
             continue
         raw = np.frombuffer(data, np.uint8, size * n, _LIST_HEAD).reshape(n, size)
         if not (raw[:, positions] == types).all():
             return None
         rec = np.frombuffer(data, layout, n, _LIST_HEAD)
-        if size == 33:
+        if layout["rid"].shape == ():
             rid = rec["rid"].astype(np.int64)
         else:
             digits = rec["rid"].astype(np.int64)
@@ -742,6 +749,12 @@ class Recorder:
         self._custom_buf: list[tuple[int, str, float]] = []
         #: The hot path: ``recorder.append(record)`` (a bound ``list.append``).
         self.append: Callable[[Any], None] = self._buf.append
+        # The router's own hot path: ``_extend((request_id, code, latency_s, output))`` puts
+        # the record's four fields in a flat list (one atomic extend; the tuple is freed at
+        # once, and the flush writes and frees no tuples). Only for code that always passes a
+        # 4-tuple: any other length would shift every later record.
+        self._flat: list[Any] = []
+        self._extend: Callable[[tuple[Any, Any, Any, Any]], None] = self._flat.extend
         # Lifetime counters.
         self._records = 0
         self._totals = [Counts(_TOTALS) for _ in names]
@@ -955,7 +968,7 @@ class Recorder:
 
     def pending(self) -> int:
         """Return the number of buffered request records and batches not yet flushed."""
-        return len(self._buf) + len(self._batches)
+        return len(self._buf) + len(self._flat) // 4 + len(self._batches)
 
     def flush(self) -> int:
         """Ingest every buffered record into the windows; return how many request rows.
@@ -969,6 +982,10 @@ class Recorder:
             n = len(buf)
             chunk = buf[:n]
             del buf[:n]
+            f = self._flat
+            k = len(f)  # a multiple of 4: each extend adds a record's four fields at once
+            flat = f[:k]
+            del f[:k]
             bb = self._batches
             m = len(bb)
             batches = bb[:m]
@@ -978,6 +995,14 @@ class Recorder:
             customs = cb[:c]
             del cb[:c]
             rows = 0
+            for start in range(0, k, 4 * _BLOCK):
+                fields = flat if k <= 4 * _BLOCK else flat[start : start + 4 * _BLOCK]
+                cols = _columns_marshal(fields, flat=True)
+                if cols is None:  # not all of the common layout: as tuples, the general way
+                    it = iter(fields)
+                    cols = _to_columns(list(zip(it, it, it, it, strict=True)))
+                rows += len(cols)
+                self._ingest_block(cols, now)
             for start in range(0, n, _BLOCK):
                 cols = _to_columns(chunk if n <= _BLOCK else chunk[start : start + _BLOCK])
                 rows += len(cols)
