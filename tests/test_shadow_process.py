@@ -7,6 +7,7 @@ can unpickle them). Every wait is bounded; every worker process is closed by the
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.util
 import os
 import signal
 import socket
@@ -604,6 +605,29 @@ def test_the_shared_memory_is_released_when_the_worker_dies(
     assert r.drop_reasons["worker_exited"] == 1
 
 
+def test_a_dead_worker_is_seen_on_the_request_path_with_the_ring(
+    mirrors: list[ShadowMirror],
+) -> None:
+    """The ring makes no system call that would fail once the worker is gone: at the
+    in-flight limit the link looks at the worker, and every later request is counted as
+    worker_exited (not queue_full), without waiting for a report."""
+    m = started(mirrors, sm.crash, name="crash-limit", queue_size=10)
+    link = m._link
+    assert link is not None
+    m.submit(np.ones(3), "a", 0.001)  # the shadow ends the worker
+    process = link._process
+    assert process is not None
+    wait_until(lambda: process.exitcode is not None, "the worker to exit")
+    accepted = sum(m.submit(np.ones(3), "a", 0.001, i) for i in range(100))
+    assert link.state == "failed"  # seen by submit itself
+    assert accepted <= 10  # what fit under the limit (queue_size) before it was reached
+    r = m.report()
+    check_identities(r)
+    assert r.drop_reasons["queue_full"] == 0
+    assert r.drop_reasons["worker_exited"] == 100 - accepted
+    assert r.verdict is Verdict.FAIL
+
+
 @needs_proc
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_unmaps_the_ring_and_starts_afresh(
@@ -614,8 +638,11 @@ def test_a_forked_child_unmaps_the_ring_and_starts_afresh(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
         pid = os.fork()
-    if pid == 0:  # the child: check, then leave at once (no cleanup of the parent's state)
+    if pid == 0:  # the child: check, then leave as a process that exits normally does
         ok = m.state == "idle" and ring_mappings() == before - 1 and m.report().submitted == 0
+        # What multiprocessing runs at a normal exit: it terminates the daemonic children it
+        # knows of, which must not include the parent's worker.
+        multiprocessing.util._exit_function()  # type: ignore[attr-defined]
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

@@ -271,7 +271,7 @@ class ProcessLink:
                 # The worker's count only grows, so ``_seen`` gives an upper bound of what is
                 # in flight: read the shared word only when that bound reaches the limit.
                 if self._sent - self._seen >= self._limit and not self._room_locked():
-                    self._drops["queue_full"] += 1
+                    self._drops["queue_full" if self._state is _RUNNING else "worker_exited"] += 1
                     return False
                 try:
                     ok = self._put(x, primary_output, primary_latency, request_id)
@@ -295,8 +295,18 @@ class ProcessLink:
         return False
 
     def _room_locked(self) -> bool:
-        self._seen = self._words[0]
-        return bool(self._sent - self._seen < self._limit)
+        """Whether a request may be sent now; at the limit, also whether the worker lives.
+
+        The ring makes no system call that would fail once the worker is gone, so a full
+        ring is where a dead worker shows: look (a non-blocking ``waitpid``) only then.
+        """
+        self._seen = self._words[0] if self._words is not None else self._seen
+        if self._sent - self._seen < self._limit:
+            return True
+        process = self._process
+        if process is not None and process.exitcode is not None:
+            self._fail_locked(f"the worker process exited (code {process.exitcode})")
+        return False
 
     def _send_encoded(self, x: Any, y: Any, latency: float, rid: Any) -> bool:
         """The socket path: encode (outside the lock) and send one datagram."""
@@ -316,7 +326,7 @@ class ProcessLink:
                 self._drops["unpicklable"] += 1
                 return False
             if self._sent - self._seen >= self._limit and not self._room_locked():
-                self._drops["queue_full"] += 1
+                self._drops["queue_full" if self._state is _RUNNING else "worker_exited"] += 1
                 return False
             send = self._send
             assert send is not None
@@ -370,7 +380,9 @@ class ProcessLink:
 
     def _spawn(self) -> None:
         ours: socket.socket | None = None
+        theirs: socket.socket | None = None
         conn: Connection | None = None
+        child_conn: Connection | None = None
         process: BaseProcess | None = None
         ring: Ring | None = None
         try:
@@ -408,6 +420,10 @@ class ProcessLink:
             status, detail = conn.recv()
         except BaseException as exc:
             status, detail = "failed", f"{type(exc).__name__}: {exc}"
+            for end in (theirs, child_conn):  # closed above once the worker started
+                if end is not None:
+                    with contextlib.suppress(OSError):
+                        end.close()
         with self._lock:
             self._process = process
             self._conn = conn
@@ -543,10 +559,16 @@ class ProcessLink:
 
         The child unmaps its copy of the parent's ring, which it must never write to.
         """
-        for resource in (self._sock, self._conn, self._ring):
+        ring, self._words = self._ring, None  # drop the view first, so the unmap happens
+        for resource in (self._sock, self._conn, ring):
             if resource is not None:
                 with contextlib.suppress(OSError):
                     resource.close()
+        process = self._process
+        if process is not None:
+            # multiprocessing's list of children was copied into this process too; at exit
+            # it would terminate the parent's worker (a daemon) as if it were ours.
+            multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
         closed = self._state is _CLOSED
         self._init_runtime()
         if closed:

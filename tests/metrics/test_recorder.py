@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -182,7 +183,7 @@ def test_bad_records_are_counted_not_ingested():
 
 @pytest.mark.parametrize("outputs", ["auto", "numeric"])
 def test_values_too_large_to_square_are_rejected_not_summarized(outputs: str):
-    """Outputs, latencies, custom values and outcomes beyond +-1e150 (and ints past float64)
+    """Outputs, latencies, custom values and outcomes beyond +-1e100 (and ints past float64)
     are counted with a reason; the windows' moments stay finite and the flush never raises
     (an overflow warning would fail this test: warnings are errors here)."""
     rec, _ = make(("v1",), outputs=outputs)
@@ -210,6 +211,75 @@ def test_values_too_large_to_square_are_rejected_not_summarized(outputs: str):
     assert math.isfinite(v.latency_moments.variance)
     assert v.output.n == 5
     assert v.output.mean == pytest.approx(np.mean([1.0, 2.0, 3.0, 1.0, 2.0]))
+
+
+def test_an_int_latency_past_float64_is_rejected_and_the_flush_goes_on():
+    """An int latency too large for a float is counted as infinite, through both buffers;
+    the flush neither raises nor loses the rest of what it drained."""
+    rec, _ = make(("v1",))
+    rec.append((2, record_code(0), 10**400, 0.5))
+    rec._extend((3, record_code(0), 10**400, 0.5))
+    rec._extend((4, record_code(0), 0.01, 0.5))
+    rec.record_custom(0, "c", 1.0)
+    assert rec.flush() == 3
+    v = rec.snapshot().variant("v1")
+    assert v.requests == 3
+    assert v.rejected == {"latency:inf": 2}
+    assert v.latency_moments.n == 1
+    assert v.custom["c"].n == 1
+
+
+def test_a_block_that_fails_to_ingest_is_counted_and_the_rest_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """If ingesting a block raised (a bug), its records are counted as record:flush_error,
+    and the other blocks, the batches and the custom values still go in."""
+    rec, _ = make(("v1",))
+    real = rec._ingest_block
+    calls = []
+
+    def failing_once(cols: object, now: float) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        real(cols, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rec, "_ingest_block", failing_once)
+    for i in range(5):
+        rec._extend((i, record_code(0), 0.01, 1.0))
+    for i in range(5, 8):
+        rec.append((i, record_code(0), 0.01, 1.0))
+    rec.record_custom(0, "c", 2.0)
+    assert rec.flush() == 8
+    snap = rec.snapshot()
+    assert snap.rejected == {"record:flush_error": 5}
+    assert snap.variant("v1").requests == 3
+    assert snap.variant("v1").custom["c"].n == 1
+
+
+def test_array_outputs_skip_the_marshal_path_without_writing_them(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Records whose outputs are arrays (an embedding) are not written out by marshal, which
+    would copy every array's buffer, only to be declined."""
+    dumped = []
+    real = recorder_module.marshal.dumps
+
+    def spy(obj: object, version: int) -> bytes:
+        dumped.append(1)
+        return real(obj, version)
+
+    monkeypatch.setattr(recorder_module.marshal, "dumps", spy)
+    rows = [(i, record_code(0), 0.01, np.ones(64)) for i in range(10)]
+    assert recorder_module._columns_marshal(rows) is None
+    assert recorder_module._columns_marshal([f for r in rows for f in r], flat=True) is None
+    assert dumped == []
+    rec, _ = make(("v1",))
+    for r in rows:
+        rec._extend(r)
+    assert rec.flush() == 10
+    assert dumped == []
+    assert rec.snapshot().variant("v1").output_kinds["vector"] == 10
 
 
 def test_custom_metrics_and_their_rejections():
@@ -291,17 +361,16 @@ def test_eight_threads_appending_while_flushing_lose_nothing(hot_path: str):
     another thread flushes: exact totals, nothing lost or doubled."""
     rec, _ = make(("a", "b", "c"))
     per_thread, threads = 20_000, 8
-    ids = iter(range(per_thread * threads))
-    lock = threading.Lock()
     done = threading.Event()
 
     def worker(t: int) -> None:
         app = getattr(rec, hot_path)
         for i in range(per_thread):
-            with lock:
-                rid = next(ids)
+            rid = t * per_thread + i  # each thread its own ids: together 0 .. total - 1
             code = record_code(rid % 3, Status.OK if i % 10 else Status.ERROR)
             app((rid, code, 0.001 * (1 + t), 0.5))
+            if not i % 2_000:
+                time.sleep(0)  # let the flusher in while the appends go on
 
     flushed = []
 
@@ -321,6 +390,7 @@ def test_eight_threads_appending_while_flushing_lose_nothing(hot_path: str):
     f.join()
     total = per_thread * threads
     assert sum(flushed) == total
+    assert any(flushed[:-1]), "no flush ran while the threads appended"
     snap = rec.snapshot()
     assert snap.records == total
     reqs = [snap.variant(n).requests for n in ("a", "b", "c")]

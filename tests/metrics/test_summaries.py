@@ -99,11 +99,11 @@ def test_moments_update_and_revert_roundtrip():
 
 
 @pytest.mark.parametrize(
-    "bad", [math.nan, math.inf, -math.inf, "1.0", None, True, 1e200, -1e151, 10**400]
+    "bad", [math.nan, math.inf, -math.inf, "1.0", None, True, 1e200, -1e101, 10**400]
 )
 def test_moments_rejects_bad_values(bad: object):
     """A non-finite or non-numeric value, or one too large to square and sum (beyond
-    +-1e150), raises DataError and leaves the summary as it was."""
+    +-1e100), raises DataError and leaves the summary as it was."""
     m = Moments().update_many([1.0, 2.0])
     with pytest.raises(DataError, match=r"finite|real|within"):
         m.update(bad)  # type: ignore[arg-type]

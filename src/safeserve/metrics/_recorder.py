@@ -352,6 +352,17 @@ def _columns_marshal(chunk: list[Any], flat: bool = False) -> _Columns | None:
     n = len(chunk) // 4 if flat else len(chunk)
     if not n:
         return None
+    # Three records looked at first: marshal would copy an array output's whole buffer.
+    for j in (0, n // 2, n - 1):
+        rec = chunk[4 * j : 4 * j + 4] if flat else chunk[j]
+        if not (
+            (flat or (type(rec) is tuple and len(rec) == 4))
+            and type(rec[0]) is int
+            and type(rec[1]) is int
+            and type(rec[2]) is float
+            and type(rec[3]) is float
+        ):
+            return None
     try:
         data = marshal.dumps(chunk, _MARSHAL_VERSION)
     except ValueError:  # an object marshal cannot write (a numpy scalar, an enum member...)
@@ -395,9 +406,9 @@ def _spread(a: NDArray[_D], n: int) -> NDArray[_D]:
     return np.full(n, a.reshape(-1)[0], dtype=a.dtype) if a.size == 1 else a.reshape(-1).copy()
 
 
-def _to_columns(chunk: list[Any]) -> _Columns:
+def _to_columns(chunk: list[Any], marshal_path: bool = True) -> _Columns:
     """Records as columns: the marshal path, else itemgetter, else one by one."""
-    cols = _columns_marshal(chunk)
+    cols = _columns_marshal(chunk) if marshal_path else None
     if cols is None:
         try:
             cols = _columns_fast(chunk)
@@ -448,7 +459,7 @@ def _columns_slow(chunk: list[Any]) -> _Columns:
             ov[i] = bool(ovr) if isinstance(ovr, bool | np.bool_ | int) else False
         rid[i] = _int_or(r, -1)
         if isinstance(la, int | float | np.integer | np.floating) and not isinstance(la, bool):
-            lat[i] = float(la)
+            lat[i] = _real(la)  # an int past float64's range reads as an infinity
         else:
             lat_type[i] = True
         out[i] = o
@@ -997,16 +1008,11 @@ class Recorder:
             rows = 0
             for start in range(0, k, 4 * _BLOCK):
                 fields = flat if k <= 4 * _BLOCK else flat[start : start + 4 * _BLOCK]
-                cols = _columns_marshal(fields, flat=True)
-                if cols is None:  # not all of the common layout: as tuples, the general way
-                    it = iter(fields)
-                    cols = _to_columns(list(zip(it, it, it, it, strict=True)))
-                rows += len(cols)
-                self._ingest_block(cols, now)
+                rows += self._ingest_records(fields, True, now)
             for start in range(0, n, _BLOCK):
-                cols = _to_columns(chunk if n <= _BLOCK else chunk[start : start + _BLOCK])
-                rows += len(cols)
-                self._ingest_block(cols, now)
+                rows += self._ingest_records(
+                    chunk if n <= _BLOCK else chunk[start : start + _BLOCK], False, now
+                )
             # Batches go in one by one: a batch slice usually holds one variant with one
             # latency, which the ingest summarizes without a pass per row.
             for part in batches:
@@ -1019,6 +1025,23 @@ class Recorder:
             if customs:
                 self._ingest_custom(customs)
             return rows
+
+    def _ingest_records(self, records: list[Any], flat: bool, now: float) -> int:
+        """Convert and ingest one block of records (``flat``: fields four by four); return
+        how many. A failure (a bug, never bad input) is counted with the block's size in
+        ``record:flush_error`` instead of losing the rest of the flush."""
+        size = len(records) // 4 if flat else len(records)
+        try:
+            cols = _columns_marshal(records, flat=True) if flat else None
+            if cols is None:
+                if flat:  # not all of the common layout: as tuples, the general way
+                    it = iter(records)
+                    records = list(zip(it, it, it, it, strict=True))
+                cols = _to_columns(records, marshal_path=not flat)
+            self._ingest_block(cols, now)
+        except Exception:
+            self._reject_global("record:flush_error", size)
+        return size
 
     def _ingest(self, cols: _Columns, now: float) -> None:
         n = len(cols)

@@ -40,10 +40,10 @@ _PACK_D = struct.Struct("<d")
 _UNPACK_Q = struct.Struct("<q")
 
 
-#: The largest magnitude a summary takes: the square of a deviation, summed over many values,
-#: stays far from float64's overflow (about 1.8e308). A larger value poisons no window: it is
-#: rejected like a NaN.
-LIMIT = 1e150
+#: The largest magnitude a summary takes: squares of deviations (up to 4e200), summed over any
+#: number of values a window can hold, stay far from float64's overflow (about 1.8e308). A
+#: larger value poisons no window: it is rejected like a NaN.
+LIMIT = 1e100
 
 
 def _finite_array(xs: ArrayLike, what: str) -> NDArray[np.float64]:
