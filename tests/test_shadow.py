@@ -311,6 +311,25 @@ def test_slow_call_is_a_timeout_when_it_returns(cleanup: list[Any]) -> None:
 # -- accounting under concurrency --------------------------------------------------------
 
 
+def test_the_first_submit_is_counted_with_its_outcome(cleanup: list[Any]) -> None:
+    """The first submit starts the workers outside the lock; a report taken meanwhile (by
+    another thread) must not see the request submitted but not yet mirrored or dropped."""
+    m = ShadowMirror(lambda x: x, name="first")
+    cleanup.append(m)
+    seen: list[ShadowReport] = []
+    start_with = m._start_with
+
+    def spy(*args: Any) -> bool:
+        seen.append(m.report())  # what a concurrent report sees at this instant
+        return start_with(*args)
+
+    m._start_with = spy  # type: ignore[method-assign]
+    assert m.submit(1, 1, 0.001)
+    assert len(seen) == 1
+    check_identities(seen[0])
+    check_identities(m.report())
+
+
 def test_counts_are_exact_under_concurrent_submits(cleanup: list[Any]) -> None:
     """8 threads submit at once while reports are taken: every report satisfies the
     identities, and the final totals are exact."""

@@ -605,6 +605,29 @@ def test_the_shared_memory_is_released_when_the_worker_dies(
     assert r.drop_reasons["worker_exited"] == 1
 
 
+def test_a_request_for_the_socket_is_counted_with_its_outcome(
+    mirrors: list[ShadowMirror],
+) -> None:
+    """A request the ring cannot carry is encoded outside the lock; a report taken meanwhile
+    must not see it submitted but not yet sent or dropped."""
+    m = started(mirrors, sm.primary_label, name="socket-count")
+    link = m._link
+    assert link is not None
+    seen: list[Any] = []
+    send_encoded = link._send_encoded
+
+    def spy(*args: Any) -> bool:
+        seen.append(m.report())  # what a concurrent report sees at this instant
+        return send_encoded(*args)
+
+    link._send_encoded = spy  # type: ignore[method-assign]
+    assert m.submit([1, 2], "a", 0.001)  # a list: not for the ring
+    assert len(seen) == 1
+    check_identities(seen[0])
+    assert m.wait_idle(WAIT)
+    check_identities(m.report())
+
+
 def test_a_dead_worker_is_seen_on_the_request_path_with_the_ring(
     mirrors: list[ShadowMirror],
 ) -> None:

@@ -631,8 +631,11 @@ class ShadowMirror:
         (False, 1)
         """
         with self._lock:
-            self._submitted += 1
             state = self._state
+            if state is not _IDLE:
+                # Counted under the same lock as its outcome, so that a report never sees a
+                # request submitted but not yet mirrored, dropped, suspended or refused.
+                self._submitted += 1
             if state is _RUNNING:
                 if self._pending < self.queue_size:
                     self._pending += 1
@@ -656,6 +659,7 @@ class ShadowMirror:
             self._reset_after_fork()
         start = False
         with self._lock:
+            self._submitted += 1
             if self._state is _IDLE:
                 self._state = _RUNNING
                 start = True

@@ -264,13 +264,15 @@ class ProcessLink:
         The ring when the request fits a slot, else the socket. A forked child of this process
         is reset by the at-fork hook, not checked here.
         """
+        # A request is counted as submitted under the same lock as its outcome, so that a
+        # report never sees it submitted but not yet sent or dropped.
         with self._lock:
-            self._submitted += 1
             state = self._state
             if state is _RUNNING:
                 # The worker's count only grows, so ``_seen`` gives an upper bound of what is
                 # in flight: read the shared word only when that bound reaches the limit.
                 if self._sent - self._seen >= self._limit and not self._room_locked():
+                    self._submitted += 1
                     self._drops["queue_full" if self._state is _RUNNING else "worker_exited"] += 1
                     return False
                 try:
@@ -278,12 +280,16 @@ class ProcessLink:
                 except Exception:  # unpublished; the socket path decides
                     ok = False
                 if ok:
+                    self._submitted += 1
                     self._sent += 1
                     return True
+                # Not for the ring: counted by the socket path, with its outcome.
             elif state is _CLOSED:
+                self._submitted += 1
                 self._refused += 1
                 return False
             else:
+                self._submitted += 1
                 if state is _IDLE:
                     self._state = _STARTING
                 self._drops["worker_exited" if state is _FAILED else "starting"] += 1
@@ -315,6 +321,7 @@ class ProcessLink:
         except BaseException:
             data = None
         with self._lock:
+            self._submitted += 1
             state = self._state
             if state is not _RUNNING:  # closed, or failed, while encoding
                 if state is _CLOSED:
