@@ -25,6 +25,20 @@ def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> No
         time.sleep(0.001)
 
 
+def reports_on_call(mirror: Any, owner: Any, method: str) -> list[ShadowReport]:
+    """Make ``owner.method`` take ``mirror.report()`` each time it is called, before it runs:
+    what a report from another thread sees at that instant. Returns the reports taken."""
+    seen: list[ShadowReport] = []
+    original = getattr(owner, method)
+
+    def spy(*args: Any) -> Any:
+        seen.append(mirror.report())
+        return original(*args)
+
+    setattr(owner, method, spy)
+    return seen
+
+
 def check_identities(r: ShadowReport) -> None:
     """The accounting identities that every report satisfies."""
     assert r.submitted == r.mirrored + r.dropped + r.suspended + r.refused

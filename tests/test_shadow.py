@@ -22,7 +22,7 @@ import safeserve._shadow as shadow_module
 from safeserve._errors import ConfigError
 from safeserve._shadow import ShadowMirror, ShadowPair, ShadowReport, disagreement_log_bf
 from safeserve.stats import Verdict
-from tests.shadow_support import WAIT, check_identities, wait_until
+from tests.shadow_support import WAIT, check_identities, reports_on_call, wait_until
 
 
 class ManualClock:
@@ -316,14 +316,7 @@ def test_the_first_submit_is_counted_with_its_outcome(cleanup: list[Any]) -> Non
     another thread) must not see the request submitted but not yet mirrored or dropped."""
     m = ShadowMirror(lambda x: x, name="first")
     cleanup.append(m)
-    seen: list[ShadowReport] = []
-    start_with = m._start_with
-
-    def spy(*args: Any) -> bool:
-        seen.append(m.report())  # what a concurrent report sees at this instant
-        return start_with(*args)
-
-    m._start_with = spy  # type: ignore[method-assign]
+    seen = reports_on_call(m, m, "_start_with")
     assert m.submit(1, 1, 0.001)
     assert len(seen) == 1
     check_identities(seen[0])

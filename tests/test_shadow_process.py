@@ -31,7 +31,7 @@ from safeserve._shadow_process import Ring, decode, encode, ring_geometry
 from safeserve.stats import Verdict
 from safeserve.testing import FakeClock
 from tests import shadow_support as sm
-from tests.shadow_support import WAIT, check_identities, wait_until
+from tests.shadow_support import WAIT, check_identities, reports_on_call, wait_until
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "AF_UNIX"), reason="process isolation needs Unix domain sockets"
@@ -611,16 +611,7 @@ def test_a_request_for_the_socket_is_counted_with_its_outcome(
     """A request the ring cannot carry is encoded outside the lock; a report taken meanwhile
     must not see it submitted but not yet sent or dropped."""
     m = started(mirrors, sm.primary_label, name="socket-count")
-    link = m._link
-    assert link is not None
-    seen: list[Any] = []
-    send_encoded = link._send_encoded
-
-    def spy(*args: Any) -> bool:
-        seen.append(m.report())  # what a concurrent report sees at this instant
-        return send_encoded(*args)
-
-    link._send_encoded = spy  # type: ignore[method-assign]
+    seen = reports_on_call(m, m._link, "_send_encoded")
     assert m.submit([1, 2], "a", 0.001)  # a list: not for the ring
     assert len(seen) == 1
     check_identities(seen[0])

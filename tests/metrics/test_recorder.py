@@ -584,7 +584,7 @@ def test_marshal_conversion_equals_the_record_by_record_conversion(rows: list[ob
         fast = recorder_module._columns_marshal([f for r in rows for f in r], flat=True)  # type: ignore[attr-defined]
     else:
         fast = recorder_module._columns_marshal(list(rows))
-    if all(_router_layout(r) for r in rows):
+    if rows and all(_router_layout(r) for r in rows):  # (an empty chunk has no records)
         ids = [r[0] for r in rows]  # type: ignore[index]
         if all(-(2**31) <= i < 2**31 for i in ids) or all(2**31 <= i < 2**45 for i in ids):
             assert fast is not None
