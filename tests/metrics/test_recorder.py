@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from safeserve._errors import ConfigError, DataError
 from safeserve.metrics import (
@@ -250,7 +251,10 @@ def test_a_block_that_fails_to_ingest_is_counted_and_the_rest_goes_on(
     for i in range(5, 8):
         rec.append((i, record_code(0), 0.01, 1.0))
     rec.record_custom(0, "c", 2.0)
-    assert rec.flush() == 8
+    with capture_logs() as logs:
+        assert rec.flush() == 8
+    assert [e["event"] for e in logs] == ["safeserve.flush_error"]
+    assert logs[0]["records"] == 5
     snap = rec.snapshot()
     assert snap.rejected == {"record:flush_error": 5}
     assert snap.variant("v1").requests == 3

@@ -13,6 +13,7 @@ from operator import itemgetter
 from typing import Any, Literal, NamedTuple, Self, TypeVar
 
 import numpy as np
+import structlog
 from numpy.typing import ArrayLike, NDArray
 
 from .._errors import ConfigError, DataError
@@ -29,6 +30,8 @@ from ._summaries import (
 from ._window import CountWindow, SlidingWindow, TimeWindow, WindowSpec
 
 __all__ = ["OutputKind", "Recorder", "Status", "record_code"]
+
+_log = structlog.get_logger("safeserve")
 
 
 class Status(enum.IntEnum):
@@ -1029,7 +1032,8 @@ class Recorder:
     def _ingest_records(self, records: list[Any], flat: bool, now: float) -> int:
         """Convert and ingest one block of records (``flat``: fields four by four); return
         how many. A failure (a bug, never bad input) is counted with the block's size in
-        ``record:flush_error`` instead of losing the rest of the flush."""
+        ``record:flush_error`` and logged (``safeserve.flush_error``, with the traceback)
+        instead of losing the rest of the flush."""
         size = len(records) // 4 if flat else len(records)
         try:
             cols = _columns_marshal(records, flat=True) if flat else None
@@ -1041,6 +1045,7 @@ class Recorder:
             self._ingest_block(cols, now)
         except Exception:
             self._reject_global("record:flush_error", size)
+            _log.exception("safeserve.flush_error", records=size)
         return size
 
     def _ingest(self, cols: _Columns, now: float) -> None:
