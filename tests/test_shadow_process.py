@@ -527,7 +527,7 @@ def test_the_ring_wraps_around_in_the_worker_with_exact_counts(
     assert r.difference_mean == 0.0
 
 
-@pytest.mark.skipif(not hasattr(os, "kill"), reason="stops the worker with SIGSTOP")
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="stops the worker with SIGSTOP")
 def test_ring_and_socket_together_hold_at_most_queue_size(
     mirrors: list[ShadowMirror], monkeypatch: pytest.MonkeyPatch
 ) -> None:

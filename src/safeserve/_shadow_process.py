@@ -269,11 +269,8 @@ class ProcessLink:
         with self._lock:
             state = self._state
             if state is _RUNNING:
-                # The worker's count only grows, so ``_seen`` gives an upper bound of what is
-                # in flight: read the shared word only when that bound reaches the limit.
-                if self._sent - self._seen >= self._limit and not self._room_locked():
+                if self._full_locked():
                     self._submitted += 1
-                    self._drops["queue_full" if self._state is _RUNNING else "worker_exited"] += 1
                     return False
                 try:
                     ok = self._put(x, primary_output, primary_latency, request_id)
@@ -300,19 +297,24 @@ class ProcessLink:
         self._start_async()
         return False
 
-    def _room_locked(self) -> bool:
-        """Whether a request may be sent now; at the limit, also whether the worker lives.
+    def _full_locked(self) -> bool:
+        """Whether ``queue_size`` requests are in flight; if so, count the drop.
 
-        The ring makes no system call that would fail once the worker is gone, so a full
-        ring is where a dead worker shows: look (a non-blocking ``waitpid``) only then.
+        The worker's count only grows, so ``_seen`` gives an upper bound of what is in flight:
+        the shared word is read only when that bound reaches the limit. The ring makes no
+        system call that would fail once the worker is gone, so the limit is also where a dead
+        worker shows: look (a non-blocking ``waitpid``) only then.
         """
-        self._seen = self._words[0] if self._words is not None else self._seen
         if self._sent - self._seen < self._limit:
-            return True
+            return False
+        self._seen = self._words[0]
+        if self._sent - self._seen < self._limit:
+            return False
         process = self._process
         if process is not None and process.exitcode is not None:
             self._fail_locked(f"the worker process exited (code {process.exitcode})")
-        return False
+        self._drops["queue_full" if self._state is _RUNNING else "worker_exited"] += 1
+        return True
 
     def _send_encoded(self, x: Any, y: Any, latency: float, rid: Any) -> bool:
         """The socket path: encode (outside the lock) and send one datagram."""
@@ -332,8 +334,7 @@ class ProcessLink:
             if data is None:
                 self._drops["unpicklable"] += 1
                 return False
-            if self._sent - self._seen >= self._limit and not self._room_locked():
-                self._drops["queue_full" if self._state is _RUNNING else "worker_exited"] += 1
+            if self._full_locked():
                 return False
             send = self._send
             assert send is not None

@@ -1036,12 +1036,10 @@ class Recorder:
         instead of losing the rest of the flush."""
         size = len(records) // 4 if flat else len(records)
         try:
-            cols = _columns_marshal(records, flat=True) if flat else None
-            if cols is None:
-                if flat:  # not all of the common layout: as tuples, the general way
-                    it = iter(records)
-                    records = list(zip(it, it, it, it, strict=True))
-                cols = _to_columns(records, marshal_path=not flat)
+            cols = _columns_marshal(records, flat=True) if flat else _to_columns(records)
+            if cols is None:  # flat, not all of the common layout: as tuples, the general way
+                it = iter(records)
+                cols = _to_columns(list(zip(it, it, it, it, strict=True)), marshal_path=False)
             self._ingest_block(cols, now)
         except Exception:
             self._reject_global("record:flush_error", size)
