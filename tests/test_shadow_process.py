@@ -191,6 +191,26 @@ def test_a_worker_that_cannot_load_the_model_fails(mirrors: list[ShadowMirror]) 
     assert "could not start" in r.reason
 
 
+def test_a_worker_process_that_does_not_start_fails_and_closes(
+    mirrors: list[ShadowMirror], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Process.start`` raising (no process was made) fails the mirror; close still works."""
+    ctx = multiprocessing.get_context("spawn")
+
+    def refuse(self: Any) -> None:
+        raise RuntimeError("cannot start a process here")
+
+    monkeypatch.setattr(type(ctx.Process(target=print)), "start", refuse)
+    m = ShadowMirror(sm.label, isolation="process")
+    mirrors.append(m)
+    assert m.start(WAIT) is False
+    r = m.report()
+    assert r.state == "failed"
+    assert "cannot start a process here" in r.reason
+    assert m.submit(np.zeros(2), 0, 0.001) is False
+    assert m.close(timeout=5.0) is True
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

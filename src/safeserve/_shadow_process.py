@@ -406,7 +406,7 @@ class ProcessLink:
             ring.close_fd()
             ctx = multiprocessing.get_context("spawn")
             conn, child_conn = ctx.Pipe(duplex=True)
-            process = ctx.Process(
+            child = ctx.Process(
                 target=_worker_main,
                 args=(
                     child_conn,
@@ -420,7 +420,8 @@ class ProcessLink:
                 name=f"safeserve-shadow-{self._owner.name}",
                 daemon=True,
             )
-            process.start()
+            child.start()
+            process = child  # only a started process is joined or terminated later
             child_conn.close()
             theirs.close()
             if not conn.poll(START_TIMEOUT):

@@ -56,10 +56,14 @@ class _OutcomeRing:
             raise ConfigError(f"outcome_capacity must be a positive int, got {capacity!r}")
         dtype = np.int16 if n_variants <= np.iinfo(np.int16).max else np.int32
         self.capacity = capacity
+        # Every array is written in full now (np.full, not the lazily mapped np.zeros): the
+        # memory is taken once, here, and a flush never stalls on the first touch of a page
+        # (a flush runs on a request's path; the first turn of a lazily mapped ring took
+        # page faults on every flush).
         self.ids: NDArray[np.int64] = np.full(capacity, -1, dtype=np.int64)
-        self.variant: NDArray[np.signedinteger] = np.zeros(capacity, dtype=dtype)
-        self.override: NDArray[np.bool_] = np.zeros(capacity, dtype=np.bool_)
-        self.time: NDArray[np.float64] = np.zeros(capacity, dtype=np.float64)
+        self.variant: NDArray[np.signedinteger] = np.full(capacity, 0, dtype=dtype)
+        self.override: NDArray[np.bool_] = np.full(capacity, False, dtype=np.bool_)
+        self.time: NDArray[np.float64] = np.full(capacity, 0.0, dtype=np.float64)
         self.seen: dict[str, NDArray[np.bool_]] = {}
         self.newest = -1
 
@@ -126,7 +130,7 @@ class _OutcomeRing:
         """Return the duplicate markers for outcome ``name`` (created on first use)."""
         seen = self.seen.get(name)
         if seen is None:
-            seen = self.seen[name] = np.zeros(self.capacity, dtype=np.bool_)
+            seen = self.seen[name] = np.full(self.capacity, False, dtype=np.bool_)
         return seen
 
     def clear(self) -> None:
