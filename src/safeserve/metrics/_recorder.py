@@ -677,7 +677,8 @@ class Recorder:
             (per variant: the last ``size`` non-override requests).
         outcome_ttl: Seconds after which an outcome is late.
         outcome_capacity: Request ids remembered for outcomes (a ring; memory is about
-            19 bytes per id plus 1 byte per id and outcome name).
+            19 bytes per id, taken when the recorder is made, plus 1 byte per id and outcome
+            name, taken on the name's first outcome).
         outputs: How outputs are summarized: ``"auto"``, ``"numeric"``, ``"label"``,
             ``"ignore"``.
         relative_accuracy: Relative accuracy of the latency and output histograms.
