@@ -15,6 +15,7 @@ from safeserve._errors import ConfigError, DataError
 from safeserve.metrics import (
     CountWindow,
     MetricsSnapshot,
+    OutcomeResult,
     Recorder,
     Status,
     TimeWindow,
@@ -357,6 +358,37 @@ def test_append_batch_with_list_outputs_and_none():
     assert v.labels.to_dict() == {"a": 2, "b": 1}
     assert v.output_kinds["none"] == 2
     assert v.requests == 5
+
+
+def test_records_appended_during_a_flush_wait_for_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The flush reads the router's buffer in place, block by block (a backlog of three
+    blocks here), and deletes only what it read: records another thread appends meanwhile
+    stay for the next flush, and every record is counted once, ids included."""
+    rec, _ = make()
+    n = 40_000  # more than two blocks
+    for i in range(n):
+        rec._extend((i, record_code(i % 2), 0.001, 0.5))
+    ingest_block = Recorder._ingest_block
+    late = iter(range(n, n + 3_000))
+
+    def with_appends(self: Recorder, cols: object, now: float) -> None:
+        for _ in range(1_000):  # as other threads would, between two blocks
+            i = next(late)
+            rec._extend((i, record_code(i % 2), 0.001, 0.5))
+        ingest_block(self, cols, now)
+
+    monkeypatch.setattr(Recorder, "_ingest_block", with_appends)
+    assert rec.flush() == n
+    monkeypatch.setattr(Recorder, "_ingest_block", ingest_block)
+    assert rec.pending() == 3_000
+    assert rec.flush() == 3_000
+    snap = rec.snapshot()
+    assert snap.records == n + 3_000
+    assert [snap.variant(v).requests for v in ("v1", "v2")] == [(n + 3_000) // 2] * 2
+    results = [rec.record_outcome(i, "y", 1.0) for i in (0, n - 1, n, n + 2_999)]
+    assert results == [OutcomeResult.ACCEPTED] * 4
 
 
 @pytest.mark.parametrize("hot_path", ["append", "_extend"])
