@@ -360,23 +360,25 @@ def test_append_batch_with_list_outputs_and_none():
     assert v.requests == 5
 
 
+@pytest.mark.parametrize("hot_path", ["append", "_extend"])
 def test_records_appended_during_a_flush_wait_for_the_next_one(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, hot_path: str
 ):
-    """The flush reads the router's buffer in place, block by block (a backlog of three
-    blocks here), and deletes only what it read: records another thread appends meanwhile
-    stay for the next flush, and every record is counted once, ids included."""
+    """The flush reads each buffer in place, block by block (a backlog of three blocks
+    here), and deletes only what it read: records another thread appends meanwhile stay for
+    the next flush, and every record is counted once, ids included."""
     rec, _ = make()
+    app = getattr(rec, hot_path)
     n = 40_000  # more than two blocks
     for i in range(n):
-        rec._extend((i, record_code(i % 2), 0.001, 0.5))
+        app((i, record_code(i % 2), 0.001, 0.5))
     ingest_block = Recorder._ingest_block
     late = iter(range(n, n + 3_000))
 
     def with_appends(self: Recorder, cols: object, now: float) -> None:
         for _ in range(1_000):  # as other threads would, between two blocks
             i = next(late)
-            rec._extend((i, record_code(i % 2), 0.001, 0.5))
+            app((i, record_code(i % 2), 0.001, 0.5))
         ingest_block(self, cols, now)
 
     monkeypatch.setattr(Recorder, "_ingest_block", with_appends)

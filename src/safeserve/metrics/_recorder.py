@@ -995,8 +995,6 @@ class Recorder:
             now = float(self._clock())  # before draining: a failing clock loses nothing
             buf = self._buf
             n = len(buf)
-            chunk = buf[:n]
-            del buf[:n]
             f = self._flat
             k = len(f)  # a multiple of 4: each extend adds a record's four fields at once
             bb = self._batches
@@ -1008,18 +1006,19 @@ class Recorder:
             customs = cb[:c]
             del cb[:c]
             rows = 0
-            # The flat buffer is read block by block in place and its first k fields deleted
-            # after: appends only go to its end, and flushes hold the lock. (A copy first
+            # Both record buffers are read block by block in place and the part read deleted
+            # after: appends only go to their end, and flushes hold the lock. (A copy first
             # would touch every record twice more, which a large backlog pays in cache misses.)
             try:
                 for start in range(0, k, 4 * _BLOCK):
                     rows += self._ingest_records(f[start : min(k, start + 4 * _BLOCK)], True, now)
             finally:
                 del f[:k]
-            for start in range(0, n, _BLOCK):
-                rows += self._ingest_records(
-                    chunk if n <= _BLOCK else chunk[start : start + _BLOCK], False, now
-                )
+            try:
+                for start in range(0, n, _BLOCK):
+                    rows += self._ingest_records(buf[start : min(n, start + _BLOCK)], False, now)
+            finally:
+                del buf[:n]
             # Batches go in one by one: a batch slice usually holds one variant with one
             # latency, which the ingest summarizes without a pass per row.
             for part in batches:
