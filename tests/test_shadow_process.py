@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -440,13 +441,49 @@ def test_the_ring_wraps_around_with_exact_counts(rings: list[Ring]) -> None:
     assert ring.full == refused > 0
 
 
-def test_a_torn_slot_is_not_taken_until_complete(rings: list[Ring]) -> None:
+def test_requests_of_one_layout_take_the_short_path_and_come_back_whole(
+    rings: list[Ring], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of requests with the last one's layout (array output, int id) skips the general
+    path; a change of layout (another output length, a scalar output, no id) takes it once,
+    and every request comes back whole through a ring that wraps around many times."""
+    ring = new_ring(rings, 5)
+    sent: list[tuple[Any, Any, float, Any]] = []
+    general: list[int] = []  # the requests (by index) that took the general path
+    fields = ring._fields
+    monkeypatch.setattr(ring, "_fields", lambda *a: general.append(len(sent)) or fields(*a))
+    rng = np.random.default_rng(3)
+    plan = [((1, 4), (1, 2), 1)] * 40 + [((1, 4), (1, 3), 1)] * 30 + [((1, 4), (1, 2), 1)] * 30
+    plan += [((1, 4), None, 1)] * 10 + [((1, 4), (1, 2), None)] * 5 + [((2, 4), (2, 2), 1)] * 40
+    for i, (xs, ys, rid_kind) in enumerate(plan):
+        y: Any = float(i) if ys is None else rng.normal(size=ys)
+        request = (rng.normal(size=xs), y, 0.001 * i, None if rid_kind is None else i)
+        assert ring.put(*request)
+        sent.append(request)
+        got = ring.take()
+        assert got is not None
+        for g, want in zip(got, request, strict=True):
+            assert_same(g, want)
+    # The general path: each change of layout (0, 40, 70, 115), the scalar outputs (100-109)
+    # and the requests with no id (110-114).
+    assert general == [0, 40, 70, *range(100, 115), 115]
+    assert ring.take() is None
+
+
+@pytest.mark.parametrize("path", ["first request", "same layout again"])
+def test_a_torn_slot_is_not_taken_until_complete(rings: list[Ring], path: str) -> None:
     """The reader never acts on a slot whose bytes do not match its checksum (a write seen in
-    part, as on a weakly ordered CPU); it takes the slot once the bytes are all there."""
+    part, as on a weakly ordered CPU); it takes the slot once the bytes are all there. Both
+    ways of writing a slot: a request that sets the layout, and one of the same layout."""
     ring = new_ring(rings, 2)
     x = np.arange(8.0)
+    slot = 0
+    if path == "same layout again":
+        assert ring.put(x + 1, np.array([0.5, 0.5]), 0.001, 10)
+        assert ring.take() is not None
+        slot = 1
     assert ring.put(x, np.array([0.25, 0.75]), 0.002, 11)
-    at = _shadow_process._CONTROL  # the first slot
+    at = _shadow_process._CONTROL + slot * ring.slot_bytes
     view = ring._view
     words = ring.words
     payload = at + _shadow_process._PAYLOAD
@@ -547,6 +584,19 @@ def test_the_ring_wraps_around_in_the_worker_with_exact_counts(
     assert r.difference_mean == 0.0
 
 
+def stop(pid: int) -> None:
+    """Stop the worker process and wait until it is stopped: ``kill`` only sends the signal,
+    and a worker thread that runs on until the signal is handled could still take a request."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + WAIT
+    while True:
+        got, status = os.waitpid(pid, os.WNOHANG | os.WUNTRACED)
+        if got == pid and os.WIFSTOPPED(status):
+            return
+        assert time.monotonic() < deadline, "the worker process did not stop"
+        time.sleep(0.001)
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="stops the worker with SIGSTOP")
 def test_ring_and_socket_together_hold_at_most_queue_size(
     mirrors: list[ShadowMirror], monkeypatch: pytest.MonkeyPatch
@@ -559,7 +609,7 @@ def test_ring_and_socket_together_hold_at_most_queue_size(
     assert link is not None
     pid = m.pid
     assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
+    stop(pid)
     try:
         results = [m.submit(np.full(4, float(i)), 4.0 * i, 0.001, i) for i in range(500)]
     finally:
