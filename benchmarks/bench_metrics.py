@@ -257,10 +257,11 @@ def bench_memory(n: int, chunk: int) -> tuple[dict[str, int], int, int]:
 def settle_allocator() -> None:
     """Put the C allocator in the state of a serving process (see docs/explanation/metrics.md).
 
-    With glibc, a process that has never freed a block of 128 KiB or more trims its heap after
-    every flush and takes ~150 page faults on the next one; freeing one such block (as loading
-    or calling any model does) raises glibc's thresholds for good. A bare benchmark process
-    has not done that yet: do it once, here, so that the figures are a serving process's.
+    With glibc, a process that has not yet freed a large block trims its heap after every
+    flush and takes ~150 page faults on the next one; freeing one block of about 1 MiB or
+    more (as loading or calling a model does) raises glibc's dynamic thresholds for good. A
+    bare benchmark process has not done that yet: do it once, here, so that the figures are
+    a serving process's.
     """
     if sys.platform.startswith("linux"):
         np.ones(1 << 18)  # 2 MiB, made and freed at once

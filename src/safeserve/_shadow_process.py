@@ -1009,7 +1009,8 @@ class Ring:
         self._layout = _LAYOUT.pack(
             xcode, len(xs), ykind, ycode, len(ys), *xs, *_PAD[len(xs)], *ys, *_PAD[len(ys)]
         )
-        self._checked = [None] * self.slots  # the covered length may have changed
+        if yo + yn != self._length:  # the checked views cover the old length: new ones
+            self._checked = [None] * self.slots
         self._xdt, self._xs, self._yt, self._ydt, self._ys = dt, xs, yt, ydt, ys
         self._ykind, self._xn, self._yo, self._length = ykind, xn, yo, yo + yn
         self._pack = (_DYNAMIC_D if ykind == _Y_FLOAT else _DYNAMIC_Q).pack_into

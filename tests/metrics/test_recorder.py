@@ -394,6 +394,42 @@ def test_records_appended_during_a_flush_wait_for_the_next_one(
 
 
 @pytest.mark.parametrize("hot_path", ["append", "_extend"])
+def test_a_flush_started_inside_a_flush_on_its_thread_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, hot_path: str
+):
+    """A snapshot (which flushes) taken on the flushing thread itself, as a signal handler
+    would, in the middle of a three-block flush: it sees what was taken in so far, the inner
+    flush returns 0, and the outer one counts every record once, later appends included."""
+    rec, _ = make()
+    app = getattr(rec, hot_path)
+    n = 40_000
+    for i in range(n):
+        app((i, record_code(i % 2), 0.001, 0.5))
+    ingest_block = Recorder._ingest_block
+    inner: list[tuple[int, int]] = []
+
+    def with_a_nested_flush(self: Recorder, cols: object, now: float) -> None:
+        ingest_block(self, cols, now)
+        if not inner:
+            snap = rec.snapshot()
+            inner.append((rec.flush(), sum(snap.variant(v).requests for v in ("v1", "v2"))))
+            for i in range(n, n + 5_000):  # appended after the nested snapshot
+                app((i, record_code(i % 2), 0.001, 0.5))
+
+    monkeypatch.setattr(Recorder, "_ingest_block", with_a_nested_flush)
+    assert rec.flush() == n
+    monkeypatch.setattr(Recorder, "_ingest_block", ingest_block)
+    ((nested, seen),) = inner
+    assert nested == 0
+    assert 0 < seen < n
+    assert rec.pending() == 5_000
+    assert rec.flush() == 5_000
+    snap = rec.snapshot()
+    assert snap.records == n + 5_000
+    assert [snap.variant(v).requests for v in ("v1", "v2")] == [(n + 5_000) // 2] * 2
+
+
+@pytest.mark.parametrize("hot_path", ["append", "_extend"])
 def test_eight_threads_appending_while_flushing_lose_nothing(hot_path: str):
     """8 threads append (as tuples, or as the router does, into the flat buffer) while
     another thread flushes: exact totals, nothing lost or doubled."""

@@ -757,6 +757,7 @@ class Recorder:
         ]
         self._ring = _OutcomeRing(outcome_capacity, self._nv)
         self._lock = threading.RLock()
+        self._flushing = False  # a flush is under way (see flush)
         self._count_lock = threading.Lock()
         # Buffers: appends only ever go to the end, flush removes a prefix.
         self._buf: list[Any] = []
@@ -982,55 +983,68 @@ class Recorder:
     # -- flushing --------------------------------------------------------------------------
 
     def pending(self) -> int:
-        """Return the number of buffered request records and batches not yet flushed."""
+        """Return the number of buffered request records and batches not yet flushed
+        (during a flush, those it is taking in count until it ends)."""
         return len(self._buf) + len(self._flat) // 4 + len(self._batches)
 
     def flush(self) -> int:
         """Ingest every buffered record into the windows; return how many request rows.
 
         Safe while other threads keep appending: a prefix of each buffer is read, then
-        deleted (appends only go to the end), and flushes are serialized by a lock.
+        deleted (appends only go to the end), and flushes are serialized by a lock. A flush
+        started on the thread of a flush under way (from a signal handler that takes a
+        snapshot, say) returns 0 at once: the one under way takes everything in.
         """
         with self._lock:
-            now = float(self._clock())  # before draining: a failing clock loses nothing
-            buf = self._buf
-            n = len(buf)
-            f = self._flat
-            k = len(f)  # a multiple of 4: each extend adds a record's four fields at once
-            bb = self._batches
-            m = len(bb)
-            batches = bb[:m]
-            del bb[:m]
-            cb = self._custom_buf
-            c = len(cb)
-            customs = cb[:c]
-            del cb[:c]
-            rows = 0
-            # Both record buffers are read block by block in place and the part read deleted
-            # after: appends only go to their end, and flushes hold the lock. (A copy first
-            # would touch every record twice more, which a large backlog pays in cache misses.)
+            if self._flushing:
+                return 0
+            self._flushing = True
             try:
-                for start in range(0, k, 4 * _BLOCK):
-                    rows += self._ingest_records(f[start : min(k, start + 4 * _BLOCK)], True, now)
+                return self._flush()
             finally:
-                del f[:k]
-            try:
-                for start in range(0, n, _BLOCK):
-                    rows += self._ingest_records(buf[start : min(n, start + _BLOCK)], False, now)
-            finally:
-                del buf[:n]
-            # Batches go in one by one: a batch slice usually holds one variant with one
-            # latency, which the ingest summarizes without a pass per row.
-            for part in batches:
-                rows += len(part)
-                if isinstance(part, _Slice):
-                    self._ingest_slice(part)
-                else:
-                    self._ingest(part, now)
-            self._records += rows
-            if customs:
-                self._ingest_custom(customs)
-            return rows
+                self._flushing = False
+
+    def _flush(self) -> int:
+        """:meth:`flush` itself (the lock held, no other flush under way on this thread)."""
+        now = float(self._clock())  # before draining: a failing clock loses nothing
+        buf = self._buf
+        n = len(buf)
+        f = self._flat
+        k = len(f)  # a multiple of 4: each extend adds a record's four fields at once
+        bb = self._batches
+        m = len(bb)
+        batches = bb[:m]
+        del bb[:m]
+        cb = self._custom_buf
+        c = len(cb)
+        customs = cb[:c]
+        del cb[:c]
+        rows = 0
+        # Both record buffers are read block by block in place and the part read deleted
+        # after: appends only go to their end, and flushes hold the lock. (A copy first
+        # would touch every record twice more, which a large backlog pays in cache misses.)
+        try:
+            for start in range(0, k, 4 * _BLOCK):
+                rows += self._ingest_records(f[start : min(k, start + 4 * _BLOCK)], True, now)
+        finally:
+            del f[:k]
+        try:
+            for start in range(0, n, _BLOCK):
+                rows += self._ingest_records(buf[start : min(n, start + _BLOCK)], False, now)
+        finally:
+            del buf[:n]
+        # Batches go in one by one: a batch slice usually holds one variant with one
+        # latency, which the ingest summarizes without a pass per row.
+        for part in batches:
+            rows += len(part)
+            if isinstance(part, _Slice):
+                self._ingest_slice(part)
+            else:
+                self._ingest(part, now)
+        self._records += rows
+        if customs:
+            self._ingest_custom(customs)
+        return rows
 
     def _ingest_records(self, records: list[Any], flat: bool, now: float) -> int:
         """Convert and ingest one block of records (``flat``: fields four by four); return
