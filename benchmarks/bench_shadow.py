@@ -17,10 +17,11 @@ Run: ``python benchmarks/bench_shadow.py`` (``--quick`` for a short run).
    each on worker threads (``isolation="thread"``) and in a worker process
    (``isolation="process"``), and, as the naive way, threads that hand each call to a
    ``ProcessPoolExecutor``.
-   Configurations are interleaved in blocks so that machine noise hits them alike. Two
-   reference rows bound what can be measured: "no shadow" run a second time (the noise of the
-   p99 itself), and no shadow beside a busy-looping process on the other core (what a saturated
-   second core costs the primary through the hardware both share, with no mirroring at all).
+   Configurations are interleaved in blocks, in an order that turns by one each round, so that
+   machine noise, and what ran just before, hit them alike. Two reference rows bound what can
+   be measured: "no shadow" run a second time (the noise of the p99 itself), and no shadow
+   beside a busy-looping process on the other core (what a saturated second core costs the
+   primary through the hardware both share, with no mirroring at all).
 3. A shadow that hangs: tracemalloc peak and thread count after 100k submits.
 """
 
@@ -275,8 +276,11 @@ def bench_latency(n: int, blocks: int) -> None:
     for m in mirrors.values():
         m.start()  # a worker process loads its model before the first block
     busy_loop = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
-    for _ in range(blocks):
-        for k in configs:
+    order = list(configs)
+    for b in range(blocks):
+        # The order turns by one each round, so that each configuration follows every other
+        # one equally often (what ran just before can linger: caches, a worker's last pairs).
+        for k in order[b % len(order) :] + order[: b % len(order)]:
             gc.collect()
             busy = None
             if "busy process" in k:
