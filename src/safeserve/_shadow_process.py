@@ -815,8 +815,9 @@ class Ring:
         self._pack = _DYNAMIC_Q.pack_into
         self._layout = b""
         self._written: list[bytes] = [b""] * slots  # the _LAYOUT bytes each slot holds
-        # Per slot, the bytes its check covers when the current layout has an array output
-        # (a fixed length): made on the slot's first such request, dropped by _learn.
+        # Per slot, a view of the bytes its check covers at the layout's fixed length (every
+        # output but a non-empty str): made on the slot's first such request, and made anew
+        # when _learn changes the length.
         self._checked: list[memoryview | None] = [None] * slots
         self._until = slots  # the producer may write requests up to this one (see _room)
 
