@@ -15,8 +15,9 @@ Run: ``python benchmarks/bench_shadow.py`` (``--quick`` for a short run).
      a shadow behind a network call or native code that drops the GIL);
    - "cpu" shadow: the same model called 10 times (CPU-bound, holds the GIL most of the time);
    each on worker threads (``isolation="thread"``) and in a worker process
-   (``isolation="process"``), and, as the naive way, threads that hand each call to a
-   ``ProcessPoolExecutor``.
+   (``isolation="process"``; the CPU-bound one also with ``cpu_share=0.25``, each worker
+   resting three times as long as its calls), and, as the naive way, threads that hand each
+   call to a ``ProcessPoolExecutor``.
    Configurations are interleaved in blocks, in an order that turns by one each round, so that
    machine noise, and what ran just before, hit them alike. Two reference rows bound what can
    be measured: "no shadow" run a second time (the noise of the p99 itself), and no shadow
@@ -263,12 +264,19 @@ def bench_latency(n: int, blocks: int) -> None:
         "threads: naive, a process pool call per mirror": (pooled_shadow, "thread"),
         "process: shadow sleeps": (sleep_shadow, "process"),
         "process: shadow CPU-bound": (cpu_shadow, "process"),
+        "process: shadow CPU-bound, cpu_share=0.25": (cpu_shadow, "process"),
     }
     lat: dict[str, list[float]] = {k: [] for k in configs}
     reports: dict[str, Any] = {}
     mirrors = {
         k: ShadowMirror(
-            c[0], workers=2, queue_size=1000, timeout=10.0, name=f"m{i}", isolation=c[1]
+            c[0],
+            workers=2,
+            queue_size=1000,
+            timeout=10.0,
+            name=f"m{i}",
+            isolation=c[1],
+            cpu_share=0.25 if "cpu_share" in k else None,
         )
         for i, (k, c) in enumerate(configs.items())
         if c is not None

@@ -101,6 +101,11 @@ def test_mirror_bucket_limit_follows_sample() -> None:
         ({"sink": 3}, "3"),
         ({"clock": "now"}, "'now'"),
         ({"name": ""}, "''"),
+        ({"cpu_share": 0}, "cpu_share .* got 0"),
+        ({"cpu_share": 1.5}, "1.5"),
+        ({"cpu_share": math.nan}, "nan"),
+        ({"cpu_share": True}, "True"),
+        ({"cpu_share": "half"}, "'half'"),
     ],
 )
 def test_bad_options_raise_config_error_naming_the_value(
@@ -109,6 +114,69 @@ def test_bad_options_raise_config_error_naming_the_value(
     """Each invalid option raises ConfigError whose message names the bad value."""
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
         ShadowMirror(labels, **kwargs)
+
+
+class Sleeper:
+    """A shadow that sleeps ``seconds`` (GIL free) and echoes its input."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, x: Any) -> Any:
+        threading.Event().wait(self.seconds)
+        return x
+
+
+@pytest.mark.parametrize("share", [None, 1.0, 0.5, 0.25])
+def test_cpu_share_rests_each_worker_after_each_call(
+    cleanup: list[Any], share: float | None
+) -> None:
+    """With cpu_share, a worker rests ``t * (1 / share - 1)`` after a call of t seconds (a
+    sleep of 10 ms lasts at least that), and every request is still compared; without it,
+    or at 1, it never rests."""
+    m = ShadowMirror(Sleeper(0.01), workers=1, cpu_share=share)
+    cleanup.append(m)
+    rests: list[float] = []
+    m._pause = rests.append  # type: ignore[method-assign]
+    for i in range(5):
+        assert m.submit(i, i, 0.001, i)
+    assert m.wait_idle(WAIT)
+    assert m.report().compared == 5
+    if share is None or share == 1.0:
+        assert rests == []
+    else:
+        assert len(rests) == 5
+        assert all(r >= 0.01 * (1 / share - 1) for r in rests), rests
+
+
+def test_close_ends_a_cpu_share_rest_at_once(cleanup: list[Any]) -> None:
+    """A worker resting for (here) hours under a tiny cpu_share stops when the mirror
+    closes: close() joins it within its timeout."""
+    m = ShadowMirror(Sleeper(0.01), workers=1, cpu_share=1e-6)
+    cleanup.append(m)
+    assert m.submit(1, 1, 0.001, 1)
+    assert m.wait_idle(WAIT)  # the call is done; the worker now rests (~10,000 s)
+    assert m.report().compared == 1
+    assert m.thread_count() >= 1
+    assert m.close(timeout=5.0) is True
+    assert m.thread_count() == 0
+
+
+def test_the_cpu_share_reaches_a_process_worker_and_the_shadow_phase() -> None:
+    """The option travels to the worker process's mirror, and from ss.Shadow to its mirror
+    (invalid values fail at configuration time)."""
+    import safeserve as ss
+
+    m = ShadowMirror(labels, isolation="process", cpu_share=0.25)
+    try:
+        assert m._link is not None
+        assert m._link._options["cpu_share"] == 0.25
+    finally:
+        m.close(timeout=1.0)
+    phase = ss.Shadow(primary="a", shadow="b", cpu_share=0.5)
+    assert phase.mirror_options()["cpu_share"] == 0.5
+    with pytest.raises(ConfigError, match="0"):
+        ss.Shadow(primary="a", shadow="b", cpu_share=0)
 
 
 def test_shadow_model_must_be_callable() -> None:

@@ -365,6 +365,15 @@ def _check_fraction(value: Any, name: str, *, open_low: bool) -> float:
     return v
 
 
+def check_cpu_share(value: Any) -> float | None:
+    """``value`` as a ``cpu_share`` (None, or a share in (0, 1]); ConfigError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ConfigError(f"cpu_share must be None or a share in (0, 1], got {value!r}")
+    return float(value)
+
+
 def _check_int(value: Any, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
         raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
@@ -415,6 +424,13 @@ class ShadowMirror:
             disables the numeric verdict.
         max_error_rate: The largest acceptable shadow error rate, in (0, 1); None disables it.
         name: A name for reports and thread names.
+        cpu_share: None (default) or the largest share of the time, in (0, 1], that each
+            worker may spend in shadow calls: after a call of ``t`` seconds (real time), the
+            worker rests ``t * (1 / cpu_share - 1)`` seconds before its next one, so the
+            shadow takes at most ``workers * cpu_share`` cores (``cpu_share`` of one core for a
+            shadow that holds the GIL). On a small machine a saturated shadow slows the
+            primary through the hardware the cores share, even in another process; this
+            bounds that, at the cost of fewer mirrored requests (more are dropped, counted).
         isolation: ``"thread"`` (default): the shadow runs on worker threads of this process.
             ``"process"``: it runs in a worker process (started with ``spawn`` on the first
             submit, or by :meth:`start`), and this process only copies each mirrored request
@@ -461,6 +477,7 @@ class ShadowMirror:
         max_error_rate: float | None = 0.01,
         name: str = "shadow",
         isolation: Isolation = "thread",
+        cpu_share: float | None = None,
     ) -> None:
         if isolation not in _ISOLATIONS:
             raise ConfigError(f"isolation must be one of {_ISOLATIONS!r}, got {isolation!r}")
@@ -502,6 +519,10 @@ class ShadowMirror:
             if max_error_rate is None
             else _check_fraction(max_error_rate, "max_error_rate", open_low=True)
         )
+        #: Largest share of its time each worker spends in shadow calls (None: no limit).
+        self.cpu_share = check_cpu_share(cpu_share)
+        # A worker's rest after a call of t seconds is t times this (see cpu_share).
+        self._rest = 0.0 if self.cpu_share is None else 1.0 / self.cpu_share - 1.0
         self._clock: Callable[[], float] = clock or time.perf_counter
         # The watchdog polls in real seconds; the timeout itself is read on ``clock``.
         self._poll = min(max(self.timeout / 4.0, 0.005), 0.25)
@@ -575,6 +596,7 @@ class ShadowMirror:
             "margin": self.margin,
             "max_error_rate": self.max_error_rate,
             "name": self.name,
+            "cpu_share": self.cpu_share,
         }
         return ProcessLink(self, payload, options)
 
@@ -792,6 +814,7 @@ class ShadowMirror:
     def _work(self, slot: _Slot) -> None:
         get = self._queue.get
         clock = self._clock
+        rest, real = self._rest, time.perf_counter
         while True:
             item = get()
             if item is _STOP:
@@ -806,6 +829,7 @@ class ShadowMirror:
                 t0 = clock()
                 slot.since = t0
             x, y, primary_latency, rid = item
+            r0 = real()
             try:
                 out = self.shadow_model(x)
                 error: str | None = None
@@ -813,8 +837,15 @@ class ShadowMirror:
                 out = None
                 error = f"exception: {type(exc).__name__}: {exc}"
             t1 = clock()
+            busy = real() - r0
             if not self._finish(slot, x, y, out, error, primary_latency, t1 - t0, rid, t1):
                 return
+            if rest and busy > 0:
+                self._pause(busy * rest)  # the cpu_share bound
+
+    def _pause(self, seconds: float) -> None:
+        """A worker's rest after a call (see ``cpu_share``); ``close()`` ends it at once."""
+        self._stop.wait(seconds)
 
     def _finish(
         self,

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from .._errors import ConfigError
+from .._shadow import check_cpu_share
 from ._canary import Canary, _check_name, _check_phase, _count, _positive
 
 __all__ = ["BlueGreen", "Pipeline", "Shadow"]
@@ -55,6 +56,10 @@ class Shadow:
             runs in the worker process). See :class:`~safeserve.ShadowMirror`.
         evaluate_every: Requests between two automatic evaluations.
         evaluate_interval: Seconds between two automatic evaluations.
+        cpu_share: None (default) or the largest share of the time, in (0, 1], that each
+            shadow worker spends in shadow calls (it rests in between): bounds what a
+            saturated shadow costs the primary on a small machine, at the cost of fewer
+            mirrored requests. See :class:`~safeserve.ShadowMirror`.
 
     >>> import safeserve as ss
     >>> ss.Shadow(primary="v1", shadow="v2", sample=0.1).candidates
@@ -80,6 +85,7 @@ class Shadow:
     isolation: str = attrs.field(default="thread", kw_only=True)
     evaluate_every: int = attrs.field(default=10_000, kw_only=True)
     evaluate_interval: float = attrs.field(default=10.0, kw_only=True)
+    cpu_share: float | None = attrs.field(default=None, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         _check_name("primary", self.primary)
@@ -99,6 +105,7 @@ class Shadow:
             raise ConfigError(f"sink must be callable, got {self.sink!r}")
         if self.isolation not in ("thread", "process"):
             raise ConfigError(f"isolation must be 'thread' or 'process', got {self.isolation!r}")
+        check_cpu_share(self.cpu_share)
 
     @property
     def baseline(self) -> str:
@@ -129,6 +136,7 @@ class Shadow:
             "sink": self.sink,
             "name": self.shadow,
             "isolation": self.isolation,
+            "cpu_share": self.cpu_share,
         }
 
 
