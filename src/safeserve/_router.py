@@ -594,24 +594,25 @@ class Router:
         else:
             vi, override = self._pick(snap, x, key)
         rid = next(self._ids)
+        # The id a record keeps: the request id when the caller gets it (route, for delayed
+        # outcomes), else -1.
+        rec_id = rid if full else -1
         clock = self._clock
         t0 = clock()
         try:
             y = snap.models[vi](x)
         except Exception:
-            y = self._failed(snap, rid if full else -1, vi, override, x, clock() - t0)
+            y = self._failed(snap, rec_id, vi, override, x, clock() - t0)
             fell_back = True
         else:
             t1 = clock()
             latency = t1 - t0
             validator = snap.validators[vi]
             if validator is not None and not _valid(validator, y):
-                rec_id = rid if full else -1
                 y, fell_back = self._rejected(snap, rec_id, vi, override, x, y, latency)
             else:
-                # The record: the request id when the caller gets it (route, for outcomes),
-                # else -1; the code: variant << 4 | status OK (0) << 2 | no fallback | override.
-                self._append((rid if full else -1, vi << 4 | override, latency, y))
+                # The record's code: variant << 4 | status OK (0) << 2 | no fallback | override.
+                self._append((rec_id, vi << 4 | override, latency, y))
                 if snap.observe is not None:
                     snap.observe(x, vi)
                 if snap.mirror is not None:

@@ -1019,20 +1019,7 @@ class Recorder:
         c = len(cb)
         customs = cb[:c]
         del cb[:c]
-        rows = 0
-        # Both record buffers are read block by block in place and the part read deleted
-        # after: appends only go to their end, and flushes hold the lock. (A copy first
-        # would touch every record twice more, which a large backlog pays in cache misses.)
-        try:
-            for start in range(0, k, 4 * _BLOCK):
-                rows += self._ingest_records(f[start : min(k, start + 4 * _BLOCK)], True, now)
-        finally:
-            del f[:k]
-        try:
-            for start in range(0, n, _BLOCK):
-                rows += self._ingest_records(buf[start : min(n, start + _BLOCK)], False, now)
-        finally:
-            del buf[:n]
+        rows = self._ingest_prefix(f, k, True, now) + self._ingest_prefix(buf, n, False, now)
         # Batches go in one by one: a batch slice usually holds one variant with one
         # latency, which the ingest summarizes without a pass per row.
         for part in batches:
@@ -1044,6 +1031,20 @@ class Recorder:
         self._records += rows
         if customs:
             self._ingest_custom(customs)
+        return rows
+
+    def _ingest_prefix(self, buffer: list[Any], k: int, flat: bool, now: float) -> int:
+        """Ingest ``buffer[:k]`` block by block, read in place, then delete it; return the
+        rows. Appends only go to the end and flushes hold the lock, so the prefix stays put.
+        (A copy first would touch every record twice more, which a large backlog pays in
+        cache misses.)"""
+        step = 4 * _BLOCK if flat else _BLOCK
+        rows = 0
+        try:
+            for start in range(0, k, step):
+                rows += self._ingest_records(buffer[start : min(k, start + step)], flat, now)
+        finally:
+            del buffer[:k]
         return rows
 
     def _ingest_records(self, records: list[Any], flat: bool, now: float) -> int:
