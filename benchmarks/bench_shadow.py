@@ -22,7 +22,10 @@ Run: ``python benchmarks/bench_shadow.py`` (``--quick`` for a short run).
    machine noise, and what ran just before, hit them alike. Two reference rows bound what can
    be measured: "no shadow" run a second time (the noise of the p99 itself), and no shadow
    beside a busy-looping process on the other core (what a saturated second core costs the
-   primary through the hardware both share, with no mirroring at all).
+   primary through the hardware both share, with no mirroring at all). Each p99 ratio comes
+   with a 90% bootstrap interval that resamples whole rounds (a round's blocks of both
+   configurations ran one after the other), which says how far the machine's noise could
+   move it.
 3. A shadow that hangs: tracemalloc peak and thread count after 100k submits.
 """
 
@@ -240,6 +243,25 @@ def pct(a: list[float], q: float) -> float:
     return float(np.quantile(np.asarray(a), q)) * 1e6
 
 
+def p99_ratio_interval(
+    a: list[float], ref: list[float], blocks: int, reps: int = 1000, level: float = 0.90
+) -> tuple[float, float]:
+    """A bootstrap interval of p99(a) / p99(ref) - 1, in percent, resampling whole blocks.
+
+    Block i of both ran in the same round, one just after the other, so a resample takes the
+    same blocks of both: what the machine did in a round hits both sides alike.
+    """
+    x = np.asarray(a).reshape(blocks, -1)
+    r = np.asarray(ref).reshape(blocks, -1)
+    rng = np.random.default_rng(0)
+    got = np.empty(reps)
+    for i in range(reps):
+        idx = rng.integers(0, blocks, blocks)
+        got[i] = np.quantile(x[idx], 0.99) / np.quantile(r[idx], 0.99) - 1.0
+    lo, hi = np.quantile(got, [(1 - level) / 2, (1 + level) / 2]) * 100
+    return float(lo), float(hi)
+
+
 def bench_latency(n: int, blocks: int) -> None:
     primary, x = make_model()
     serve(primary, x, 500, None)  # warm up
@@ -311,6 +333,7 @@ def bench_latency(n: int, blocks: int) -> None:
     rows = []
     for k, a in lat.items():
         r = reports.get(k)
+        lo, hi = p99_ratio_interval(a, ref, blocks) if a is not ref else (0.0, 0.0)
         rows.append(
             [
                 k,
@@ -318,6 +341,7 @@ def bench_latency(n: int, blocks: int) -> None:
                 f"{pct(a, 0.95):.0f}",
                 f"{pct(a, 0.99):.0f}",
                 f"{(pct(a, 0.99) / pct(ref, 0.99) - 1) * 100:+.1f}%",
+                f"{lo:+.1f}% .. {hi:+.1f}%",
                 "-" if r is None else f"{r.mirrored}/{r.submitted}",
                 "-" if r is None else f"{r.dropped}",
                 "-" if r is None else f"{r.compared}",
@@ -327,7 +351,17 @@ def bench_latency(n: int, blocks: int) -> None:
         f"Request latency (us), primary LogisticRegression.predict_proba, {len(ref)} requests "
         f"per config, shadow 10x = {slow * 1e6:.0f} us, 2 worker threads, queue 1000 "
         "(mirrors that find the queue full are dropped)",
-        ["config", "p50", "p95", "p99", "p99 vs none", "mirrored", "dropped", "compared"],
+        [
+            "config",
+            "p50",
+            "p95",
+            "p99",
+            "p99 vs none",
+            "90% interval",
+            "mirrored",
+            "dropped",
+            "compared",
+        ],
         rows,
     )
 

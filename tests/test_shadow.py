@@ -162,6 +162,78 @@ def test_close_ends_a_cpu_share_rest_at_once(cleanup: list[Any]) -> None:
     assert m.thread_count() == 0
 
 
+class Feed:
+    """A source for ``ShadowMirror._pull_from`` (as a worker process's ring and socket are):
+    hands out its requests one at a time, then polls until the mirror stops."""
+
+    def __init__(self, n: int, start: int = 0) -> None:
+        self.lock = threading.Lock()
+        self.items: list[tuple[Any, ...]] = []
+        self.add(n, start)
+
+    def add(self, n: int, start: int) -> None:
+        with self.lock:
+            self.items += [(i, "cat", 0.001, i) for i in range(start, start + n)]
+
+    def left(self) -> int:
+        with self.lock:
+            return len(self.items)
+
+    def __call__(self, stopped: Callable[[], bool]) -> Any:
+        while not stopped():
+            with self.lock:
+                if self.items:
+                    return self.items.pop(0)
+            threading.Event().wait(0.001)
+        return None
+
+
+def test_workers_that_take_their_requests_count_them_as_submitted(cleanup: list[Any]) -> None:
+    m = ShadowMirror(labels, workers=2)
+    cleanup.append(m)
+    m._pull_from(Feed(100))
+    assert m.start()
+    wait_until(lambda: m.report().completed == 100, "100 requests taken and run")
+    r = m.report()
+    check_identities(r)
+    assert (r.submitted, r.mirrored, r.compared, r.queued, r.dropped) == (100, 100, 100, 0, 0)
+    assert r.disagreements == 34  # labels(x) is "dog" for the 34 multiples of 3 below 100
+    assert m.close(timeout=5.0)
+    assert m.thread_count() == 0  # the workers left the source when the mirror closed
+
+
+def test_requests_taken_while_suspended_are_counted_as_suspended(cleanup: list[Any]) -> None:
+    """A worker that is still free keeps taking requests while the mirror is suspended, and
+    counts them as ``submit`` would, so the identities hold; the mirror resumes when the hung
+    call returns."""
+    gate = threading.Event()
+    cleanup.append(gate)
+
+    def shadow(x: int) -> str:
+        if x == 0:
+            gate.wait(WAIT)
+        return "cat"
+
+    m = ShadowMirror(shadow, workers=2, timeout=0.05, max_stuck=0)
+    cleanup.append(m)
+    feed = Feed(1)
+    m._pull_from(feed)
+    assert m.start()
+    wait_until(lambda: m.report().state == "suspended", "the hung call to suspend the mirror")
+    feed.add(50, 1)
+    wait_until(lambda: feed.left() == 0 and m.report().suspended == 50, "50 suspended")
+    r = m.report()
+    check_identities(r)
+    assert (r.submitted, r.mirrored, r.suspended, r.timeouts, r.stuck) == (51, 1, 50, 1, 1)
+    gate.set()
+    wait_until(lambda: m.report().state == "running", "the late call to resume the mirror")
+    feed.add(10, 51)
+    wait_until(lambda: m.report().compared == 10, "10 more compared")
+    final = m.report()
+    check_identities(final)
+    assert (final.submitted, final.mirrored, final.late) == (61, 11, 1)
+
+
 def test_the_cpu_share_reaches_a_process_worker_and_the_shadow_phase() -> None:
     """The option travels to the worker process's mirror, and from ss.Shadow to its mirror
     (invalid values fail at configuration time)."""

@@ -509,13 +509,14 @@ def test_a_torn_slot_is_not_taken_until_complete(rings: list[Ring], path: str) -
 
 
 def test_the_ring_geometry_bounds_its_memory() -> None:
-    """At most RING_SLOTS slots and 1 MiB, each slot 4 to 64 KiB, for any queue size."""
-    for q in [1, 2, 7, 16, 17, 50, 255, 256, 257, 1000, 10**6]:
+    """A slot per queued request up to 4,096; each slot 4 to 64 KiB; max(1 MiB, 4 KiB a slot)
+    in all, so at most 16 MiB, for any queue size."""
+    for q in [1, 2, 7, 16, 17, 50, 255, 256, 257, 1000, 4096, 4097, 10**6]:
         slots, size = ring_geometry(q)
-        assert slots == min(q, _shadow_process.RING_SLOTS)
+        assert slots == min(q, 4096)
         assert size % 64 == 0
         assert 4096 <= size <= 65536
-        assert slots * size <= 1 << 20
+        assert slots * size <= max(1 << 20, slots * 4096) <= 16 << 20
 
 
 # -- the ring in a process-isolated mirror ----------------------------------------------------
@@ -622,6 +623,39 @@ def test_ring_and_socket_together_hold_at_most_queue_size(
     assert (r.submitted, r.compared) == (500, 50)
     assert r.drop_reasons["queue_full"] == 450
     assert r.dropped == 450
+
+
+def test_a_worker_takes_a_request_only_when_it_is_free_to_run_it(
+    mirrors: list[ShadowMirror],
+) -> None:
+    """Both workers in a hung call: the ring holds queue_size requests and every other one is
+    dropped here, cheaply, instead of being sent to a process that would only drop it; so at
+    most queue_size + workers requests are held in all."""
+    m = started(mirrors, sm.hang, workers=2, timeout=60.0, queue_size=50, name="pull")
+    for i in range(2):
+        assert m.submit(np.full(4, float(i)), 1.0, 0.001, i)
+    wait_until(lambda: m.report().running == 2, "both workers in a call")
+    results = [m.submit(np.full(4, float(i)), 1.0, 0.001, i) for i in range(2, 502)]
+    assert results == [True] * 50 + [False] * 450
+    r = m.report()
+    check_identities(r)
+    assert (r.submitted, r.running, r.queued, r.dropped) == (502, 2, 50, 450)
+    assert r.drop_reasons["queue_full"] == 450
+
+
+def test_a_new_ring_takes_its_pages_at_creation_not_in_requests() -> None:
+    """Else each slot's first request would take a page fault on the request path."""
+    resource = pytest.importorskip("resource", reason="page-fault counts need getrusage")
+    ring = Ring.create(*ring_geometry(1000))
+    try:
+        x, y = np.arange(32.0), np.array([0.25, 0.75])
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for i in range(1000):
+            assert ring.put(x, y, 0.001, i)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    finally:
+        ring.close()
+    assert faults < 100  # one per slot (1,000) if the pages were left for the first write
 
 
 def test_a_hung_shadow_on_array_inputs_is_bounded(mirrors: list[ShadowMirror]) -> None:

@@ -613,6 +613,8 @@ class ShadowMirror:
         self._stuck: set[_Slot] = set()
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
+        # Set in a worker process only (see ``_pull_from``): where the workers take requests.
+        self._pull: Callable[[], Any] | None = None
 
     def _reset_after_fork(self) -> None:
         """In a forked child: the parent's threads are gone; start afresh on the next submit."""
@@ -742,6 +744,24 @@ class ShadowMirror:
             slots = self._new_slots(self.workers)
         return self._launch(slots)
 
+    def _pull_from(self, take: Callable[[Callable[[], bool]], Any]) -> None:
+        """Let the workers take their requests from ``take`` instead of the queue (a worker
+        process's ring and socket); call before :meth:`start`.
+
+        ``take(stopped)`` blocks until it returns a request ``(x, y, latency, request_id)``, or
+        None once ``stopped()`` is true (the mirror closes). A worker takes a request only when
+        it is free to run it, so no request waits in this process: what the shadow cannot keep
+        up with stays with the sender, which drops it at its own bound, and no thread is woken
+        to hand a request to another.
+        """
+        stopped = self._stop.is_set
+
+        def pull() -> Any:
+            item = take(stopped)
+            return _STOP if item is None else item
+
+        self._pull = pull
+
     # -- threads -------------------------------------------------------------------------
 
     def _new_slots(self, k: int) -> list[_Slot]:
@@ -812,7 +832,8 @@ class ShadowMirror:
             self._discarded += 1
 
     def _work(self, slot: _Slot) -> None:
-        get = self._queue.get
+        pull = self._pull
+        get = self._queue.get if pull is None else pull
         clock = self._clock
         rest, real = self._rest, time.perf_counter
         while True:
@@ -820,12 +841,24 @@ class ShadowMirror:
             if item is _STOP:
                 return
             with self._lock:
-                self._pending -= 1
-                if self._state is not _RUNNING:
-                    self._discarded += 1
-                    if not self._pending:
-                        self._idle.notify_all()
-                    continue
+                if pull is not None:
+                    # Taken by this thread straight from its source: counted here, as
+                    # ``submit`` counts a request it queues.
+                    self._submitted += 1
+                    if self._state is not _RUNNING:
+                        if self._state is _SUSPENDED:
+                            self._suspended += 1
+                        else:
+                            self._refused += 1
+                        continue
+                    self._mirrored += 1
+                else:
+                    self._pending -= 1
+                    if self._state is not _RUNNING:
+                        self._discarded += 1
+                        if not self._pending:
+                            self._idle.notify_all()
+                        continue
                 t0 = clock()
                 slot.since = t0
             x, y, primary_latency, rid = item

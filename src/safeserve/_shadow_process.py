@@ -10,19 +10,23 @@ slot of a ring in shared memory (:class:`Ring`: numeric numpy inputs with numeri
 encodes it (marshal, pickle as a fallback) and hands it to the kernel with one non-blocking
 ``send`` on a Unix datagram socket. The ring path makes no system call and builds no byte
 string. No thread of the primary's process takes part in mirroring. The worker process (started
-with the ``spawn`` method, so it is safe in a process that already runs threads) drains the ring
-and the socket and runs an ordinary thread-isolated :class:`~safeserve.ShadowMirror` on what it
-receives: the shadow calls, the timeouts and stuck-thread handling, the paired comparison, the
-sequential checks and the sink all happen there. The worker lowers its own CPU priority
+with the ``spawn`` method, so it is safe in a process that already runs threads) runs an ordinary
+thread-isolated :class:`~safeserve.ShadowMirror` whose worker threads take their requests
+straight off the ring and the socket, each only when it is free to run one: the shadow calls,
+the timeouts and stuck-thread handling, the paired comparison, the sequential checks and the
+sink all happen there. The worker lowers its own CPU priority
 (``nice`` +10), so that where the shadow and the primary compete for a core the scheduler runs
 the primary first: the shadow is best effort.
 
 Bounds: the worker counts the requests it takes off the ring and the socket in a word of the
 shared memory; a request that would leave more than ``queue_size`` waiting in the two together,
 or that finds the ring full and does not fit in the socket's send buffer, is dropped and counted
-(``queue_full``). So at most ``queue_size`` requests wait in the ring and the socket and
-``queue_size`` more in the worker's queue; the ring's memory is fixed (at most 1 MiB, see
-:func:`ring_geometry`) and the socket's is bounded by the kernel's buffer. A request whose
+(``queue_full``). No request waits in the worker process, so at most ``queue_size`` requests
+wait in all, and ``workers`` run; a shadow that cannot keep up costs this process a cheap
+drop, not a copy into the ring that the worker would only drop. The ring has a slot for each
+of those ``queue_size`` requests (up to 4,096; its memory is fixed, at most 16 MiB, see
+:func:`ring_geometry`), so that the socket carries only what the ring cannot, and the socket's
+memory is bounded by the kernel's buffer. A request whose
 encoding is larger than that buffer can never be sent and is counted as ``too_large``. A worker
 process that dies is not restarted: its mirrors are dropped (``worker_exited``), the report's
 state becomes ``"failed"`` and its verdict FAIL, since a shadow model that crashes its process
@@ -86,15 +90,16 @@ REPORT_TIMEOUT: Final = 5.0
 SEND_BUFFER: Final = 4 * 1024 * 1024
 #: Niceness the worker process adds to its own (lower CPU priority than the primary's).
 NICE: Final = 10
-#: Seconds the worker's receiver sleeps when the ring and the socket are empty. It polls rather
-#: than blocks in ``recv``: a send to a blocked reader wakes it with a "sync" hint that makes the
-#: scheduler pull the reader onto the sender's CPU, where it would compete with the primary; a
-#: poll never involves the primary's CPU (and the ring has no way to wake anyone). It delays the
-#: shadow by up to this much, and costs an idle worker a few hundred wake-ups a second.
+#: Seconds a free worker thread sleeps when the ring and the socket are empty (one free thread
+#: looks at a time; the others wait for it on a lock). It polls rather than blocks in ``recv``:
+#: a send to a blocked reader wakes it with a "sync" hint that makes the scheduler pull the
+#: reader onto the sender's CPU, where it would compete with the primary; a poll never involves
+#: the primary's CPU (and the ring has no way to wake anyone). It delays the shadow by up to
+#: this much, and costs an idle worker process a few hundred wake-ups a second.
 POLL: Final = 0.002
 #: Most slots of a ring; fewer when ``queue_size`` is smaller (0 turns the ring off).
-RING_SLOTS: Final = 256
-#: Shared memory of a ring's slots: at most this many bytes (plus one 64-byte control line).
+RING_SLOTS: Final = 4096
+#: Shared memory the slots of a ring share when they are few (each has at least 4 KiB).
 RING_BYTES: Final = 1 << 20
 #: Smallest and largest slot, in bytes (a slot holds a 104-byte header and the payload).
 MIN_SLOT_BYTES: Final = 4096
@@ -115,7 +120,8 @@ def _worker_main(
     payload: bytes,
     options: dict[str, Any],
 ) -> None:
-    """The worker process: a thread-isolated mirror fed from the ring and the datagram socket."""
+    """The worker process: a thread-isolated mirror whose worker threads take their requests
+    from the ring and the datagram socket."""
     from ._shadow import ShadowMirror
 
     with contextlib.suppress(AttributeError, OSError):
@@ -131,56 +137,57 @@ def _worker_main(
         ring = Ring.attach(fds[0], slots, slot_bytes)
         model, sink = pickle.loads(payload)
         mirror = ShadowMirror(model, sink=sink, **options)
-        if not mirror.start():
-            raise RuntimeError("the worker threads could not start")
     except BaseException as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
     undecodable = 0
-    # Held while a request is decoded and submitted, so that a report and the count of
-    # undecodable requests describe the same instant.
+    # Held while a taken request is counted, so that a report and the count of undecodable
+    # requests describe the same instant.
     lock = threading.Lock()
+    # Held by the one worker thread that looks for the next request; the others, free too,
+    # wait for it here without polling.
+    taking = threading.Lock()
 
     # A datagram is never larger than the sender's buffer, so one buffer of that size, reused,
     # receives any of them (decode copies what it keeps).
     buffer = bytearray(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) + max_size)
     view = memoryview(buffer)
     sock.setblocking(False)
+    ring_take, words = ring.take, ring.words
 
-    def receive() -> None:
+    def take(stopped: Callable[[], bool]) -> tuple[Any, Any, float, Any] | None:
+        """The next request for a free worker thread: the ring first, then the socket; sleep
+        only when both are empty. None once the mirror closes (or the socket does)."""
         nonlocal undecodable
-        recv_into, loads, submit, sleep = sock.recv_into, decode, mirror.submit, time.sleep
-        take, words = ring.take, ring.words
-        while True:
-            # The ring first, then the socket; sleep only when both are empty.
-            try:
-                got = take()
-            except Exception:  # a complete slot that does not decode (it was released)
-                with lock:
-                    words[0] += 1
-                    undecodable += 1
-                continue
-            if got is not None:
-                with lock:
-                    words[0] += 1  # read by the primary's process to bound what is in flight
-                    submit(*got)
-                continue
-            try:
-                n = recv_into(buffer)
-            except BlockingIOError:
-                sleep(POLL)
-                continue
-            except OSError:
-                return
-            data = view[:n]
-            with lock:
-                words[0] += 1
+        with taking:
+            while not stopped():
                 try:
-                    x, y, latency, rid = loads(data)
-                except BaseException:
-                    undecodable += 1
+                    got = ring_take()
+                except Exception:  # a complete slot that does not decode (it was released)
+                    with lock:
+                        words[0] += 1
+                        undecodable += 1
                     continue
-                submit(x, y, latency, rid)
+                if got is None:
+                    try:
+                        n = sock.recv_into(buffer)
+                    except BlockingIOError:
+                        time.sleep(POLL)
+                        continue
+                    except OSError:
+                        return None
+                    try:
+                        got = decode(view[:n])
+                    except BaseException:
+                        got = None
+                with lock:
+                    # Read by the primary's process to bound what is in flight.
+                    words[0] += 1
+                    if got is None:
+                        undecodable += 1
+                        continue
+                return got
+        return None
 
     def received() -> int:
         with lock, mirror._lock:
@@ -190,7 +197,14 @@ def _worker_main(
         with lock:
             return mirror.report(), undecodable
 
-    threading.Thread(target=receive, name="safeserve-shadow-receiver", daemon=True).start()
+    # The worker threads take the requests themselves, each only when it is free to run one.
+    mirror._pull_from(take)
+    try:
+        if not mirror.start():
+            raise RuntimeError("the worker threads could not start")
+    except BaseException as exc:
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -217,8 +231,8 @@ def _no_ring(x: Any, y: Any, latency: Any, rid: Any) -> bool:
 class ProcessLink:
     """The primary's side of a process-isolated mirror (used by :class:`ShadowMirror`).
 
-    The ring holds ``ring_geometry(queue_size)`` slots: at most 256 slots and 1 MiB of shared
-    memory per mirror, whatever ``queue_size`` is.
+    The ring holds ``ring_geometry(queue_size)`` slots: one per request that may wait, at most
+    4,096 slots and 16 MiB of shared memory per mirror, whatever ``queue_size`` is.
     """
 
     def __init__(self, owner: ShadowMirror, payload: bytes, options: dict[str, Any]) -> None:
@@ -721,14 +735,17 @@ _hash: Final = xxhash.xxh3_64_intdigest
 def ring_geometry(queue_size: int) -> tuple[int, int]:
     """(slots, bytes per slot) of the ring of a mirror with this ``queue_size``.
 
-    ``min(queue_size, RING_SLOTS)`` slots sharing ``RING_BYTES`` (1 MiB), each between 4 KiB
-    and 64 KiB: so at most 1 MiB and 64 bytes of shared memory per mirror. A slot holds a
-    96-byte header and the payload, so with the default ``queue_size=1000`` an input and an
-    output of up to 4,000 bytes together take the ring (e.g. a row of 480 float64 features and
-    its class probabilities); anything larger takes the socket.
+    One slot per request the mirror may hold, ``min(queue_size, RING_SLOTS)`` (at most 4,096),
+    so that a request finds the ring full only when the shadow is that far behind. The slots
+    share ``RING_BYTES`` (1 MiB), each between 4 KiB and 64 KiB: so a mirror's ring takes
+    ``max(1 MiB, 4 KiB per slot)`` of shared memory, at most 16 MiB (4 MiB with the default
+    ``queue_size=1000``), plus a 64-byte control line. A slot holds a 96-byte header and the
+    payload, so an input and an output of up to 4,000 bytes together always take the ring
+    (e.g. a row of 480 float64 features and its class probabilities); anything larger takes the
+    socket.
 
-    >>> ring_geometry(1000), ring_geometry(50), ring_geometry(1)
-    ((256, 4096), (50, 20928), (1, 65536))
+    >>> ring_geometry(1000), ring_geometry(50), ring_geometry(1), ring_geometry(10**6)
+    ((1000, 4096), (50, 20928), (1, 65536), (4096, 4096))
     """
     slots = max(0, min(queue_size, RING_SLOTS))
     if slots == 0:
@@ -828,6 +845,9 @@ class Ring:
         fd = _shared_file(size)
         try:
             mm = mmap.mmap(fd, size)
+            # Take every page now: else the request path takes a page fault in each slot's
+            # first request.
+            mm.write(bytes(size))
         except BaseException:
             os.close(fd)
             raise
