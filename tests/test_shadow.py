@@ -317,6 +317,48 @@ def test_non_finite_and_mismatched_shadow_outputs_are_errors(cleanup: list[Any])
     check_identities(r)
 
 
+def test_a_difference_that_overflows_leaves_the_worker_running(cleanup: list[Any]) -> None:
+    """Finite outputs whose difference overflows: numpy warns, and where warnings are errors
+    (as in this suite) the warning must not end the worker thread; the next pair is compared."""
+    big = np.array([1e308, 1e308, -1.0])
+    outs = {0: -big, 1: big, 2: np.array([1.0, np.nan, 2.0]), 3: np.array([np.inf, -np.inf, 0.0])}
+    m = ShadowMirror(outs.__getitem__, workers=1, name="vectors")
+    cleanup.append(m)
+    for i in outs:
+        assert m.submit(i, big, 0.0)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    check_identities(r)
+    assert r.error_reasons == {"exception": 0, "non_finite": 2, "mismatch": 0}
+    assert (r.completed, r.compared) == (2, 2)
+    assert r.difference_mean == 0.0  # the pair whose difference overflowed is not in the mean
+    assert m.thread_count() == 2  # the worker and the watchdog
+
+
+class Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_an_output_whose_repr_raises_is_a_mismatch_and_the_worker_goes_on(
+    cleanup: list[Any],
+) -> None:
+    pairs: list[ShadowPair] = []
+    outs = {0: Unprintable(), 1: "cat"}
+    m = ShadowMirror(outs.__getitem__, workers=1, sink=pairs.append, name="unprintable")
+    cleanup.append(m)
+    for i in outs:
+        assert m.submit(i, "cat", 0.0, i)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    check_identities(r)
+    assert r.error_reasons == {"exception": 0, "non_finite": 0, "mismatch": 1}
+    assert r.compared == 1
+    error = pairs[0].error
+    assert error is not None
+    assert error.startswith("mismatch: shadow output <Unprintable")
+
+
 def test_sink_receives_pairs_and_its_errors_are_counted(cleanup: list[Any]) -> None:
     """The sink gets one ShadowPair per finished call; a raising sink is counted, and
     mirroring goes on."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import reprlib
 import threading
 import time
 import weakref
@@ -307,7 +308,7 @@ def _kind_of(v: Any, mode: str) -> tuple[str, Any]:
         if arr.size == 1 and arr.dtype.kind in "biufUS":
             return _kind_of(arr.reshape(-1)[0].item(), mode)
         if arr.size > 1 and arr.dtype.kind in "biuf" and mode != "label":
-            return _VECTOR, arr.astype(np.float64).reshape(-1)
+            return _VECTOR, arr.astype(np.float64, copy=False).reshape(-1)
         return _OTHER, v
     if mode == "label":
         return (_LABEL, v) if isinstance(v, _LABEL_SCALARS) else (_OTHER, v)
@@ -939,7 +940,11 @@ class ShadowMirror:
                         self._completed += 1
                         self._skipped += 1
                 elif kind != pkind or (kind == _VECTOR and value.shape != pvalue.shape):
-                    error = f"mismatch: shadow output {out!r} is not comparable to {y!r}"
+                    # reprlib: bounded, and safe from a __repr__ that raises.
+                    error = (
+                        f"mismatch: shadow output {reprlib.repr(out)} is not comparable to "
+                        f"{reprlib.repr(y)}"
+                    )
                     self._errors["mismatch"] += 1
                 elif not _finite(kind, value):
                     error = "non_finite"
@@ -991,7 +996,13 @@ class ShadowMirror:
         self, kind: str | None, value: Any, pvalue: Any, primary_latency: float, latency: float
     ) -> None:
         if kind == _VECTOR:
-            d = float(np.abs(value - pvalue).sum())
+            try:
+                d = float(np.abs(value - pvalue).sum())
+            except (ArithmeticError, RuntimeWarning):
+                # Finite outputs whose difference overflows, where numpy raises on it or
+                # warnings are errors: the worker thread must go on (the pair has no finite
+                # difference, as elsewhere).
+                d = math.inf
         elif kind == _NUMERIC:
             d = value - pvalue
         else:
