@@ -7,6 +7,7 @@ import json
 import math
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -127,26 +128,55 @@ class Sleeper:
         return x
 
 
+class Spinner:
+    """A CPU-bound shadow: spins until its thread has used ``seconds`` of CPU time (bounded by
+    a generous real-time limit), then echoes its input."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, x: Any) -> Any:
+        start, limit = time.thread_time(), time.monotonic() + WAIT
+        while time.thread_time() - start < self.seconds and time.monotonic() < limit:
+            pass
+        return x
+
+
+def rests_of(cleanup: list[Any], shadow: Any, share: float | None, n: int) -> list[float]:
+    """The rests a one-worker mirror with this cpu_share asks for over n compared requests."""
+    m = ShadowMirror(shadow, workers=1, cpu_share=share)
+    cleanup.append(m)
+    rests: list[float] = []
+    m._pause = rests.append  # type: ignore[method-assign]
+    for i in range(n):
+        assert m.submit(i, i, 0.001, i)
+    assert m.wait_idle(WAIT)
+    assert m.report().compared == n
+    return rests
+
+
 @pytest.mark.parametrize("share", [None, 1.0, 0.5, 0.25])
 def test_cpu_share_rests_each_worker_after_each_call(
     cleanup: list[Any], share: float | None
 ) -> None:
-    """With cpu_share, a worker rests ``t * (1 / share - 1)`` after a call of t seconds (a
-    sleep of 10 ms lasts at least that), and every request is still compared; without it,
-    or at 1, it never rests."""
-    m = ShadowMirror(Sleeper(0.01), workers=1, cpu_share=share)
-    cleanup.append(m)
-    rests: list[float] = []
-    m._pause = rests.append  # type: ignore[method-assign]
-    for i in range(5):
-        assert m.submit(i, i, 0.001, i)
-    assert m.wait_idle(WAIT)
-    assert m.report().compared == 5
+    """With cpu_share, a worker rests ``c * (1 / share - 1)`` after a request that took c
+    seconds of its CPU time (a spin of 10 ms of CPU takes at least that), and every request is
+    still compared; without it, or at 1, it never rests."""
+    rests = rests_of(cleanup, Spinner(0.01), share, 5)
     if share is None or share == 1.0:
         assert rests == []
     else:
         assert len(rests) == 5
         assert all(r >= 0.01 * (1 / share - 1) for r in rests), rests
+
+
+def test_cpu_share_counts_cpu_time_so_a_waiting_shadow_barely_rests(cleanup: list[Any]) -> None:
+    """A shadow that waits 50 ms without the CPU (a remote model) uses little of it: its
+    worker's rests follow that CPU time, not the call's 50 ms (which would make them 150 ms
+    at a quarter)."""
+    rests = rests_of(cleanup, Sleeper(0.05), 0.25, 3)
+    assert len(rests) <= 3
+    assert all(r < 0.05 for r in rests), rests
 
 
 def test_close_ends_a_cpu_share_rest_at_once(cleanup: list[Any]) -> None:
@@ -357,6 +387,33 @@ def test_an_output_whose_repr_raises_is_a_mismatch_and_the_worker_goes_on(
     error = pairs[0].error
     assert error is not None
     assert error.startswith("mismatch: shadow output <Unprintable")
+
+
+class UnformattableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+def test_an_exception_whose_message_raises_is_counted_and_the_worker_goes_on(
+    cleanup: list[Any],
+) -> None:
+    def shadow(x: int) -> str:
+        if x == 0:
+            raise UnformattableError
+        return "cat"
+
+    pairs: list[ShadowPair] = []
+    m = ShadowMirror(shadow, workers=1, sink=pairs.append, name="unformattable")
+    cleanup.append(m)
+    for i in range(3):
+        assert m.submit(i, "cat", 0.0, i)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    check_identities(r)
+    assert (r.error_reasons["exception"], r.compared) == (1, 2)
+    error = pairs[0].error
+    assert error is not None
+    assert error.startswith("exception: UnformattableError: <")
 
 
 def test_sink_receives_pairs_and_its_errors_are_counted(cleanup: list[Any]) -> None:

@@ -321,6 +321,15 @@ def _kind_of(v: Any, mode: str) -> tuple[str, Any]:
     return _OTHER, v
 
 
+def _describe(exc: BaseException) -> str:
+    """``"Type: message"`` of an exception, also when its ``__str__`` raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<the exception's message could not be formatted>"
+    return f"{type(exc).__name__}: {text}"
+
+
 def _finite(kind: str | None, value: Any) -> bool:
     if kind == _NUMERIC:
         return math.isfinite(value)
@@ -425,13 +434,16 @@ class ShadowMirror:
             disables the numeric verdict.
         max_error_rate: The largest acceptable shadow error rate, in (0, 1); None disables it.
         name: A name for reports and thread names.
-        cpu_share: None (default) or the largest share of the time, in (0, 1], that each
-            worker may spend in shadow calls: after a call of ``t`` seconds (real time), the
-            worker rests ``t * (1 / cpu_share - 1)`` seconds before its next one, so the
-            shadow takes at most ``workers * cpu_share`` cores (``cpu_share`` of one core for a
-            shadow that holds the GIL). On a small machine a saturated shadow slows the
-            primary through the hardware the cores share, even in another process; this
+        cpu_share: None (default) or the largest share of a CPU, in (0, 1], that each worker
+            thread may use: after a request that took ``c`` seconds of the thread's CPU time
+            (the shadow call, the comparison and the sink), the worker rests
+            ``c * (1 / cpu_share - 1)`` seconds before its next one, so the mirror uses at
+            most ``workers * cpu_share`` CPUs. On a small machine a saturated shadow slows
+            the primary through the hardware the cores share, even in another process; this
             bounds that, at the cost of fewer mirrored requests (more are dropped, counted).
+            A shadow that waits without using the CPU (a remote model) barely rests. Threads
+            the model starts itself (BLAS, PyTorch's intra-op pool) are not counted: limit
+            them to one (``torch.set_num_threads(1)``, ``OPENBLAS_NUM_THREADS=1``).
         isolation: ``"thread"`` (default): the shadow runs on worker threads of this process.
             ``"process"``: it runs in a worker process (started with ``spawn`` on the first
             submit, or by :meth:`start`), and this process only copies each mirrored request
@@ -836,11 +848,14 @@ class ShadowMirror:
         pull = self._pull
         get = self._queue.get if pull is None else pull
         clock = self._clock
-        rest, real = self._rest, time.perf_counter
+        # The cpu_share bound: this thread's own CPU time from a request's taking to the end of
+        # its comparison and sink (a shadow that waits GIL-free on a remote model uses little).
+        rest, cpu = self._rest, time.thread_time
         while True:
             item = get()
             if item is _STOP:
                 return
+            c0 = cpu() if rest else 0.0
             with self._lock:
                 if pull is not None:
                     # Taken by this thread straight from its source: counted here, as
@@ -863,19 +878,19 @@ class ShadowMirror:
                 t0 = clock()
                 slot.since = t0
             x, y, primary_latency, rid = item
-            r0 = real()
             try:
                 out = self.shadow_model(x)
                 error: str | None = None
             except BaseException as exc:  # a shadow failure never escapes the worker
                 out = None
-                error = f"exception: {type(exc).__name__}: {exc}"
+                error = f"exception: {_describe(exc)}"
             t1 = clock()
-            busy = real() - r0
             if not self._finish(slot, x, y, out, error, primary_latency, t1 - t0, rid, t1):
                 return
-            if rest and busy > 0:
-                self._pause(busy * rest)  # the cpu_share bound
+            if rest:
+                busy = cpu() - c0
+                if busy > 0:
+                    self._pause(busy * rest)
 
     def _pause(self, seconds: float) -> None:
         """A worker's rest after a call (see ``cpu_share``); ``close()`` ends it at once."""

@@ -56,9 +56,9 @@ class Shadow:
             runs in the worker process). See :class:`~safeserve.ShadowMirror`.
         evaluate_every: Requests between two automatic evaluations.
         evaluate_interval: Seconds between two automatic evaluations.
-        cpu_share: None (default) or the largest share of the time, in (0, 1], that each
-            shadow worker spends in shadow calls (it rests in between): bounds what a
-            saturated shadow costs the primary on a small machine, at the cost of fewer
+        cpu_share: None (default) or the largest share of a CPU, in (0, 1], that each
+            shadow worker thread may use (by its own CPU time; it rests in between): bounds
+            what a saturated shadow costs the primary on a small machine, at the cost of fewer
             mirrored requests. See :class:`~safeserve.ShadowMirror`.
 
     >>> import safeserve as ss
