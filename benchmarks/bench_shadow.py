@@ -25,7 +25,8 @@ Run: ``python benchmarks/bench_shadow.py`` (``--quick`` for a short run).
    primary through the hardware both share, with no mirroring at all). Each p99 ratio comes
    with a 90% bootstrap interval that resamples whole rounds (a round's blocks of both
    configurations ran one after the other), which says how far the machine's noise could
-   move it.
+   move it, provided that noise is alike across rounds: the A/A row checks that (its interval
+   must contain 0), and the run says so when it does not.
 3. A shadow that hangs: tracemalloc peak and thread count after 100k submits.
 """
 
@@ -262,6 +263,9 @@ def p99_ratio_interval(
     return float(lo), float(hi)
 
 
+AA = "no shadow, again (A/A: the p99's own noise)"
+
+
 def bench_latency(n: int, blocks: int) -> None:
     primary, x = make_model()
     serve(primary, x, 500, None)  # warm up
@@ -279,7 +283,7 @@ def bench_latency(n: int, blocks: int) -> None:
 
     configs: dict[str, tuple[Callable[[Any], Any], str] | None] = {
         "no shadow": None,
-        "no shadow, again (A/A: the p99's own noise)": None,
+        AA: None,
         "no shadow, a busy process on the other core": None,
         "threads: shadow sleeps (GIL free)": (sleep_shadow, "thread"),
         "threads: shadow CPU-bound (GIL)": (cpu_shadow, "thread"),
@@ -363,6 +367,16 @@ def bench_latency(n: int, blocks: int) -> None:
             "compared",
         ],
         rows,
+    )
+    aa_lo, aa_hi = p99_ratio_interval(lat[AA], ref, blocks)
+    print(
+        f"The A/A row's interval ({aa_lo:+.1f}% .. {aa_hi:+.1f}%) "
+        + (
+            "contains 0, as it should."
+            if aa_lo <= 0 <= aa_hi
+            else "does NOT contain 0: the machine's speed changed within rounds, and every "
+            "interval above is too narrow."
+        )
     )
 
 
