@@ -347,6 +347,27 @@ def test_non_finite_and_mismatched_shadow_outputs_are_errors(cleanup: list[Any])
     check_identities(r)
 
 
+def test_values_past_what_the_summaries_take_leave_the_mirror_working(
+    cleanup: list[Any],
+) -> None:
+    """A finite difference of 1e150, a primary latency of 1e200 and an int output past float's
+    range: kept out of the statistics (or a mismatch), never a dead worker or a report that
+    raises, over more pairs than one flush of the buffers holds."""
+    outs = {0: 1e150, 1: 10**400, 2: 2.0}
+    m = ShadowMirror(lambda x: outs[x % 3], workers=1, outputs="numeric", max_stuck=0)
+    cleanup.append(m)
+    for i in range(1_200):
+        assert m.submit(i, 0.0, 1e200 if i % 2 else 0.001, i)
+        if i % 100 == 99:
+            assert m.wait_idle(WAIT)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    check_identities(r)
+    assert (r.compared, r.error_reasons["mismatch"], r.stuck, r.state) == (800, 400, 0, "running")
+    assert r.difference_mean == pytest.approx(2.0)  # the 1e150 differences are not in it
+    assert m.thread_count() == 2  # the worker and the watchdog
+
+
 def test_a_difference_that_overflows_leaves_the_worker_running(cleanup: list[Any]) -> None:
     """Finite outputs whose difference overflows: numpy warns, and where warnings are errors
     (as in this suite) the warning must not end the worker thread; the next pair is compared."""

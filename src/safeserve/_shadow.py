@@ -36,9 +36,10 @@ import numpy as np
 from scipy import special
 
 from . import _shadow_process
-from ._errors import ConfigError
+from ._errors import ConfigError, DataError
 from ._shadow_process import ProcessLink
 from .metrics import LogHistogram, Moments, SignedLogHistogram
+from .metrics._summaries import LIMIT as _LIMIT
 from .stats import Verdict, always_valid_p
 from .stats._sequential import _halfwidth
 
@@ -299,14 +300,22 @@ def _opt(x: float) -> float | None:
 
 
 def _kind_of(v: Any, mode: str) -> tuple[str, Any]:
-    """Return (kind, comparable value) of one output under an output mode."""
+    """Return (kind, comparable value) of one output under an output mode; ``_OTHER`` for an
+    output that cannot be converted (e.g. an int past float's range)."""
+    try:
+        return _classify(v, mode)
+    except Exception:
+        return _OTHER, v
+
+
+def _classify(v: Any, mode: str) -> tuple[str, Any]:
     if isinstance(v, np.ndarray) or (isinstance(v, list | tuple) and mode != "label"):
         try:
             arr = np.asarray(v)
         except (TypeError, ValueError):
             return _OTHER, v
         if arr.size == 1 and arr.dtype.kind in "biufUS":
-            return _kind_of(arr.reshape(-1)[0].item(), mode)
+            return _classify(arr.reshape(-1)[0].item(), mode)
         if arr.size > 1 and arr.dtype.kind in "biuf" and mode != "label":
             return _VECTOR, arr.astype(np.float64, copy=False).reshape(-1)
         return _OTHER, v
@@ -1028,9 +1037,13 @@ class ShadowMirror:
                     self._agree += 1
                 else:
                     self._disagree += 1
-            elif math.isfinite(d):
+            elif abs(d) <= _LIMIT:  # what the summaries take (a NaN fails it too)
                 self._diff_buf.append(d)
-            if isinstance(primary_latency, int | float) and math.isfinite(primary_latency):
+            if (
+                isinstance(primary_latency, int | float)
+                and abs(primary_latency) <= _LIMIT
+                and abs(latency - primary_latency) <= _LIMIT
+            ):
                 pl = float(primary_latency)
                 self._lat_buf.append(latency - pl)
                 self._primary_buf.append(max(pl, 0.0))
@@ -1039,14 +1052,20 @@ class ShadowMirror:
                 self._flush_locked()
 
     def _flush_locked(self) -> None:
-        if self._diff_buf:
-            self._diff.update_many(self._diff_buf)
+        # The buffers are emptied whatever happens: a value the summaries refuse (which
+        # _compare keeps out) must not make every later flush, and report, raise.
+        try:
+            if self._diff_buf:
+                self._diff.update_many(self._diff_buf)
+            if self._lat_buf:
+                self._lat.update_many(self._lat_buf)
+                self._lat_hist.update_many(self._lat_buf)
+                self._primary_hist.update_many(self._primary_buf)
+                self._shadow_hist.update_many(self._shadow_buf)
+        except DataError:
+            pass
+        finally:
             self._diff_buf.clear()
-        if self._lat_buf:
-            self._lat.update_many(self._lat_buf)
-            self._lat_hist.update_many(self._lat_buf)
-            self._primary_hist.update_many(self._primary_buf)
-            self._shadow_hist.update_many(self._shadow_buf)
             self._lat_buf.clear()
             self._primary_buf.clear()
             self._shadow_buf.clear()
