@@ -26,7 +26,8 @@ Run: ``python benchmarks/bench_shadow.py`` (``--quick`` for a short run).
    with a 90% bootstrap interval that resamples whole rounds (a round's blocks of both
    configurations ran one after the other), which says how far the machine's noise could
    move it, provided that noise is alike across rounds: the A/A row checks that (its interval
-   must contain 0), and the run says so when it does not.
+   should contain 0, and by chance misses it about one run in ten), and the run says so when
+   it does not.
 3. A shadow that hangs: tracemalloc peak and thread count after 100k submits.
 """
 
@@ -249,8 +250,8 @@ def p99_ratio_interval(
 ) -> tuple[float, float]:
     """A bootstrap interval of p99(a) / p99(ref) - 1, in percent, resampling whole blocks.
 
-    Block i of both ran in the same round, one just after the other, so a resample takes the
-    same blocks of both: what the machine did in a round hits both sides alike.
+    Block i of both ran in the same round, a few blocks apart at most, so a resample takes the
+    same rounds of both: what the machine did in a round hits both sides alike.
     """
     x = np.asarray(a).reshape(blocks, -1)
     r = np.asarray(ref).reshape(blocks, -1)
@@ -374,8 +375,9 @@ def bench_latency(n: int, blocks: int) -> None:
         + (
             "contains 0, as it should."
             if aa_lo <= 0 <= aa_hi
-            else "does NOT contain 0: the machine's speed changed within rounds, and every "
-            "interval above is too narrow."
+            else "does NOT contain 0. A 90% interval misses about one run in ten by chance; "
+            "more often, the machine's speed changed within rounds, and every interval above "
+            "is too narrow."
         )
     )
 

@@ -194,7 +194,8 @@ def test_close_ends_a_cpu_share_rest_at_once(cleanup: list[Any]) -> None:
 
 class Feed:
     """A source for ``ShadowMirror._pull_from`` (as a worker process's ring and socket are):
-    hands out its requests one at a time, then polls until the mirror stops."""
+    hands out its requests one at a time, then polls until the mirror stops (or, not
+    blocking, returns None)."""
 
     def __init__(self, n: int, start: int = 0) -> None:
         self.lock = threading.Lock()
@@ -209,11 +210,13 @@ class Feed:
         with self.lock:
             return len(self.items)
 
-    def __call__(self, stopped: Callable[[], bool]) -> Any:
+    def __call__(self, stopped: Callable[[], bool], block: bool) -> Any:
         while not stopped():
             with self.lock:
                 if self.items:
                     return self.items.pop(0)
+            if not block:
+                return None
             threading.Event().wait(0.001)
         return None
 
@@ -244,7 +247,7 @@ def test_requests_taken_while_suspended_are_counted_as_suspended(cleanup: list[A
             gate.wait(WAIT)
         return "cat"
 
-    m = ShadowMirror(shadow, workers=2, timeout=0.05, max_stuck=0)
+    m = ShadowMirror(shadow, workers=2, timeout=0.5, max_stuck=0)
     cleanup.append(m)
     feed = Feed(1)
     m._pull_from(feed)

@@ -7,8 +7,10 @@ can unpickle them). Every wait is bounded; every worker process is closed by the
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import multiprocessing.util
 import os
+import pickle
 import signal
 import socket
 import threading
@@ -643,10 +645,89 @@ def test_a_worker_takes_a_request_only_when_it_is_free_to_run_it(
     assert r.drop_reasons["queue_full"] == 450
 
 
-def test_a_new_ring_takes_its_pages_at_creation_not_in_requests() -> None:
-    """Else each slot's first request would take a page fault on the request path."""
+def test_a_suspended_worker_with_every_thread_stuck_still_takes_and_counts(
+    mirrors: list[ShadowMirror],
+) -> None:
+    """Its watchdog takes what arrives and counts it as suspended, as a suspended mirror does in
+    this process: nothing waits in the ring to run, stale, once the hang ends, and wait_idle
+    (stuck calls aside) returns."""
+    m = started(mirrors, sm.hang, workers=1, timeout=0.05, max_stuck=0, queue_size=100)
+    assert m.submit(np.zeros(3), 1.0, 0.001, 0)
+    wait_until(lambda: m.report().state == "suspended", "the hung call to suspend the worker")
+    for i in range(1, 51):
+        assert m.submit(np.full(3, float(i)), 1.0, 0.001, i)
+    wait_until(lambda: m.report().suspended == 50, "50 counted as suspended")
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    check_identities(r)
+    assert (r.submitted, r.suspended, r.queued, r.stuck, r.timeouts) == (51, 50, 0, 1, 1)
+
+
+def test_the_worker_goes_on_with_the_ring_when_its_socket_fails() -> None:
+    """The worker process's code, run here on a thread: with its socket failing under it
+    (closed: every receive raises), its threads keep taking requests off the ring."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    slots, size = ring_geometry(50)
+    ring = Ring.create(slots, size)
+    socket.send_fds(ours, [b"ring"], [ring.fileno()])
+    ring.close_fd()
+    conn, child = multiprocessing.Pipe(duplex=True)
+    options = {"workers": 2, "queue_size": 50, "margin": 0.1, "name": "socket-fails"}
+    worker = threading.Thread(
+        target=_shadow_process._worker_main,
+        args=(child, theirs, slots, size, 1 << 20, pickle.dumps((sm.row_sum, None)), options),
+        daemon=True,
+    )
+    worker.start()
+    seq = 0
+
+    def ask(op: str, arg: Any) -> Any:
+        nonlocal seq
+        seq += 1
+        conn.send((op, seq, arg))
+        while True:
+            assert conn.poll(WAIT)
+            got, answer = conn.recv()
+            if got == seq:
+                return answer
+
+    try:
+        assert conn.poll(WAIT)
+        assert conn.recv()[0] == "ready"
+        theirs.close()
+        time.sleep(0.2)  # a hundred polls: each free thread has met the failure by now
+
+        def alive() -> int:
+            return sum(t.name == "safeserve-shadow-socket-fails" for t in threading.enumerate())
+
+        assert alive() == 2
+        for i in range(5):
+            x = np.full(3, float(i))
+            assert ring.put(x, float(x.sum()), 0.001, i)
+        wait_until(lambda: ask("report", None)[0].compared == 5, "5 compared off the ring")
+        assert ring.words[0] == 5
+    finally:
+        ask("close", 5.0)
+        worker.join(WAIT)
+        ring.close()
+        ours.close()
+        conn.close()
+    assert not worker.is_alive()
+
+
+def test_a_new_ring_takes_its_pages_at_creation_not_in_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Else each slot's first request would take a page fault on the request path. The pages
+    are written in 256 KiB pieces, with the GIL let go after each (the ring is made on a thread
+    of the serving process): 16 pieces for the default 4 MiB."""
     resource = pytest.importorskip("resource", reason="page-fault counts need getrusage")
+    yields: list[float] = []
+    monkeypatch.setattr(time, "sleep", yields.append)
     ring = Ring.create(*ring_geometry(1000))
+    monkeypatch.undo()
+    assert len(yields) == 16
+    assert set(yields) == {0}
     try:
         x, y = np.arange(32.0), np.array([0.25, 0.75])
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -447,7 +447,8 @@ class ShadowMirror:
             thread may use: after a request that took ``c`` seconds of the thread's CPU time
             (the shadow call, the comparison and the sink), the worker rests
             ``c * (1 / cpu_share - 1)`` seconds before its next one, so the mirror uses at
-            most ``workers * cpu_share`` CPUs. On a small machine a saturated shadow slows
+            most ``workers * cpu_share`` CPUs (calls set aside as stuck, see ``timeout``, do
+            not rest until they return). On a small machine a saturated shadow slows
             the primary through the hardware the cores share, even in another process; this
             bounds that, at the cost of fewer mirrored requests (more are dropped, counted).
             A shadow that waits without using the CPU (a remote model) barely rests. Threads
@@ -637,6 +638,7 @@ class ShadowMirror:
         self._watchdog: threading.Thread | None = None
         # Set in a worker process only (see ``_pull_from``): where the workers take requests.
         self._pull: Callable[[], Any] | None = None
+        self._take_now: Callable[[], Any] | None = None
 
     def _reset_after_fork(self) -> None:
         """In a forked child: the parent's threads are gone; start afresh on the next submit."""
@@ -766,23 +768,29 @@ class ShadowMirror:
             slots = self._new_slots(self.workers)
         return self._launch(slots)
 
-    def _pull_from(self, take: Callable[[Callable[[], bool]], Any]) -> None:
+    def _pull_from(self, take: Callable[[Callable[[], bool], bool], Any]) -> None:
         """Let the workers take their requests from ``take`` instead of the queue (a worker
         process's ring and socket); call before :meth:`start`.
 
-        ``take(stopped)`` blocks until it returns a request ``(x, y, latency, request_id)``, or
-        None once ``stopped()`` is true (the mirror closes). A worker takes a request only when
-        it is free to run it, so no request waits in this process: what the shadow cannot keep
-        up with stays with the sender, which drops it at its own bound, and no thread is woken
-        to hand a request to another.
+        ``take(stopped, True)`` blocks until it returns a request
+        ``(x, y, latency, request_id)``, or None once ``stopped()`` is true (the mirror
+        closes); ``take(stopped, False)`` returns None at once when it has none. A worker takes
+        a request only when it is free to run it, so no request waits in this process: what
+        the shadow cannot keep up with stays with the sender, which drops it at its own bound,
+        and no thread is woken to hand a request to another. While the mirror is suspended
+        with no free worker, the watchdog takes what arrives and counts it as suspended.
         """
         stopped = self._stop.is_set
 
         def pull() -> Any:
-            item = take(stopped)
+            item = take(stopped, True)
             return _STOP if item is None else item
 
+        def take_now() -> Any:
+            return take(stopped, False)
+
         self._pull = pull
+        self._take_now = take_now
 
     # -- threads -------------------------------------------------------------------------
 
@@ -813,6 +821,19 @@ class ShadowMirror:
         stop = self._stop
         while not stop.wait(self._poll):
             self._check_overdue()
+            if self._take_now is not None and self._state is _SUSPENDED:
+                self._take_suspended(self._take_now)
+
+    def _take_suspended(self, take_now: Callable[[], Any]) -> None:
+        """Take what waits for a suspended mirror (whose threads may all be stuck) and count
+        it as suspended, as ``submit`` does; at most ``10 * queue_size`` per look."""
+        for _ in range(10 * self.queue_size):
+            if self._state is not _SUSPENDED or take_now() is None:
+                return
+            with self._lock:
+                # Taken while suspended: counted so, whatever the state has become since.
+                self._submitted += 1
+                self._suspended += 1
 
     def _check_overdue(self) -> None:
         """Count overdue calls as timeouts, set their threads aside, replace or suspend."""

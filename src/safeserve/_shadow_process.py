@@ -101,6 +101,8 @@ POLL: Final = 0.002
 RING_SLOTS: Final = 4096
 #: Shared memory the slots of a ring share when they are few (each has at least 4 KiB).
 RING_BYTES: Final = 1 << 20
+#: Bytes of a ring written at a time when it is made (other threads run in between).
+PREFAULT_BYTES: Final = 256 * 1024
 #: Smallest and largest slot, in bytes (a slot holds a 104-byte header and the payload).
 MIN_SLOT_BYTES: Final = 4096
 MAX_SLOT_BYTES: Final = 65536
@@ -155,31 +157,45 @@ def _worker_main(
     sock.setblocking(False)
     ring_take, words = ring.take, ring.words
 
-    def take(stopped: Callable[[], bool]) -> tuple[Any, Any, float, Any] | None:
-        """The next request for a free worker thread: the ring first, then the socket; sleep
-        only when both are empty. None once the mirror closes (or the socket does)."""
+    socket_open = True
+
+    def receive() -> int:
+        """Bytes of the next datagram in ``buffer``, or -1 when there is none."""
+        nonlocal socket_open
+        try:
+            return sock.recv_into(buffer)
+        except BlockingIOError:
+            return -1
+        except OSError:  # the socket failed (it should not): go on with the ring alone
+            socket_open = False
+            return -1
+
+    def take(stopped: Callable[[], bool], block: bool) -> tuple[Any, Any, float, Any] | None:
+        """The next request: the ring first, then the socket. With ``block``, for a free
+        worker thread: wait for one (sleeping only when both are empty), None once the mirror
+        closes. Without, for the watchdog of a suspended mirror: None at once when both are
+        empty, or when a free worker thread is looking already."""
         nonlocal undecodable
-        with taking:
+        if not taking.acquire(blocking=block):
+            return None
+        try:
             while not stopped():
                 try:
                     got = ring_take()
                 except Exception:  # a complete slot that does not decode (it was released)
-                    with lock:
-                        words[0] += 1
-                        undecodable += 1
-                    continue
-                if got is None:
-                    try:
-                        n = sock.recv_into(buffer)
-                    except BlockingIOError:
-                        time.sleep(POLL)
-                        continue
-                    except OSError:
-                        return None
-                    try:
-                        got = decode(view[:n])
-                    except BaseException:
-                        got = None
+                    got = None
+                else:
+                    if got is None:
+                        n = receive() if socket_open else -1
+                        if n < 0:
+                            if not block:
+                                return None
+                            time.sleep(POLL)
+                            continue
+                        try:
+                            got = decode(view[:n])
+                        except BaseException:
+                            got = None
                 with lock:
                     # Read by the primary's process to bound what is in flight.
                     words[0] += 1
@@ -187,7 +203,9 @@ def _worker_main(
                         undecodable += 1
                         continue
                 return got
-        return None
+            return None
+        finally:
+            taking.release()
 
     def received() -> int:
         with lock, mirror._lock:
@@ -215,8 +233,11 @@ def _worker_main(
         if op == "report":
             conn.send((seq, report()))
         elif op == "idle":
+            # Counted first: a request counted after this is running or done, so "idle" then
+            # means done (the other order could report idle with one counted but running).
+            got = received()
             idle = mirror.wait_idle(arg)
-            conn.send((seq, (idle, received())))
+            conn.send((seq, (idle, got)))
         elif op == "close":
             stopped = mirror.close(timeout=arg)
             conn.send((seq, (*report(), stopped)))
@@ -737,12 +758,12 @@ def ring_geometry(queue_size: int) -> tuple[int, int]:
 
     One slot per request the mirror may hold, ``min(queue_size, RING_SLOTS)`` (at most 4,096),
     so that a request finds the ring full only when the shadow is that far behind. The slots
-    share ``RING_BYTES`` (1 MiB), each between 4 KiB and 64 KiB: so a mirror's ring takes
-    ``max(1 MiB, 4 KiB per slot)`` of shared memory, at most 16 MiB (4 MiB with the default
-    ``queue_size=1000``), plus a 64-byte control line. A slot holds a 96-byte header and the
-    payload, so an input and an output of up to 4,000 bytes together always take the ring
-    (e.g. a row of 480 float64 features and its class probabilities); anything larger takes the
-    socket.
+    share ``RING_BYTES`` (1 MiB), each between 4 KiB and 64 KiB: so a mirror's ring takes at
+    most ``max(1 MiB, 4 KiB per slot)`` of shared memory, at most 16 MiB in all (4 MiB with the
+    default ``queue_size=1000``), plus a 64-byte control line. A slot holds a 96-byte header
+    and the payload, so any request the ring carries (see :class:`Ring`) whose input and output
+    together take up to 4,000 bytes fits a slot (e.g. a row of 480 float64 features and its
+    class probabilities); a larger one takes the socket.
 
     >>> ring_geometry(1000), ring_geometry(50), ring_geometry(1), ring_geometry(10**6)
     ((1000, 4096), (50, 20928), (1, 65536), (4096, 4096))
@@ -846,8 +867,14 @@ class Ring:
         try:
             mm = mmap.mmap(fd, size)
             # Take every page now: else the request path takes a page fault in each slot's
-            # first request.
-            mm.write(bytes(size))
+            # first request. In pieces, letting other threads run in between: this runs on a
+            # thread of the serving process, and one 4 MiB write would hold the GIL for
+            # milliseconds.
+            zeros = memoryview(bytes(min(size, PREFAULT_BYTES)))
+            for at in range(0, size, len(zeros)):
+                n = min(len(zeros), size - at)
+                mm[at : at + n] = zeros[:n]
+                time.sleep(0)
         except BaseException:
             os.close(fd)
             raise
