@@ -645,6 +645,43 @@ def test_a_worker_takes_a_request_only_when_it_is_free_to_run_it(
     assert r.drop_reasons["queue_full"] == 450
 
 
+class CountingProcess:
+    """A stand-in for the link's process that counts the looks at its exit code."""
+
+    def __init__(self, process: Any) -> None:
+        self.process, self.looks = process, 0
+
+    @property
+    def exitcode(self) -> int | None:
+        self.looks += 1
+        return self.process.exitcode  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.process, name)
+
+
+def test_requests_at_the_limit_look_at_the_worker_at_most_once_a_millisecond(
+    mirrors: list[ShadowMirror], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each look is a system call on the request path, and a shadow that cannot keep up keeps
+    the link at its limit: 1,000 drops within one (frozen) millisecond look once."""
+    m = started(mirrors, sm.hang, workers=1, timeout=60.0, queue_size=10, name="looks")
+    link = m._link
+    assert link is not None
+    assert m.submit(np.zeros(3), 1.0, 0.001, 0)
+    wait_until(lambda: m.report().running == 1, "the call to hang")
+    assert [m.submit(np.zeros(3), 1.0, 0.001, i) for i in range(11)] == [True] * 10 + [False]
+    counting = CountingProcess(link._process)
+    link._process = counting  # type: ignore[assignment]
+    link._look_at = 0.0
+    monkeypatch.setattr(time, "monotonic", lambda: 1.0)
+    results = [m.submit(np.zeros(3), 1.0, 0.001, i) for i in range(1_000)]
+    monkeypatch.undo()
+    link._process = counting.process
+    assert not any(results)
+    assert counting.looks == 1
+
+
 def test_a_suspended_worker_with_every_thread_stuck_still_takes_and_counts(
     mirrors: list[ShadowMirror],
 ) -> None:

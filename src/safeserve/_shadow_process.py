@@ -88,6 +88,8 @@ START_TIMEOUT: Final = 120.0
 REPORT_TIMEOUT: Final = 5.0
 #: Send buffer asked of the kernel for the request socket (it may grant less).
 SEND_BUFFER: Final = 4 * 1024 * 1024
+#: Seconds between two looks at the worker process from a request that finds the limit.
+LOOK: Final = 0.001
 #: Niceness the worker process adds to its own (lower CPU priority than the primary's).
 NICE: Final = 10
 #: Seconds a free worker thread sleeps when the ring and the socket are empty (one free thread
@@ -284,6 +286,7 @@ class ProcessLink:
         self._submitted = 0
         self._sent = 0  # through the ring and the socket
         self._seen = 0  # the worker's count of taken requests, as last read (a lower bound)
+        self._look_at = 0.0  # time.monotonic() from which the limit may look at the worker
         self._refused = 0
         self._drops = dict.fromkeys(DROP_REASONS, 0)
         self._last: tuple[ShadowReport, int] | None = None
@@ -339,7 +342,8 @@ class ProcessLink:
         The worker's count only grows, so ``_seen`` gives an upper bound of what is in flight:
         the shared word is read only when that bound reaches the limit. The ring makes no
         system call that would fail once the worker is gone, so the limit is also where a dead
-        worker shows: look (a non-blocking ``waitpid``) only then.
+        worker shows: look (a non-blocking ``waitpid``) only then, and at most once a
+        millisecond.
         """
         if self._sent - self._seen < self._limit:
             return False
@@ -347,8 +351,14 @@ class ProcessLink:
         if self._sent - self._seen < self._limit:
             return False
         process = self._process
-        if process is not None and process.exitcode is not None:
-            self._fail_locked(f"the worker process exited (code {process.exitcode})")
+        if process is not None:
+            # At most once per LOOK seconds: a shadow that cannot keep up keeps this process
+            # at the limit, and each look is a system call on the request path.
+            now = time.monotonic()
+            if now >= self._look_at:
+                self._look_at = now + LOOK
+                if process.exitcode is not None:
+                    self._fail_locked(f"the worker process exited (code {process.exitcode})")
         self._drops["queue_full" if self._state is _RUNNING else "worker_exited"] += 1
         return True
 
