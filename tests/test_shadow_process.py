@@ -627,24 +627,6 @@ def test_ring_and_socket_together_hold_at_most_queue_size(
     assert r.dropped == 450
 
 
-def test_a_worker_takes_a_request_only_when_it_is_free_to_run_it(
-    mirrors: list[ShadowMirror],
-) -> None:
-    """Both workers in a hung call: the ring holds queue_size requests and every other one is
-    dropped here, cheaply, instead of being sent to a process that would only drop it; so at
-    most queue_size + workers requests are held in all."""
-    m = started(mirrors, sm.hang, workers=2, timeout=60.0, queue_size=50, name="pull")
-    for i in range(2):
-        assert m.submit(np.full(4, float(i)), 1.0, 0.001, i)
-    wait_until(lambda: m.report().running == 2, "both workers in a call")
-    results = [m.submit(np.full(4, float(i)), 1.0, 0.001, i) for i in range(2, 502)]
-    assert results == [True] * 50 + [False] * 450
-    r = m.report()
-    check_identities(r)
-    assert (r.submitted, r.running, r.queued, r.dropped) == (502, 2, 50, 450)
-    assert r.drop_reasons["queue_full"] == 450
-
-
 class CountingProcess:
     """A stand-in for the link's process that counts the looks at its exit code."""
 
@@ -685,9 +667,9 @@ def test_requests_at_the_limit_look_at_the_worker_at_most_once_a_millisecond(
 def test_a_suspended_worker_with_every_thread_stuck_still_takes_and_counts(
     mirrors: list[ShadowMirror],
 ) -> None:
-    """Its watchdog takes what arrives and counts it as suspended, as a suspended mirror does in
-    this process: nothing waits in the ring to run, stale, once the hang ends, and wait_idle
-    (stuck calls aside) returns."""
+    """What arrives is taken and counted as suspended, as a suspended mirror does in this
+    process: nothing waits in the ring to run, stale, once the hang ends, and wait_idle (stuck
+    calls aside) returns."""
     m = started(mirrors, sm.hang, workers=1, timeout=0.05, max_stuck=0, queue_size=100)
     assert m.submit(np.zeros(3), 1.0, 0.001, 0)
     wait_until(lambda: m.report().state == "suspended", "the hung call to suspend the worker")
@@ -702,7 +684,7 @@ def test_a_suspended_worker_with_every_thread_stuck_still_takes_and_counts(
 
 def test_the_worker_goes_on_with_the_ring_when_its_socket_fails() -> None:
     """The worker process's code, run here on a thread: with its socket failing under it
-    (closed: every receive raises), its threads keep taking requests off the ring."""
+    (closed: every receive raises), it keeps taking requests off the ring."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     slots, size = ring_geometry(50)
     ring = Ring.create(slots, size)
@@ -732,12 +714,8 @@ def test_the_worker_goes_on_with_the_ring_when_its_socket_fails() -> None:
         assert conn.poll(WAIT)
         assert conn.recv()[0] == "ready"
         theirs.close()
-        time.sleep(0.2)  # a hundred polls: each free thread has met the failure by now
-
-        def alive() -> int:
-            return sum(t.name == "safeserve-shadow-socket-fails" for t in threading.enumerate())
-
-        assert alive() == 2
+        time.sleep(0.2)  # a hundred polls: the receiving thread has met the failure by now
+        assert any(t.name == "safeserve-shadow-receiver" for t in threading.enumerate())
         for i in range(5):
             x = np.full(3, float(i))
             assert ring.put(x, float(x.sum()), 0.001, i)

@@ -636,9 +636,6 @@ class ShadowMirror:
         self._stuck: set[_Slot] = set()
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
-        # Set in a worker process only (see ``_pull_from``): where the workers take requests.
-        self._pull: Callable[[], Any] | None = None
-        self._take_now: Callable[[], Any] | None = None
 
     def _reset_after_fork(self) -> None:
         """In a forked child: the parent's threads are gone; start afresh on the next submit."""
@@ -768,30 +765,6 @@ class ShadowMirror:
             slots = self._new_slots(self.workers)
         return self._launch(slots)
 
-    def _pull_from(self, take: Callable[[Callable[[], bool], bool], Any]) -> None:
-        """Let the workers take their requests from ``take`` instead of the queue (a worker
-        process's ring and socket); call before :meth:`start`.
-
-        ``take(stopped, True)`` blocks until it returns a request
-        ``(x, y, latency, request_id)``, or None once ``stopped()`` is true (the mirror
-        closes); ``take(stopped, False)`` returns None at once when it has none. A worker takes
-        a request only when it is free to run it, so no request waits in this process: what
-        the shadow cannot keep up with stays with the sender, which drops it at its own bound,
-        and no thread is woken to hand a request to another. While the mirror is suspended
-        with no free worker, the watchdog takes what arrives and counts it as suspended.
-        """
-        stopped = self._stop.is_set
-
-        def pull() -> Any:
-            item = take(stopped, True)
-            return _STOP if item is None else item
-
-        def take_now() -> Any:
-            return take(stopped, False)
-
-        self._pull = pull
-        self._take_now = take_now
-
     # -- threads -------------------------------------------------------------------------
 
     def _new_slots(self, k: int) -> list[_Slot]:
@@ -821,19 +794,6 @@ class ShadowMirror:
         stop = self._stop
         while not stop.wait(self._poll):
             self._check_overdue()
-            if self._take_now is not None and self._state is _SUSPENDED:
-                self._take_suspended(self._take_now)
-
-    def _take_suspended(self, take_now: Callable[[], Any]) -> None:
-        """Take what waits for a suspended mirror (whose threads may all be stuck) and count
-        it as suspended, as ``submit`` does; at most ``10 * queue_size`` per look."""
-        for _ in range(10 * self.queue_size):
-            if self._state is not _SUSPENDED or take_now() is None:
-                return
-            with self._lock:
-                # Taken while suspended: counted so, whatever the state has become since.
-                self._submitted += 1
-                self._suspended += 1
 
     def _check_overdue(self) -> None:
         """Count overdue calls as timeouts, set their threads aside, replace or suspend."""
@@ -875,8 +835,7 @@ class ShadowMirror:
             self._discarded += 1
 
     def _work(self, slot: _Slot) -> None:
-        pull = self._pull
-        get = self._queue.get if pull is None else pull
+        get = self._queue.get
         clock = self._clock
         # The cpu_share bound: this thread's own CPU time from a request's taking to the end of
         # its comparison and sink (a shadow that waits GIL-free on a remote model uses little).
@@ -887,24 +846,12 @@ class ShadowMirror:
                 return
             c0 = cpu() if rest else 0.0
             with self._lock:
-                if pull is not None:
-                    # Taken by this thread straight from its source: counted here, as
-                    # ``submit`` counts a request it queues.
-                    self._submitted += 1
-                    if self._state is not _RUNNING:
-                        if self._state is _SUSPENDED:
-                            self._suspended += 1
-                        else:
-                            self._refused += 1
-                        continue
-                    self._mirrored += 1
-                else:
-                    self._pending -= 1
-                    if self._state is not _RUNNING:
-                        self._discarded += 1
-                        if not self._pending:
-                            self._idle.notify_all()
-                        continue
+                self._pending -= 1
+                if self._state is not _RUNNING:
+                    self._discarded += 1
+                    if not self._pending:
+                        self._idle.notify_all()
+                    continue
                 t0 = clock()
                 slot.since = t0
             x, y, primary_latency, rid = item
