@@ -652,17 +652,26 @@ def test_requests_at_the_limit_look_at_the_worker_at_most_once_a_millisecond(
     assert link is not None
     assert m.submit(np.zeros(3), 1.0, 0.001, 0)
     wait_until(lambda: m.report().running == 1, "the call to hang")
-    for i in range(40):  # the ring and the worker's queue fill up
-        m.submit(np.zeros(3), 1.0, 0.001, i)
-    counting = CountingProcess(link._process)
-    link._process = counting  # type: ignore[assignment]
-    link._look_at = 0.0
-    monkeypatch.setattr(time, "monotonic", lambda: 1.0)
-    results = [m.submit(np.zeros(3), 1.0, 0.001, i) for i in range(1_000)]
-    monkeypatch.undo()
-    link._process = counting.process
-    # (The worker's receiving thread may free a few slots meanwhile: most are dropped.)
-    assert results.count(False) >= 500
+    # Stopped, the worker frees no slot (its receiving thread would otherwise take what it then
+    # drops itself), so once the ring is full every request finds the limit.
+    pid = m.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        os.waitpid(pid, os.WUNTRACED)  # returns once it is stopped (kill does not wait)
+        filled = [m.submit(np.zeros(3), 1.0, 0.001, i) for i in range(40)]
+        assert filled.count(True) <= 10  # at most queue_size more in flight
+        assert not filled[-1]
+        counting = CountingProcess(link._process)
+        link._process = counting  # type: ignore[assignment]
+        link._look_at = 0.0
+        monkeypatch.setattr(time, "monotonic", lambda: 1.0)
+        results = [m.submit(np.zeros(3), 1.0, 0.001, i) for i in range(1_000)]
+        monkeypatch.undo()
+        link._process = counting.process
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert results.count(False) == 1_000
     assert counting.looks == 1
 
 
