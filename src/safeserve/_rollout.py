@@ -182,8 +182,8 @@ class Rollout:
         step: int | None = 0
         phase, weight = Phase.PROGRESSING, self.steps[0] if self.steps else 0.0
         if self.blue_green is not None:
+            # The blue/green validation callable, if any, still runs before the switch.
             phase, weight, step = Phase.PENDING, 0.0, None
-            self._validated = True
         elif not self.steps:
             # A shadow-only rollout: passing is the end; traffic never moved.
             phase, step = Phase.PROMOTED, None
@@ -217,23 +217,28 @@ class Rollout:
             checks=checks,
         )
 
+    def _validation(self) -> tuple[str | None, tuple[CheckResult, ...]]:
+        """Blue/green: validate the preview unless it already passed; (why it failed, check)."""
+        if self._validated:
+            return None, ()
+        failure = self._validate() if self._validate is not None else None
+        verdict = Verdict.FAIL if failure else Verdict.PASS
+        check = CheckResult(
+            name="validation",
+            kind="validation",
+            verdict=verdict,
+            reason=failure or "the preview passed its validation",
+            action=Action.ROLLBACK if failure else Action.CONTINUE,
+        )
+        if not failure:
+            self._validated = True
+        return failure, (check,)
+
     def _evaluate_pending(self, now: float) -> Decision:
         """Blue/green before the switch: validate, then switch (or wait for promote())."""
-        checks: tuple[CheckResult, ...] = ()
-        if not self._validated:
-            failure = self._validate() if self._validate is not None else None
-            verdict = Verdict.FAIL if failure else Verdict.PASS
-            check = CheckResult(
-                name="validation",
-                kind="validation",
-                verdict=verdict,
-                reason=failure or "the preview passed its validation",
-                action=Action.ROLLBACK if failure else Action.CONTINUE,
-            )
-            checks = (check,)
-            if failure:
-                return self.rollback(f"validation failed: {failure}", manual=False, checks=checks)
-            self._validated = True
+        failure, checks = self._validation()
+        if failure:
+            return self.rollback(f"validation failed: {failure}", manual=False, checks=checks)
         assert self.blue_green is not None
         seen = self._snapshot().variant(self.baseline).requests if self._snapshot else 0
         if self.blue_green.auto_promote and seen < self.min_samples:
@@ -437,10 +442,20 @@ class Rollout:
         with self.lock:
             self._require("promote", _ACTIVE)
             now = self._clock()
-            if self.phase is Phase.SHADOW:
+            if self.phase is Phase.SHADOW or (
+                self.phase is Phase.PAUSED and self._paused_from is Phase.SHADOW
+            ):
                 return self._leave_shadow(now, reason or "shadow phase ended by hand", manual=True)
             if self.phase is Phase.PENDING:
-                return self._switch(now, reason or "switched by hand", manual=True)
+                # The preview is validated before any switch, by hand too.
+                failure, checks = self._validation()
+                if failure:
+                    return self.rollback(
+                        f"validation failed: {failure}", manual=True, checks=checks
+                    )
+                return self._switch(
+                    now, reason or "switched by hand", manual=True, checks=checks
+                )
             if full or self.weight >= 100.0:
                 return self._finish(now, reason or "promoted by hand", manual=True)
             step, weight = self._next()

@@ -269,6 +269,7 @@ class Router:
             raise ConfigError(f"drift must be a safeserve.drift.DriftMonitor, got {drift!r}")
         self._drift = drift
         self._mirror: ShadowMirror | None = None
+        self._batch_warned: ShadowMirror | None = None  # the mirror the warning below named
         self._snapshot = self._build(allocation, version=1)
         stages = _stages(strategy)
         if stages is not None:
@@ -355,10 +356,15 @@ class Router:
     def _mirror_one(
         self, snap: _Snapshot, x: Any, key: Key | None, y: Any, latency: float, rid: int
     ) -> None:
-        """Hand a served request to the shadow if its key falls in the mirrored share."""
+        """Hand a served request to the shadow if its key falls in the mirrored share.
+
+        A keyless request is mirrored by a hash of its request id: consecutive ids spread over
+        the buckets, so a share is mirrored evenly in time, not in bursts of consecutive ids.
+        """
         mirror = snap.mirror
         assert mirror is not None
-        bucket = rid % BUCKETS if key is None else _xxh3(key_bytes(key), snap.seed) % BUCKETS
+        kb = rid.to_bytes(8, "little") if key is None else key_bytes(key)
+        bucket = _xxh3(kb, snap.seed) % BUCKETS
         if bucket < mirror.mirror_bucket_limit:
             mirror.submit(x, y, latency, rid)
 
@@ -371,9 +377,10 @@ class Router:
             return None
         try:
             ok = check(self._models[1])
+            passed = bool(ok)  # an array, say, has no truth value: a failure, not an error
         except Exception as exc:
             return f"validation raised {type(exc).__name__}: {exc}"
-        return None if ok else f"validation returned {ok!r}"
+        return None if passed else f"validation returned {ok!r}"
 
     def _release_baseline(self) -> None:
         """Drop the old version after keep_old (blue/green): it can no longer serve."""
@@ -615,7 +622,7 @@ class Router:
                 self._append((rec_id, vi << 4 | override, latency, y))
                 if snap.observe is not None:
                     snap.observe(x, vi)
-                if snap.mirror is not None:
+                if snap.mirror is not None and not override:
                     self._mirror_one(snap, x, key, y, latency, rid)
                 if not rid & self._mask or t1 >= self._due_at:
                     self._maintain(rid)
@@ -709,6 +716,16 @@ class Router:
         in input order and which rows the baseline answered instead (``ids``: the request
         ids, or None when the rows have none)."""
         n = len(vi)
+        if n and snap.mirror is not None and snap.mirror is not self._batch_warned:
+            self._batch_warned = snap.mirror
+            # Said once per shadow phase: rows served in batches are not mirrored.
+            _log.warning(
+                "safeserve.batch_not_mirrored",
+                rollout=self.name,
+                rows=n,
+                reason="predict_batch and route_batch rows are not mirrored to the shadow; "
+                "serve with predict or route for the shadow to compare them",
+            )
         is_array = isinstance(X, np.ndarray)
         fallback = np.zeros(n, dtype=bool)
         parts: list[tuple[NDArray[np.intp] | None, Any]] = []
@@ -930,8 +947,14 @@ class Router:
     def promote(self, *, full: bool = False) -> Decision:
         """Move the candidate to the next step now (``full=True``: to 100% and done).
 
+        In a shadow phase (paused or not) this ends the phase and starts the next one, as
+        passing it would. Before a blue/green switch it validates the preview first, unless it
+        already passed: a failing validation rolls back (the returned decision says so) and
+        nothing switches.
+
         Raises:
-            TransitionError: unless the rollout is progressing or paused.
+            TransitionError: unless the rollout is progressing, paused, in a shadow phase or
+                waiting for its blue/green switch.
         """
         return self._need_rollout().promote(full=full)
 

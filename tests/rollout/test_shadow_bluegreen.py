@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 import safeserve as ss
 
@@ -258,6 +259,159 @@ def test_blue_green_failed_validation_never_switches() -> None:
     assert d.action is ss.Action.ROLLBACK
     assert "wrong output schema" in d.reason
     assert router.weights["green"] == 0.0
+
+
+def test_promote_before_any_evaluation_validates_the_preview_first() -> None:
+    """promote() in the pending phase runs the validation: a failing preview is rolled back
+    and never receives traffic, even when switched by hand."""
+    calls: list[int] = []
+
+    def validation(model: Any) -> bool:
+        calls.append(model(0))
+        return False
+
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen("blue", "green", validation=validation, auto_promote=False),
+    )
+    d = router.promote()
+    assert calls == [2]
+    assert d.action is ss.Action.ROLLBACK
+    assert "validation returned False" in d.reason
+    assert router.weights["green"] == 0.0
+    assert router.predict(0, key="k") == 1
+
+
+def test_a_validation_without_a_truth_value_fails_it_and_says_why() -> None:
+    """A validation that returns an array (no truth value) fails the preview with a reason,
+    where it used to raise from evaluate() and leave the rollout pending for good."""
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen("blue", "green", validation=lambda m: np.array([True, False])),
+    )
+    d = router.evaluate()
+    assert d.action is ss.Action.ROLLBACK
+    assert "truth value" in d.reason
+    assert router.weights["green"] == 0.0
+
+
+@pytest.mark.parametrize("form", ["blue_green_shadow", "pipeline"])
+def test_the_validation_callable_still_runs_after_a_shadow_phase(form: str) -> None:
+    """With both a shadow phase and a validation callable, the callable runs once the shadow
+    phase has passed, before the switch; a failing one rolls back."""
+    calls: list[int] = []
+
+    def validation(model: Any) -> bool:
+        calls.append(model(0))
+        return False
+
+    shadow = ss.Shadow("blue", "green", min_pairs=10**9)
+    strategy: Any
+    if form == "blue_green_shadow":
+        strategy = ss.BlueGreen("blue", "green", shadow=shadow, validation=validation)
+    else:
+        strategy = ss.Pipeline([shadow, ss.BlueGreen("blue", "green", validation=validation)])
+    with ss.Router({"blue": lambda x: 1, "green": lambda x: 1}, strategy=strategy) as router:
+        assert router.status().phase is ss.Phase.SHADOW
+        router.promote()  # the shadow phase ended by hand
+        assert router.status().phase is ss.Phase.PENDING
+        assert calls == []
+        d = router.evaluate()
+    assert calls == [1]
+    assert d.action is ss.Action.ROLLBACK
+    assert router.weights["green"] == 0.0
+
+
+@pytest.mark.parametrize("then", ["nothing", "canary", "blue_green"])
+def test_promoting_a_paused_shadow_phase_ends_the_shadow_phase(then: str) -> None:
+    """promote() on a shadow phase paused by hand does what it does unpaused: the mirror
+    stops and the next phase starts (a blue/green validation included); before, it took the
+    canary path (an IndexError, or traffic moved with the mirror still on)."""
+    calls: list[int] = []
+
+    def validation(model: Any) -> bool:
+        calls.append(model(0))
+        return False
+
+    shadow = ss.Shadow("v1", "v2", min_pairs=10**9)
+    strategy: Any = {
+        "nothing": shadow,
+        "canary": ss.Pipeline([shadow, ss.Canary("v1", "v2")]),
+        "blue_green": ss.Pipeline([shadow, ss.BlueGreen("v1", "v2", validation=validation)]),
+    }[then]
+    with ss.Router({"v1": lambda x: 1, "v2": lambda x: 1}, strategy=strategy) as router:
+        router.pause()
+        assert router.status().phase is ss.Phase.PAUSED
+        router.promote()
+        st = router.status()
+        assert st.shadow is None  # the mirror stopped
+        if then == "nothing":
+            assert st.phase is ss.Phase.PROMOTED
+            assert st.weights["v2"] == 0.0  # a shadow-only rollout never moves traffic
+        elif then == "canary":
+            assert st.phase is ss.Phase.PROGRESSING
+            assert st.weights["v2"] == 5.0
+        else:
+            assert st.phase is ss.Phase.PENDING
+            router.evaluate()
+            assert calls == [1]
+            assert router.status().phase is ss.Phase.ROLLED_BACK
+            assert router.weights["v2"] == 0.0
+
+
+def test_overridden_requests_are_not_mirrored() -> None:
+    """Testers pinned to the candidate would pair its answer with itself: they are kept out
+    of the shadow comparison, as out of every metric."""
+    with ss.Router(
+        {"v1": labels(), "v2": labels(shift=0.3)},
+        strategy=ss.Shadow("v1", "v2", min_pairs=10**9),
+        overrides={f"tester-{i}": "v2" for i in range(50)},
+    ) as router:
+        for i in range(50):
+            router.predict(0.6, key=f"tester-{i}")
+        for i in range(20):
+            router.predict(0.6, key=f"user-{i}")
+        assert wait_for(lambda: router.status().shadow.compared == 20)  # type: ignore[union-attr]
+        r = router.status().shadow
+    assert r is not None
+    assert r.submitted == 20
+    assert r.disagreements == 20  # the real users: the candidate always disagrees at 0.6
+
+
+def test_keyless_requests_are_mirrored_evenly_not_in_runs() -> None:
+    """At sample=0.1, keyless requests are mirrored spread out: before, ids were taken modulo
+    the buckets, so 1,000 consecutive requests were mirrored and then 9,000 were not."""
+    gate = threading.Event()
+    with ss.Router(
+        {"v1": lambda x: 1, "v2": lambda x: gate.wait(10) and 1},
+        strategy=ss.Shadow("v1", "v2", sample=0.1, min_pairs=10**9, queue_size=10_000),
+    ) as router:
+        firsts = []
+        for _ in range(10):
+            before = router.status().shadow.submitted  # type: ignore[union-attr]
+            for _ in range(1_000):
+                router.predict(0.0)
+            firsts.append(router.status().shadow.submitted - before)  # type: ignore[union-attr]
+        gate.set()
+    # Each run of 1,000 gets about 100 (binomial sd ~9.5); runs of 0 or 1,000 are gone.
+    assert all(40 <= k <= 160 for k in firsts), firsts
+
+
+def test_batches_during_a_shadow_phase_are_said_not_to_be_mirrored() -> None:
+    """Rows served in batches are not mirrored; the router says so, once per shadow phase."""
+    with (
+        capture_logs() as logs,
+        ss.Router(
+            {"v1": lambda X: X.sum(axis=1), "v2": lambda X: X.sum(axis=1)},
+            strategy=ss.Shadow("v1", "v2", min_pairs=10**9),
+        ) as router,
+    ):
+        router.predict_batch(np.ones((5, 2)), keys=np.arange(5))
+        router.route_batch(np.ones((5, 2)), keys=np.arange(5))
+        assert router.status().shadow.submitted == 0  # type: ignore[union-attr]
+    said = [e for e in logs if e["event"] == "safeserve.batch_not_mirrored"]
+    assert len(said) == 1
+    assert said[0]["rows"] == 5
 
 
 def test_blue_green_manual_promotion_and_instant_rollback() -> None:

@@ -151,10 +151,11 @@ class BlueGreen:
     switch back at once on failure.
 
     Before the switch the preview is validated by shadow traffic (``shadow=ss.Shadow(...)``
-    judged like a shadow phase) or by ``validation(preview_model)``, a callable that runs the
-    model on synthetic requests and returns true (or raises / returns false to fail). Then all
-    traffic moves to the preview in one snapshot swap (automatically, or on
-    :meth:`Router.promote` with ``auto_promote=False``). For ``watch`` seconds afterwards the
+    judged like a shadow phase), by ``validation(preview_model)``, a callable that runs the
+    model on synthetic requests and returns true (or raises / returns something false or
+    without a truth value to fail), or by both: the callable then runs once the shadow phase
+    passed. Then all traffic moves to the preview in one snapshot swap (automatically, or on
+    :meth:`Router.promote` with ``auto_promote=False``, which validates first too). For ``watch`` seconds afterwards the
     policy judges the preview against the active version's metrics from *before* the switch:
     a non-concurrent comparison, so a change of traffic during the watch is blamed on the
     preview; guardrails judge absolute limits. Any failure switches back at once. The old
