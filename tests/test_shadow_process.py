@@ -675,6 +675,84 @@ def test_requests_at_the_limit_look_at_the_worker_at_most_once_a_millisecond(
     assert counting.looks == 1
 
 
+class PollRecorder:
+    """A worker connection whose polls and sends are recorded."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn, self.polls, self.sent = conn, list[float](), list[Any]()
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        self.polls.append(timeout)
+        return bool(self.conn.poll(timeout))
+
+    def send(self, obj: Any) -> None:
+        self.sent.append(obj)
+        self.conn.send(obj)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_report_that_does_not_wait_never_waits_and_never_piles_up_requests(
+    mirrors: list[ShadowMirror],
+) -> None:
+    """report(wait=False), as the router's evaluations on request threads call it: with the
+    worker stopped, it only looks (every poll 0 s), asks once however often it is called, and
+    once the worker answers, the next call has the fresh figures."""
+    m = started(mirrors, sm.row_sum, workers=1, queue_size=100, name="no-wait")
+    link = m._link
+    assert link is not None
+    assert m.report().submitted == 0  # a first answer, the last known from now on
+    pid = m.pid
+    assert pid is not None
+    recorder = PollRecorder(link._conn)
+    link._conn = recorder  # type: ignore[assignment]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        os.waitpid(pid, os.WUNTRACED)
+        for i in range(5):
+            m.submit(np.full(3, float(i)), 3.0 * i, 0.001, i)
+        reports = [m.report(wait=False) for _ in range(20)]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert recorder.polls
+    assert set(recorder.polls) == {0.0}
+    assert [op for op, _, _ in recorder.sent] == ["report"]  # asked once, not 20 times
+    assert all("did not answer within 0 s" in r.reason for r in reports)
+    assert all(r.submitted == 5 and r.queued + r.completed == 5 for r in reports)
+    wait_until(lambda: m.report(wait=False).completed == 5, "the fresh report")
+    link._conn = recorder.conn
+
+
+def test_the_router_evaluates_on_request_threads_without_waiting_for_reports() -> None:
+    """Automatic evaluations (run by a request) ask the shadow for its report without
+    waiting; router.evaluate() waits for a fresh one."""
+    clock = FakeClock()
+    with ss.Router(
+        {"v1": sm.label, "v2": sm.label},
+        strategy=ss.Shadow("v1", "v2", min_pairs=10**9, evaluate_every=10),
+        clock=clock,
+    ) as router:
+        mirror = router._mirror
+        assert mirror is not None
+        waits: list[bool] = []
+        report = mirror.report
+
+        def recording(*, wait: bool = True) -> Any:
+            waits.append(wait)
+            return report(wait=wait)
+
+        mirror.report = recording  # type: ignore[method-assign]
+        for i in range(2_000):
+            clock.advance(0.01)
+            router.predict(i, key=i)
+        assert waits
+        assert set(waits) == {False}
+        waits.clear()
+        router.evaluate()
+        assert waits == [True]
+
+
 def test_a_suspended_worker_with_every_thread_stuck_still_takes_and_counts(
     mirrors: list[ShadowMirror],
 ) -> None:

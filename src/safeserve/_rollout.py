@@ -153,9 +153,9 @@ class Rollout:
             self._start_mirror(None)
         self.mirror = None
 
-    def _shadow_result(self) -> CheckResult:
+    def _shadow_result(self, wait: bool = True) -> CheckResult:
         assert self.mirror is not None
-        r = self.mirror.report()
+        r = self.mirror.report(wait=wait)
         verdict = {"fail": Verdict.FAIL, "pass": Verdict.PASS}.get(
             str(getattr(r.verdict, "value", r.verdict)), Verdict.INCONCLUSIVE
         )
@@ -268,9 +268,9 @@ class Rollout:
             checks=checks,
         )
 
-    def _evaluate_shadow(self, now: float) -> Decision:
+    def _evaluate_shadow(self, now: float, wait: bool) -> Decision:
         assert self.shadow is not None
-        result = self._shadow_result()
+        result = self._shadow_result(wait)
         checks = (result,)
         elapsed = now - self.step_started_at
         keep = {"phase": self.phase, "weight": self.weight, "step": self.step}
@@ -453,9 +453,7 @@ class Rollout:
                     return self.rollback(
                         f"validation failed: {failure}", manual=True, checks=checks
                     )
-                return self._switch(
-                    now, reason or "switched by hand", manual=True, checks=checks
-                )
+                return self._switch(now, reason or "switched by hand", manual=True, checks=checks)
             if full or self.weight >= 100.0:
                 return self._finish(now, reason or "promoted by hand", manual=True)
             step, weight = self._next()
@@ -620,8 +618,12 @@ class Rollout:
 
     # -- automatic evaluation ----------------------------------------------------------------
 
-    def evaluate(self, snap: MetricsSnapshot) -> Decision:
-        """Judge the checks on ``snap`` and act on the verdicts; return the decision."""
+    def evaluate(self, snap: MetricsSnapshot, *, wait: bool = True) -> Decision:
+        """Judge the checks on ``snap`` and act on the verdicts; return the decision.
+
+        ``wait=False`` (an evaluation on a request's thread): a process-isolated shadow's
+        figures are those the worker has already sent, never waited for.
+        """
         with self.lock:
             now = self._clock()
             self.evaluations += 1
@@ -635,7 +637,7 @@ class Rollout:
                 self._release()
                 self.released = True
             if self.phase is Phase.SHADOW:
-                return self._evaluate_shadow(now)
+                return self._evaluate_shadow(now, wait)
             if self.phase is Phase.PENDING:
                 return self._evaluate_pending(now)
             if self.phase is Phase.PAUSED and self._paused_from is Phase.SHADOW:
@@ -647,7 +649,7 @@ class Rollout:
                     step=self.step,
                     manual=False,
                     now=now,
-                    checks=(self._shadow_result(),) if self.mirror is not None else (),
+                    checks=(self._shadow_result(wait),) if self.mirror is not None else (),
                 )
             if self.phase not in _ACTIVE:
                 return self._transition(

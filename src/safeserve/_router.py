@@ -860,7 +860,7 @@ class Router:
             self._flush_lock.release()
         if due and self._eval_lock.acquire(blocking=False):
             try:
-                self._evaluate(rid or 0)
+                self._evaluate(rid or 0, wait=False)  # on a request's thread: never waits
             except Exception:
                 # An automatic evaluation never fails the request that happened to run it.
                 self._evaluation_errors += 1
@@ -922,14 +922,14 @@ class Router:
             )
         return self._rollout
 
-    def _evaluate(self, rid: int) -> Decision:
+    def _evaluate(self, rid: int, *, wait: bool = True) -> Decision:
         rollout = self._need_rollout()
         self.flush()
         now = self._clock()
         self._last_eval = (rid, now)
         if self._rollout is not None and self._rollout.auto:
             self._due_at = now + self._evaluate_interval
-        return rollout.evaluate(self._recorder.snapshot())
+        return rollout.evaluate(self._recorder.snapshot(), wait=wait)
 
     def evaluate(self) -> Decision:
         """Judge the rollout's checks now and act on the verdicts; return the decision.

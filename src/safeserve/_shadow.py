@@ -1135,15 +1135,17 @@ class ShadowMirror:
 
     # -- report --------------------------------------------------------------------------
 
-    def report(self) -> ShadowReport:
+    def report(self, *, wait: bool = True) -> ShadowReport:
         """Check for overdue calls, then return the counts, statistics and verdicts.
 
         Each call is a look of the sequential checks; a check that decided keeps its verdict.
         With ``isolation="process"`` the worker process answers (within 5 s, else its last
-        answer is used and the reason says so).
+        answer is used and the reason says so); with ``wait=False`` this never waits: it asks
+        the worker for a fresh report, unless an earlier request is still unanswered, and
+        uses the latest that has arrived (the router's evaluations on request threads do so).
         """
         if self._link is not None:
-            return self._link.report()
+            return self._link.report(wait=wait)
         return self._local_report()
 
     def _local_report(self) -> ShadowReport:

@@ -286,6 +286,7 @@ class ProcessLink:
         self._refused = 0
         self._drops = dict.fromkeys(DROP_REASONS, 0)
         self._last: tuple[ShadowReport, int] | None = None
+        self._report_asked = 0  # the seq of a report asked for and not answered yet (0: none)
         self._failure: str | None = None
 
     # -- the request path ----------------------------------------------------------------
@@ -515,22 +516,33 @@ class ProcessLink:
             ring.close()
 
     def _rpc(self, op: str, arg: Any, timeout: float) -> Any:
-        """Ask the worker; return its answer, or raise TimeoutError / EOFError."""
+        """Ask the worker; return its answer, or raise TimeoutError / EOFError.
+
+        A report asked for while an earlier one is unanswered is not asked again: the answer
+        to the earlier one will do (so that callers that do not wait never pile requests up
+        in the pipe). Answers to earlier calls that timed out are read on the way; a report
+        among them becomes the last known one. ``timeout`` 0 looks once, without waiting.
+        """
         with self._rpc_lock:
             conn = self._conn
             if conn is None:
                 raise EOFError("no worker process")
-            while conn.poll(0):  # answers to earlier calls that timed out
-                conn.recv()
-            self._seq += 1
-            seq = self._seq
-            conn.send((op, seq, arg))
+            if op == "report" and self._report_asked:
+                seq = self._report_asked
+            else:
+                self._seq += 1
+                seq = self._seq
+                conn.send((op, seq, arg))
+                if op == "report":
+                    self._report_asked = seq
             deadline = time.monotonic() + timeout
             while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not conn.poll(left):
+                if not conn.poll(max(0.0, deadline - time.monotonic())):
                     raise TimeoutError(f"the worker process did not answer within {timeout:g} s")
                 got, answer = conn.recv()
+                if got == self._report_asked:
+                    self._report_asked = 0
+                    self._last = answer
                 if got == seq:
                     return answer
 
@@ -640,13 +652,14 @@ class ProcessLink:
 
     # -- report --------------------------------------------------------------------------
 
-    def report(self) -> ShadowReport:
+    def report(self, *, wait: bool = True) -> ShadowReport:
         note = ""
         if self._state is _RUNNING:
-            answer = self._ask("report", None, REPORT_TIMEOUT)
+            timeout = REPORT_TIMEOUT if wait else 0.0
+            answer = self._ask("report", None, timeout)
             if answer is None and self._state is _RUNNING:
                 note = (
-                    f"the worker process did not answer within {REPORT_TIMEOUT:g} s: "
+                    f"the worker process did not answer within {timeout:g} s: "
                     "figures as of its last answer; "
                 )
             elif answer is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -195,13 +196,13 @@ def test_never_two_evaluations_at_once(clock: Clock) -> None:
     overlap = []
     original = rollout.evaluate
 
-    def watched(snap: object) -> object:
+    def watched(snap: object, **kw: Any) -> object:
         inside.append(1)
         if len(inside) > 1:
             overlap.append(len(inside))
         time.sleep(0.001)
         try:
-            return original(snap)  # type: ignore[arg-type]
+            return original(snap, **kw)  # type: ignore[arg-type]
         finally:
             inside.pop()
 

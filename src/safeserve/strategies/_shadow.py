@@ -155,12 +155,13 @@ class BlueGreen:
     model on synthetic requests and returns true (or raises / returns something false or
     without a truth value to fail), or by both: the callable then runs once the shadow phase
     passed. Then all traffic moves to the preview in one snapshot swap (automatically, or on
-    :meth:`Router.promote` with ``auto_promote=False``, which validates first too). For ``watch`` seconds afterwards the
-    policy judges the preview against the active version's metrics from *before* the switch:
-    a non-concurrent comparison, so a change of traffic during the watch is blamed on the
-    preview; guardrails judge absolute limits. Any failure switches back at once. The old
-    version stays loaded for ``keep_old`` seconds after the watch ends, so
-    :meth:`Router.rollback` can switch back instantly (None: as long as the router lives).
+    :meth:`Router.promote` with ``auto_promote=False``, which validates first too). For
+    ``watch`` seconds afterwards the policy judges the preview against the active version's
+    metrics from *before* the switch: a non-concurrent comparison, so a change of traffic
+    during the watch is blamed on the preview; guardrails judge absolute limits. Any failure
+    switches back at once. The old version stays loaded for ``keep_old`` seconds after the
+    watch ends, so :meth:`Router.rollback` can switch back instantly (None: as long as the
+    router lives).
 
     >>> import safeserve as ss
     >>> ss.BlueGreen(active="blue", preview="green", watch=120).candidates
