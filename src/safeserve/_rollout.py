@@ -112,6 +112,7 @@ class Rollout:
         now = clock()
         self.started_at = now
         self.step_started_at = now
+        self._resumed_at = -math.inf  # the last resume (see _since_deadline)
         self.step: int | None = self._step_of(start_weight)
         self.weight = float(start_weight)
         self.stable = baseline
@@ -284,7 +285,7 @@ class Rollout:
             return self._leave_shadow(
                 now, f"shadow passed: {result.reason}", manual=False, checks=checks
             )
-        if self.shadow.deadline is not None and elapsed > self.shadow.deadline:
+        if self.shadow.deadline is not None and self._since_deadline(now) > self.shadow.deadline:
             why = (
                 f"shadow phase ran past its deadline of {self.shadow.deadline:g}s without a verdict"
             )
@@ -401,6 +402,12 @@ class Rollout:
                 f"cannot {action} rollout {self.name!r} in phase {self.phase.value!r} "
                 f"(allowed in: {names})"
             )
+
+    def _since_deadline(self, now: float) -> float:
+        """Seconds counted against the deadline: since the step (or phase) started, or since
+        the last resume if later, so that a step paused at its deadline and resumed gets its
+        full deadline again instead of pausing at once."""
+        return now - max(self.step_started_at, self._resumed_at)
 
     def _next(self) -> tuple[int | None, float]:
         """The step after the current weight (the first step above it)."""
@@ -530,6 +537,7 @@ class Rollout:
             self.judge.reset_srm()
             self.paused_by = None
             self._drift_streak = 0
+            self._resumed_at = self._clock()  # a full deadline again (see _since_deadline)
             return self._transition(
                 Action.RESUME,
                 reason,
@@ -727,7 +735,7 @@ class Rollout:
                     manual=False,
                     now=now,
                 )
-            if self.deadline is not None and elapsed > self.deadline:
+            if self.deadline is not None and self._since_deadline(now) > self.deadline:
                 pending = [r.name for r in j.results if r.verdict.value != "pass" and r.critical]
                 why = (
                     f"step at {self.weight:g}% ran past its deadline of {self.deadline:g}s "

@@ -414,6 +414,28 @@ def test_batches_during_a_shadow_phase_are_said_not_to_be_mirrored() -> None:
     assert said[0]["rows"] == 5
 
 
+@pytest.mark.parametrize("phase", ["shadow", "canary"])
+def test_a_phase_resumed_after_its_deadline_pause_gets_its_deadline_again(phase: str) -> None:
+    """Paused at its deadline and resumed by hand, a phase goes on for a full deadline before
+    pausing again; before, the next evaluation paused it at once, for good."""
+    clock = Clock()
+    strategy: Any = (
+        ss.Shadow("v1", "v2", deadline=100, on_deadline="pause", min_pairs=10**9)
+        if phase == "shadow"
+        else ss.Canary("v1", "v2", deadline=100, on_deadline="pause", min_duration=1e9)
+    )
+    with ss.Router({"v1": lambda x: 1.0, "v2": lambda x: 1.0}, strategy=strategy, clock=clock) as r:
+        clock.t = 101.0
+        assert r.evaluate().action is ss.Action.PAUSE
+        r.resume()
+        clock.t = 150.0
+        d = r.evaluate()
+        assert d.action is ss.Action.CONTINUE, d.reason
+        assert r.status().phase is not ss.Phase.PAUSED
+        clock.t = 202.0
+        assert r.evaluate().action is ss.Action.PAUSE
+
+
 def test_blue_green_manual_promotion_and_instant_rollback() -> None:
     """With auto_promote=False the switch waits for promote(); rollback() switches back."""
     router = ss.Router(

@@ -110,7 +110,8 @@ class Canary:
         min_samples: Requests per arm each step needs before it may be promoted.
         deadline: Seconds after which a step without a verdict takes ``on_deadline``
             (None: no deadline).
-        on_deadline: ``"rollback"`` (default) or ``"pause"``.
+        on_deadline: ``"rollback"`` (default) or ``"pause"`` (after ``resume()`` the
+            deadline counts afresh).
         evaluate_every: Requests between two automatic evaluations.
         evaluate_interval: Seconds between two automatic evaluations (checked as requests
             arrive).

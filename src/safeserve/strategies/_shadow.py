@@ -47,7 +47,8 @@ class Shadow:
         min_pairs: Compared pairs needed before the phase may pass.
         min_duration: Seconds the phase lasts at least.
         deadline: Seconds after which a phase without a verdict takes ``on_deadline``.
-        on_deadline: ``"rollback"`` (default) or ``"pause"``.
+        on_deadline: ``"rollback"`` (default) or ``"pause"`` (after ``resume()`` the
+            deadline counts afresh).
         sink: Called with every mirrored :class:`~safeserve.ShadowPair` (from a worker
             thread), e.g. to store pairs for offline comparison.
         isolation: ``"thread"`` (default) runs the shadow on worker threads of this process;
