@@ -384,6 +384,64 @@ def _check_fraction(value: Any, name: str, *, open_low: bool) -> float:
     return v
 
 
+def check_options(
+    *,
+    sample: Any,
+    workers: Any,
+    queue_size: Any,
+    timeout: Any,
+    max_stuck: Any,
+    sink: Any,
+    outputs: Any,
+    alpha: Any,
+    max_disagreement: Any,
+    margin: Any,
+    max_error_rate: Any,
+    name: Any,
+    isolation: Any,
+    cpu_share: Any,
+) -> dict[str, Any]:
+    """Check a :class:`ShadowMirror`'s options (also where a strategy takes them, so that a bad
+    one is refused where it is written); return the numeric ones as stored.
+
+    Raises:
+        ConfigError: naming the first bad option and its value.
+    """
+    if isolation not in _ISOLATIONS:
+        raise ConfigError(f"isolation must be one of {_ISOLATIONS!r}, got {isolation!r}")
+    if sink is not None and not callable(sink):
+        raise ConfigError(f"sink must be callable, got {sink!r}")
+    if outputs not in _MODES:
+        raise ConfigError(f"outputs must be one of {_MODES!r}, got {outputs!r}")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name must be a non-empty str, got {name!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ConfigError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+    if margin is not None:
+        if isinstance(margin, bool) or not isinstance(margin, int | float):
+            raise ConfigError(f"margin must be a number >= 0 or None, got {margin!r}")
+        if not (math.isfinite(margin) and margin >= 0):
+            raise ConfigError(f"margin must be a finite number >= 0, got {margin!r}")
+    return {
+        "sample": _check_fraction(sample, "sample", open_low=False),
+        "workers": _check_int(workers, "workers", 1),
+        "queue_size": _check_int(queue_size, "queue_size", 1),
+        "max_stuck": _check_int(max_stuck, "max_stuck", 0),
+        "timeout": float(timeout),
+        "alpha": _check_fraction(alpha, "alpha", open_low=True),
+        "max_disagreement": _check_fraction(max_disagreement, "max_disagreement", open_low=True),
+        "margin": None if margin is None else float(margin),
+        "max_error_rate": (
+            None
+            if max_error_rate is None
+            else _check_fraction(max_error_rate, "max_error_rate", open_low=True)
+        ),
+        "cpu_share": check_cpu_share(cpu_share),
+    }
+
+
 def check_cpu_share(value: Any) -> float | None:
     """``value`` as a ``cpu_share`` (None, or a share in (0, 1]); ConfigError otherwise."""
     if value is None:
@@ -502,48 +560,43 @@ class ShadowMirror:
         isolation: Isolation = "thread",
         cpu_share: float | None = None,
     ) -> None:
-        if isolation not in _ISOLATIONS:
-            raise ConfigError(f"isolation must be one of {_ISOLATIONS!r}, got {isolation!r}")
         if not callable(shadow_model):
             raise ConfigError(f"shadow_model must be callable, got {shadow_model!r}")
         if clock is not None and not callable(clock):
             raise ConfigError(f"clock must be a callable returning seconds, got {clock!r}")
-        if sink is not None and not callable(sink):
-            raise ConfigError(f"sink must be callable, got {sink!r}")
-        if outputs not in _MODES:
-            raise ConfigError(f"outputs must be one of {_MODES!r}, got {outputs!r}")
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"name must be a non-empty str, got {name!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise ConfigError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
-        if margin is not None:
-            if isinstance(margin, bool) or not isinstance(margin, int | float):
-                raise ConfigError(f"margin must be a number >= 0 or None, got {margin!r}")
-            if not (math.isfinite(margin) and margin >= 0):
-                raise ConfigError(f"margin must be a finite number >= 0, got {margin!r}")
+        o = check_options(
+            sample=sample,
+            workers=workers,
+            queue_size=queue_size,
+            timeout=timeout,
+            max_stuck=max_stuck,
+            sink=sink,
+            outputs=outputs,
+            alpha=alpha,
+            max_disagreement=max_disagreement,
+            margin=margin,
+            max_error_rate=max_error_rate,
+            name=name,
+            isolation=isolation,
+            cpu_share=cpu_share,
+        )
         self.shadow_model = shadow_model
         self.name = name
-        self.sample = _check_fraction(sample, "sample", open_low=False)
+        self.sample = o["sample"]
         #: The router mirrors a request when its routing bucket is below this (of 10,000).
         self.mirror_bucket_limit: int = round(self.sample * 10_000)
-        self.workers = _check_int(workers, "workers", 1)
-        self.queue_size = _check_int(queue_size, "queue_size", 1)
-        self.max_stuck = _check_int(max_stuck, "max_stuck", 0)
-        self.timeout = float(timeout)
+        self.workers = o["workers"]
+        self.queue_size = o["queue_size"]
+        self.max_stuck = o["max_stuck"]
+        self.timeout = o["timeout"]
         self.sink = sink
         self.outputs: OutputMode = outputs
-        self.alpha = _check_fraction(alpha, "alpha", open_low=True)
-        self.max_disagreement = _check_fraction(max_disagreement, "max_disagreement", open_low=True)
-        self.margin = None if margin is None else float(margin)
-        self.max_error_rate = (
-            None
-            if max_error_rate is None
-            else _check_fraction(max_error_rate, "max_error_rate", open_low=True)
-        )
+        self.alpha = o["alpha"]
+        self.max_disagreement = o["max_disagreement"]
+        self.margin = o["margin"]
+        self.max_error_rate = o["max_error_rate"]
         #: Largest share of its time each worker spends in shadow calls (None: no limit).
-        self.cpu_share = check_cpu_share(cpu_share)
+        self.cpu_share = o["cpu_share"]
         # A worker's rest after a call of t seconds is t times this (see cpu_share).
         self._rest = 0.0 if self.cpu_share is None else 1.0 / self.cpu_share - 1.0
         self._clock: Callable[[], float] = clock or time.perf_counter

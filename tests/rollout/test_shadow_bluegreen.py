@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from typing import Any
@@ -523,6 +524,31 @@ def test_switch_is_atomic_under_concurrent_traffic(direction: str) -> None:
     ]
     assert router.weights["green"] == (100.0 if direction == "switch" else 0.0), moves
     assert not late, moves
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"workers": 0}, "workers must be an int >= 1, got 0"),
+        ({"queue_size": 0}, "queue_size must be an int >= 1, got 0"),
+        ({"timeout": -1}, "timeout must be a finite number of seconds > 0, got -1"),
+        ({"timeout": float("nan")}, "timeout must be a finite number of seconds > 0, got nan"),
+        ({"timeout": True}, "timeout must be a number of seconds > 0, got True"),
+        ({"max_stuck": -1}, "max_stuck must be an int >= 0, got -1"),
+        ({"alpha": 2}, "alpha"),
+        ({"margin": -1}, "margin must be a finite number >= 0, got -1"),
+        ({"sample": 1e-6}, "one bucket in 10,000"),
+        ({"cpu_share": 0}, "cpu_share"),
+        ({"sink": 3}, "sink must be callable, got 3"),
+    ],
+)
+def test_shadow_refuses_bad_mirror_options_where_they_are_written(
+    kwargs: dict[str, Any], match: str
+) -> None:
+    """ss.Shadow(...) itself refuses what its mirror would, naming the value; before, these
+    were accepted until a Router was made (and sample=1e-6 silently mirrored nothing)."""
+    with pytest.raises(ss.ConfigError, match=re.escape(match)):
+        ss.Shadow("a", "b", **kwargs)
 
 
 def test_pipeline_config_errors() -> None:

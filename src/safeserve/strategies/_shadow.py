@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from .._errors import ConfigError
-from .._shadow import check_cpu_share
+from .._shadow import check_options
 from ._canary import Canary, _check_name, _check_phase, _count, _positive
 
 __all__ = ["BlueGreen", "Pipeline", "Shadow"]
@@ -17,6 +17,9 @@ __all__ = ["BlueGreen", "Pipeline", "Shadow"]
 def _share(value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
         raise ConfigError(f"sample must be a share in (0, 1], got {value!r}")
+    if round(value * 10_000) == 0:
+        # Requests are mirrored by bucket, 10,000 of them: this share would mirror none.
+        raise ConfigError(f"sample must be at least 0.00005 (one bucket in 10,000), got {value!r}")
 
 
 @attrs.frozen
@@ -102,11 +105,8 @@ class Shadow:
             evaluate_every=self.evaluate_every,
             evaluate_interval=self.evaluate_interval,
         )
-        if self.sink is not None and not callable(self.sink):
-            raise ConfigError(f"sink must be callable, got {self.sink!r}")
-        if self.isolation not in ("thread", "process"):
-            raise ConfigError(f"isolation must be 'thread' or 'process', got {self.isolation!r}")
-        check_cpu_share(self.cpu_share)
+        # The mirror's own options, refused here rather than when a router is made.
+        check_options(outputs="auto", **self.mirror_options())
 
     @property
     def baseline(self) -> str:
