@@ -207,6 +207,13 @@ class Rollout:
         """Blue/green: move 100% to the preview in one swap and start the watch."""
         if self._snapshot is not None:
             self.frozen_baseline = self._snapshot().variant(self.baseline)
+            n = self.frozen_baseline.requests
+            if n < self.min_samples:
+                reason = (
+                    f"{reason} (the active version served {n} requests before the switch, "
+                    f"fewer than min_samples={self.min_samples}: the watch judges the "
+                    "guardrails alone)"
+                )
         return self._transition(
             Action.PROMOTE,
             reason,
@@ -669,9 +676,13 @@ class Rollout:
                     manual=False,
                     now=now,
                 )
-            j = self.judge.evaluate(
-                snap, weights=self.weights(), frozen_baseline=self.frozen_baseline
-            )
+            frozen = self.frozen_baseline
+            if frozen is not None and frozen.requests < self.min_samples:
+                # Too few requests before the switch to compare with (a switch by hand early
+                # on): the watch judges the guardrails alone, as at a step where one arm gets
+                # no traffic, rather than waiting for ever on comparisons that cannot conclude.
+                frozen = None
+            j = self.judge.evaluate(snap, weights=self.weights(), frozen_baseline=frozen)
             keep = {"phase": self.phase, "weight": self.weight, "step": self.step}
             results = j.results
             if self.drift is not None and self.auto:

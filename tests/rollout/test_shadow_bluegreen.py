@@ -437,6 +437,40 @@ def test_a_phase_resumed_after_its_deadline_pause_gets_its_deadline_again(phase:
         assert r.evaluate().action is ss.Action.PAUSE
 
 
+def test_a_switch_with_no_window_before_it_is_watched_by_the_guardrails_alone() -> None:
+    """Switched by hand before the active version served min_samples requests, the watch has
+    nothing to compare with: it judges the guardrails alone and ends (before, it waited for
+    ever on comparisons that could not conclude), and still switches back on a breach."""
+    for errors in (False, True):
+        clock = Clock()
+
+        def green(x: float, errors: bool = errors) -> float:
+            if errors and x > 0.5:
+                raise RuntimeError("broken preview")
+            return 1.0
+
+        router = ss.Router(
+            {"blue": lambda x: 1.0, "green": green},
+            strategy=ss.BlueGreen("blue", "green", auto_promote=False, watch=60.0, min_samples=500),
+            clock=clock,
+        )
+        d = router.promote()
+        assert "guardrails alone" in d.reason
+        rng = np.random.default_rng(1)
+        for _ in range(30):
+            for i in range(200):
+                router.predict(float(rng.random()), key=i)
+            clock.t += 5.0
+            if router.evaluate().action is not ss.Action.CONTINUE:
+                break
+        st = router.status()
+        if errors:
+            assert st.phase is ss.Phase.ROLLED_BACK
+            assert st.weights["green"] == 0.0
+        else:
+            assert st.phase is ss.Phase.PROMOTED, st.decisions[-1].reason
+
+
 def test_blue_green_manual_promotion_and_instant_rollback() -> None:
     """With auto_promote=False the switch waits for promote(); rollback() switches back."""
     router = ss.Router(

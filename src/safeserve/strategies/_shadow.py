@@ -159,7 +159,9 @@ class BlueGreen:
     :meth:`Router.promote` with ``auto_promote=False``, which validates first too). For
     ``watch`` seconds afterwards the policy judges the preview against the active version's
     metrics from *before* the switch: a non-concurrent comparison, so a change of traffic
-    during the watch is blamed on the preview; guardrails judge absolute limits. Any failure
+    during the watch is blamed on the preview; guardrails judge absolute limits (alone, when
+    the active version served fewer than ``min_samples`` requests before a switch made by
+    hand: there is nothing to compare with). Any failure
     switches back at once. The old version stays loaded for ``keep_old`` seconds after the
     watch ends, so :meth:`Router.rollback` can switch back instantly (None: as long as the
     router lives).
