@@ -49,6 +49,24 @@ _ACTIVE = (Phase.PROGRESSING, Phase.PAUSED, Phase.SHADOW, Phase.PENDING)
 _STOPPED = (Phase.ROLLED_BACK, Phase.ABORTED)
 
 
+def _start_validation(
+    validate: Callable[[], str | None],
+) -> tuple[threading.Thread, list[str | None]]:
+    """Run ``validate`` on a daemon thread; its result (why it failed, or None) lands in the
+    returned list."""
+    box: list[str | None] = []
+
+    def run() -> None:
+        try:
+            box.append(validate())
+        except Exception as exc:  # the router's validate catches; this is a backstop
+            box.append(f"validation raised {type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=run, name="safeserve-validation", daemon=True)
+    thread.start()
+    return thread, box
+
+
 class Rollout:
     """The state of one canary rollout and its transitions (driven by a Router).
 
@@ -133,6 +151,7 @@ class Rollout:
         self._release = release
         self.frozen_baseline: VariantMetrics | None = None
         self._validated = False
+        self._validation_job: tuple[threading.Thread, list[str | None]] | None = None
         self.release_at: float | None = None
         self.released = False
         self._enter_first_stage(now)
@@ -225,11 +244,31 @@ class Rollout:
             checks=checks,
         )
 
-    def _validation(self) -> tuple[str | None, tuple[CheckResult, ...]]:
-        """Blue/green: validate the preview unless it already passed; (why it failed, check)."""
+    def _validation(self, wait: bool = True) -> tuple[str | None, tuple[CheckResult, ...]] | None:
+        """Blue/green: validate the preview unless it already passed; (why it failed, check).
+
+        ``wait=False`` (an evaluation on a request's thread): the validation, which may run a
+        model on many synthetic requests, runs on a thread of its own, and this returns None
+        until it is done; the evaluation after that takes its result. ``wait=True`` runs it
+        here, or waits for the one already running.
+        """
         if self._validated:
             return None, ()
-        failure = self._validate() if self._validate is not None else None
+        job = self._validation_job
+        if job is not None:
+            thread, box = job
+            if thread.is_alive() and not wait:
+                return None
+            thread.join()
+            self._validation_job = None
+            failure = box[0] if box else "the validation thread ended without a result"
+        elif self._validate is None:
+            failure = None
+        elif wait:
+            failure = self._validate()
+        else:
+            self._validation_job = _start_validation(self._validate)
+            return None
         verdict = Verdict.FAIL if failure else Verdict.PASS
         check = CheckResult(
             name="validation",
@@ -242,9 +281,21 @@ class Rollout:
             self._validated = True
         return failure, (check,)
 
-    def _evaluate_pending(self, now: float) -> Decision:
+    def _evaluate_pending(self, now: float, wait: bool) -> Decision:
         """Blue/green before the switch: validate, then switch (or wait for promote())."""
-        failure, checks = self._validation()
+        got = self._validation(wait)
+        if got is None:
+            return self._transition(
+                Action.CONTINUE,
+                "validating the preview (on a thread of its own: an evaluation on a request's "
+                "thread does not wait for it)",
+                phase=self.phase,
+                weight=self.weight,
+                step=self.step,
+                manual=False,
+                now=now,
+            )
+        failure, checks = got
         if failure:
             return self.rollback(f"validation failed: {failure}", manual=False, checks=checks)
         assert self.blue_green is not None
@@ -462,7 +513,9 @@ class Rollout:
                 return self._leave_shadow(now, reason or "shadow phase ended by hand", manual=True)
             if self.phase is Phase.PENDING:
                 # The preview is validated before any switch, by hand too.
-                failure, checks = self._validation()
+                got = self._validation(wait=True)
+                assert got is not None
+                failure, checks = got
                 if failure:
                     return self.rollback(
                         f"validation failed: {failure}", manual=True, checks=checks
@@ -613,6 +666,7 @@ class Rollout:
             self.stable = self.baseline
             self.frozen_baseline = None
             self._validated = False
+            self._validation_job = None  # one still running finishes unheard
             now = self._clock()
             if self.shadow is not None or self.blue_green is not None:
                 phase = Phase.SHADOW if self.shadow is not None else Phase.PENDING
@@ -654,7 +708,7 @@ class Rollout:
             if self.phase is Phase.SHADOW:
                 return self._evaluate_shadow(now, wait)
             if self.phase is Phase.PENDING:
-                return self._evaluate_pending(now)
+                return self._evaluate_pending(now, wait)
             if self.phase is Phase.PAUSED and self._paused_from is Phase.SHADOW:
                 return self._transition(
                     Action.CONTINUE,

@@ -197,13 +197,18 @@ def test_blue_green_validates_switches_and_promotes() -> None:
         policy=ss.Policy([ss.ErrorRate(margin=0.02), ss.Guardrail(metric="error_rate", above=0.2)]),
         clock=clock,
     )
-    for i in range(300):
+    for i in range(1_000):
         clock.t += 0.1
         router.predict(0.0, key=i)
-    # The first automatic evaluation validated the preview; once the active version had a
+        if router.weights["green"] == 100.0:
+            break
+    # The first automatic evaluation started the validation on a thread of its own (a request
+    # never waits for it); a later one took its result; once the active version had a
     # baseline window of min_samples requests, all traffic switched at once.
     decisions = router.status().decisions
-    assert decisions[0].check("validation").verdict is ss.stats.Verdict.PASS
+    assert decisions[0].reason.startswith("validating the preview")
+    validated = next(d for d in decisions if d.checks and d.checks[0].name == "validation")
+    assert validated.check("validation").verdict is ss.stats.Verdict.PASS
     switch = next(d for d in decisions if d.action is ss.Action.PROMOTE)
     assert switch.weights_after == {"blue": 0.0, "green": 100.0}
     assert router.weights == {"blue": 0.0, "green": 100.0}
@@ -469,6 +474,41 @@ def test_a_switch_with_no_window_before_it_is_watched_by_the_guardrails_alone() 
             assert st.weights["green"] == 0.0
         else:
             assert st.phase is ss.Phase.PROMOTED, st.decisions[-1].reason
+
+
+def test_a_slow_validation_never_runs_on_a_request_thread() -> None:
+    """An automatic evaluation (run by a request) starts the validation on a thread of its
+    own and does not wait for it: requests go on, and rollback() acts at once, while it runs.
+    After retry(), the old run's result is not used: the validation runs again."""
+    gate = threading.Event()
+    ran_on: list[int] = []
+
+    def validation(model: Any) -> bool:
+        ran_on.append(threading.get_ident())
+        gate.wait(30)  # bounded: without the fix the request below would wait this long
+        return True
+
+    clock = Clock()
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen("blue", "green", validation=validation, evaluate_every=10),
+        clock=clock,
+    )
+    for i in range(100):
+        clock.t += 0.01
+        assert router.predict(0, key=i) == 1
+    assert wait_for(lambda: len(ran_on) == 1)
+    assert threading.get_ident() not in ran_on
+    reasons = {d.reason for d in router.status().decisions}
+    assert any(r.startswith("validating the preview") for r in reasons)
+    d = router.rollback(reason="changed my mind")
+    assert d.action is ss.Action.ROLLBACK
+    assert router.weights["green"] == 0.0
+    gate.set()
+    router.retry()
+    d = router.evaluate()  # by hand: waits for a validation of its own
+    assert len(ran_on) == 2
+    assert d.check("validation").verdict is ss.stats.Verdict.PASS
 
 
 def test_blue_green_manual_promotion_and_instant_rollback() -> None:

@@ -155,7 +155,10 @@ class BlueGreen:
     judged like a shadow phase), by ``validation(preview_model)``, a callable that runs the
     model on synthetic requests and returns true (or raises / returns something false or
     without a truth value to fail), or by both: the callable then runs once the shadow phase
-    passed. Then all traffic moves to the preview in one snapshot swap (automatically, or on
+    passed. The router's automatic evaluations (run by requests) start the validation on a
+    thread of its own and take its result at a later evaluation, so that no request waits for
+    it; :meth:`Router.evaluate` and :meth:`Router.promote` run it and wait. Then all traffic
+    moves to the preview in one snapshot swap (automatically, or on
     :meth:`Router.promote` with ``auto_promote=False``, which validates first too). For
     ``watch`` seconds afterwards the policy judges the preview against the active version's
     metrics from *before* the switch: a non-concurrent comparison, so a change of traffic
