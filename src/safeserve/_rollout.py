@@ -285,15 +285,10 @@ class Rollout:
         """Blue/green before the switch: validate, then switch (or wait for promote())."""
         got = self._validation(wait)
         if got is None:
-            return self._transition(
-                Action.CONTINUE,
+            return self._stay(
                 "validating the preview (on a thread of its own: an evaluation on a request's "
                 "thread does not wait for it)",
-                phase=self.phase,
-                weight=self.weight,
-                step=self.step,
-                manual=False,
-                now=now,
+                now,
             )
         failure, checks = got
         if failure:
@@ -301,29 +296,19 @@ class Rollout:
         assert self.blue_green is not None
         seen = self._snapshot().variant(self.baseline).requests if self._snapshot else 0
         if self.blue_green.auto_promote and seen < self.min_samples:
-            return self._transition(
-                Action.CONTINUE,
+            return self._stay(
                 f"preview validated: collecting the active version's baseline window "
                 f"({seen} of {self.min_samples} requests) before the switch",
-                phase=self.phase,
-                weight=self.weight,
-                step=self.step,
-                manual=False,
-                now=now,
+                now,
                 checks=checks,
             )
         if self.blue_green.auto_promote:
             return self._switch(
                 now, "preview validated: switching all traffic", manual=False, checks=checks
             )
-        return self._transition(
-            Action.CONTINUE,
+        return self._stay(
             "preview validated: waiting for promote()",
-            phase=self.phase,
-            weight=self.weight,
-            step=self.step,
-            manual=False,
-            now=now,
+            now,
             checks=checks,
         )
 
@@ -460,6 +445,19 @@ class Rollout:
                 f"cannot {action} rollout {self.name!r} in phase {self.phase.value!r} "
                 f"(allowed in: {names})"
             )
+
+    def _stay(self, reason: str, now: float, checks: tuple[CheckResult, ...] = ()) -> Decision:
+        """An automatic look that changes nothing (its decision is still recorded)."""
+        return self._transition(
+            Action.CONTINUE,
+            reason,
+            phase=self.phase,
+            weight=self.weight,
+            step=self.step,
+            manual=False,
+            now=now,
+            checks=checks,
+        )
 
     def _since_deadline(self, now: float) -> float:
         """Seconds counted against the deadline: since the step (or phase) started, or since
@@ -710,25 +708,15 @@ class Rollout:
             if self.phase is Phase.PENDING:
                 return self._evaluate_pending(now, wait)
             if self.phase is Phase.PAUSED and self._paused_from is Phase.SHADOW:
-                return self._transition(
-                    Action.CONTINUE,
+                return self._stay(
                     "paused in the shadow phase",
-                    phase=self.phase,
-                    weight=self.weight,
-                    step=self.step,
-                    manual=False,
-                    now=now,
+                    now,
                     checks=(self._shadow_result(wait),) if self.mirror is not None else (),
                 )
             if self.phase not in _ACTIVE:
-                return self._transition(
-                    Action.CONTINUE,
+                return self._stay(
                     f"nothing to judge in phase {self.phase.value!r}",
-                    phase=self.phase,
-                    weight=self.weight,
-                    step=self.step,
-                    manual=False,
-                    now=now,
+                    now,
                 )
             frozen = self.frozen_baseline
             if frozen is not None and frozen.requests < self.min_samples:
