@@ -350,7 +350,15 @@ class Router:
             )
         self._rebuild()
         if old is not None:
-            old.close(timeout=1.0)
+            # The routing table no longer names it, so nothing more reaches it. Closed off
+            # this thread: a phase change often runs on the thread of the request whose
+            # evaluation made it, and a close joins busy workers (or ends a worker process).
+            threading.Thread(
+                target=old.close,
+                kwargs={"timeout": 1.0},
+                name="safeserve-mirror-close",
+                daemon=True,
+            ).start()
         return self._mirror
 
     def _mirror_one(

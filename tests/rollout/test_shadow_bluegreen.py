@@ -511,6 +511,33 @@ def test_a_slow_validation_never_runs_on_a_request_thread() -> None:
     assert d.check("validation").verdict is ss.stats.Verdict.PASS
 
 
+def test_a_phase_change_closes_the_old_mirror_off_the_callers_thread() -> None:
+    """The end of a shadow phase (here a rollback; an automatic one runs on a request's
+    thread) closes the mirror on a thread of its own, since a close joins busy workers."""
+    gate = threading.Event()
+    with ss.Router(
+        {"v1": lambda x: 1, "v2": lambda x: gate.wait(30) and 1},
+        strategy=ss.Shadow("v1", "v2", min_pairs=10**9),
+    ) as router:
+        router.predict(0, key="k")  # a shadow call now holds a worker
+        mirror = router._mirror
+        assert mirror is not None
+        closed_on: list[int] = []
+        close = mirror.close
+
+        def recording(timeout: float = 1.0, **kw: Any) -> bool:
+            closed_on.append(threading.get_ident())
+            gate.set()
+            return close(timeout=timeout, **kw)
+
+        mirror.close = recording  # type: ignore[method-assign]
+        router.rollback(reason="done")
+        assert router.status().shadow is None
+        assert wait_for(lambda: bool(closed_on))
+        assert threading.get_ident() not in closed_on
+        assert wait_for(lambda: mirror.state == "closed")
+
+
 def test_blue_green_manual_promotion_and_instant_rollback() -> None:
     """With auto_promote=False the switch waits for promote(); rollback() switches back."""
     router = ss.Router(
