@@ -587,6 +587,11 @@ def test_the_ring_wraps_around_in_the_worker_with_exact_counts(
     assert r.difference_mean == 0.0
 
 
+needs_sigstop = pytest.mark.skipif(
+    not hasattr(signal, "SIGSTOP"), reason="stops the worker with SIGSTOP"
+)
+
+
 def stop(pid: int) -> None:
     """Stop the worker process and wait until it is stopped: ``kill`` only sends the signal,
     and a worker thread that runs on until the signal is handled could still take a request."""
@@ -600,7 +605,7 @@ def stop(pid: int) -> None:
         time.sleep(0.001)
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="stops the worker with SIGSTOP")
+@needs_sigstop
 def test_ring_and_socket_together_hold_at_most_queue_size(
     mirrors: list[ShadowMirror], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -642,6 +647,7 @@ class CountingProcess:
         return getattr(self.process, name)
 
 
+@needs_sigstop
 def test_requests_at_the_limit_look_at_the_worker_at_most_once_a_millisecond(
     mirrors: list[ShadowMirror], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -656,9 +662,8 @@ def test_requests_at_the_limit_look_at_the_worker_at_most_once_a_millisecond(
     # drops itself), so once the ring is full every request finds the limit.
     pid = m.pid
     assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
+    stop(pid)
     try:
-        os.waitpid(pid, os.WUNTRACED)  # returns once it is stopped (kill does not wait)
         filled = [m.submit(np.zeros(3), 1.0, 0.001, i) for i in range(40)]
         assert filled.count(True) <= 10  # at most queue_size more in flight
         assert not filled[-1]
@@ -693,6 +698,7 @@ class PollRecorder:
         return getattr(self.conn, name)
 
 
+@needs_sigstop
 def test_a_report_that_does_not_wait_never_waits_and_never_piles_up_requests(
     mirrors: list[ShadowMirror],
 ) -> None:
@@ -707,9 +713,8 @@ def test_a_report_that_does_not_wait_never_waits_and_never_piles_up_requests(
     assert pid is not None
     recorder = PollRecorder(link._conn)
     link._conn = recorder  # type: ignore[assignment]
-    os.kill(pid, signal.SIGSTOP)
+    stop(pid)
     try:
-        os.waitpid(pid, os.WUNTRACED)
         for i in range(5):
             m.submit(np.full(3, float(i)), 3.0 * i, 0.001, i)
         reports = [m.report(wait=False) for _ in range(20)]
