@@ -4,14 +4,16 @@ and sinks that a worker process can unpickle (process isolation)."""
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
-from safeserve._shadow import ShadowReport
+from safeserve._shadow import ShadowMirror, ShadowReport
 
 WAIT = 60.0  # upper bound of every wait (real seconds); never a speed assertion
 
@@ -23,6 +25,32 @@ def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.001)
+
+
+class ManualClock:
+    """A clock that only moves when the test says so (thread-safe reads and writes)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Any]]:
+    """Close every mirror and set every Event registered by a test, whatever happens."""
+    things: list[Any] = []
+    yield things
+    for t in things:
+        if isinstance(t, threading.Event):
+            t.set()
+    for t in things:
+        if isinstance(t, ShadowMirror):
+            t.close(timeout=5.0)
 
 
 def reports_on_call(mirror: Any, owner: Any, method: str) -> list[ShadowReport]:
@@ -104,3 +132,18 @@ def _refuse() -> Any:
 def row_sum(x: Any) -> float:
     """A numeric shadow of array inputs: the sum of the input's values."""
     return float(np.sum(x))
+
+
+def batch_label(X: Any) -> list[str]:
+    """:func:`label` on each row of a batch."""
+    return [label(int(x)) for x in X]
+
+
+def row_sums(X: Any) -> Any:
+    """:func:`row_sum` on each row of a 2-D batch."""
+    return np.asarray(X, dtype=np.float64).sum(axis=1)
+
+
+def one_short(X: Any) -> Any:
+    """A batch shadow that loses the last row's output."""
+    return list(X)[:-1]

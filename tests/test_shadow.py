@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,33 +23,13 @@ import safeserve._shadow as shadow_module
 from safeserve._errors import ConfigError
 from safeserve._shadow import ShadowMirror, ShadowPair, ShadowReport, disagreement_log_bf
 from safeserve.stats import Verdict
-from tests.shadow_support import WAIT, check_identities, reports_on_call, wait_until
-
-
-class ManualClock:
-    """A clock that only moves when the test says so (thread-safe reads and writes)."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    """Close every mirror and set every Event registered by a test, whatever happens."""
-    things: list[Any] = []
-    yield things
-    for t in things:
-        if isinstance(t, threading.Event):
-            t.set()
-    for t in things:
-        if isinstance(t, ShadowMirror):
-            t.close(timeout=5.0)
+from tests.shadow_support import (
+    WAIT,
+    ManualClock,
+    check_identities,
+    reports_on_call,
+    wait_until,
+)
 
 
 def labels(x: int) -> str:

@@ -254,6 +254,10 @@ class Router:
         # Every record the router makes is a 4-tuple: the recorder's flat buffer takes it.
         self._append = self._recorder._extend
         self._ids = itertools.count(1)
+        # Rows served by predict_batch beyond the one request id each batch takes (under
+        # _rows_lock): request ids plus these count the requests towards an evaluation.
+        self._rows = 0
+        self._rows_lock = threading.Lock()
         self._lock = threading.RLock()  # serializes writers (weight changes, flush bookkeeping)
         self._flush_lock = threading.Lock()
         self._keyless_lock = threading.Lock()
@@ -269,7 +273,6 @@ class Router:
             raise ConfigError(f"drift must be a safeserve.drift.DriftMonitor, got {drift!r}")
         self._drift = drift
         self._mirror: ShadowMirror | None = None
-        self._batch_warned: ShadowMirror | None = None  # the mirror the warning below named
         self._snapshot = self._build(allocation, version=1)
         stages = _stages(strategy)
         if stages is not None:
@@ -648,7 +651,7 @@ class Router:
 
     def _batch_indices(
         self, snap: _Snapshot, X: Any, keys: Any, n: int
-    ) -> tuple[NDArray[np.integer[Any]], NDArray[np.bool_]]:
+    ) -> tuple[NDArray[np.integer[Any]], NDArray[np.bool_], NDArray[np.int64]]:
         override = np.zeros(n, dtype=bool)
         if keys is None:
             with self._keyless_lock:
@@ -673,7 +676,7 @@ class Router:
                 if forced is not None:
                     vi[i] = forced
                     override[i] = True
-        return vi, override
+        return vi, override, buckets
 
     def route_batch(self, X: Any, *, keys: Any = None) -> RoutedBatch:
         """Route many rows at once: one hash pass, one model call per variant.
@@ -689,10 +692,10 @@ class Router:
         """
         snap = self._snapshot
         n = len(X)
-        vi, override = self._batch_indices(snap, X, keys, n)
+        vi, override, buckets = self._batch_indices(snap, X, keys, n)
         # Each next() is atomic, so ids stay unique while other threads take theirs.
         ids = np.fromiter(itertools.islice(self._ids, n), dtype=np.int64, count=n)
-        values, fell_back = self._run_slices(snap, X, vi, override, ids)
+        values, fell_back = self._run_slices(snap, X, vi, override, buckets, ids)
         names = np.asarray(snap.names)[vi] if n else np.empty(0, dtype=np.str_)
         return RoutedBatch(values, names, ids, fell_back, snap.version)
 
@@ -709,8 +712,8 @@ class Router:
         """
         snap = self._snapshot
         n = len(X)
-        vi, override = self._batch_indices(snap, X, keys, n)
-        return self._run_slices(snap, X, vi, override, None)[0]
+        vi, override, buckets = self._batch_indices(snap, X, keys, n)
+        return self._run_slices(snap, X, vi, override, buckets, None)[0]
 
     def _run_slices(
         self,
@@ -718,22 +721,13 @@ class Router:
         X: Any,
         vi: NDArray[np.integer[Any]],
         override: NDArray[np.bool_],
+        buckets: NDArray[np.int64],
         ids: NDArray[np.int64] | None,
     ) -> tuple[Any, NDArray[np.bool_]]:
-        """Call each variant once on its rows; record one batch per slice; return the answers
-        in input order and which rows the baseline answered instead (``ids``: the request
-        ids, or None when the rows have none)."""
+        """Call each variant once on its rows; record one batch per slice; mirror the rows in
+        the mirrored share; return the answers in input order and which rows the baseline
+        answered instead (``ids``: the request ids, or None when the rows have none)."""
         n = len(vi)
-        if n and snap.mirror is not None and snap.mirror is not self._batch_warned:
-            self._batch_warned = snap.mirror
-            # Said once per shadow phase: rows served in batches are not mirrored.
-            _log.warning(
-                "safeserve.batch_not_mirrored",
-                rollout=self.name,
-                rows=n,
-                reason="predict_batch and route_batch rows are not mirrored to the shadow; "
-                "serve with predict or route for the shadow to compare them",
-            )
         is_array = isinstance(X, np.ndarray)
         fallback = np.zeros(n, dtype=bool)
         parts: list[tuple[NDArray[np.intp] | None, Any]] = []
@@ -816,8 +810,59 @@ class Router:
             elif redo:
                 fb = fallback if idx is None else fallback[idx]
             self._record_slice(ids, j, idx, n, latency, status, fb, own, override, any_override)
-        self._maintain()
+        if snap.mirror is not None and n:
+            self._mirror_rows(snap, X, slices, buckets, override, ids)
+        # The batch counts as n requests towards the next automatic evaluation: predict_batch
+        # takes one request id (taking n would cost more than routing) and adds the others.
+        if ids is not None and n:
+            last = int(ids[-1])
+        else:
+            last = next(self._ids)
+            if n > 1:
+                with self._rows_lock:
+                    self._rows += n - 1
+        self._maintain(last, flush=True)
         return values, fallback
+
+    def _mirror_rows(
+        self,
+        snap: _Snapshot,
+        X: Any,
+        slices: list[tuple[int, NDArray[np.intp] | None, float, Any, Any]],
+        buckets: NDArray[np.int64],
+        override: NDArray[np.bool_],
+        ids: NDArray[np.int64] | None,
+    ) -> None:
+        """Hand the shadow each slice's answered rows in the mirrored share, as one batch.
+
+        As for single requests: rows a variant answered and its validator accepted, whose
+        bucket is below the mirror's limit (keys mirror the same users as ``predict``;
+        keyless rows by their random buckets), never overridden rows.
+        """
+        mirror = snap.mirror
+        assert mirror is not None
+        n = len(buckets)
+        mirrored = buckets < mirror.mirror_bucket_limit
+        mirrored &= ~override
+        for _j, idx, latency, status, own in slices:
+            if own is None:  # the call failed, or gave a wrong number of outputs
+                continue
+            keep = mirrored if idx is None else mirrored[idx]
+            if isinstance(status, np.ndarray):
+                keep = keep & (status == _OK)
+            elif status != _OK:
+                continue
+            k = int(np.count_nonzero(keep))
+            if not k:
+                continue
+            if k == len(keep) and idx is None:
+                xs, ys, rids = X, own, ids
+            else:
+                rows = _rows(idx, n)[keep]
+                xs = X.take(rows, axis=0) if isinstance(X, np.ndarray) else [X[i] for i in rows]
+                ys = _take(own, keep)
+                rids = None if ids is None else ids[rows]
+            mirror.submit_batch(xs, ys, latency, rids)
 
     def _record_slice(
         self,
@@ -843,32 +888,35 @@ class Router:
 
     # -- metrics, outcomes and status ------------------------------------------------------
 
-    def _maintain(self, rid: int | None = None) -> None:
+    def _maintain(self, rid: int, *, flush: bool = False) -> None:
         """Upkeep on the request path: flush the metric buffer and, when due, evaluate.
 
-        Never blocks: if another thread is already at it, this one returns at once.
+        ``rid`` is the request's id; with the rows that batches added, it counts the requests
+        served (``flush``: flush now, as after a batch). Never blocks: if another thread is
+        already at it, this one returns at once.
         """
         if not self._flush_lock.acquire(blocking=False):
             return
         try:
             rollout = self._rollout
             due = False
+            served = rid + self._rows
             # A manual (pinned) canary is judged only when asked, on router.evaluate().
-            if rollout is not None and rollout.auto and rid is not None:
+            if rollout is not None and rollout.auto:
                 due = (
-                    rid - self._last_eval[0] >= self._evaluate_every
+                    served - self._last_eval[0] >= self._evaluate_every
                     or self._clock() >= self._due_at
                 )
                 if due:
                     # Claimed: other requests stop calling in until this evaluation is done.
                     self._due_at = math.inf
-            if due or rid is None or self._recorder.pending() >= FLUSH_EVERY:
+            if due or flush or self._recorder.pending() >= FLUSH_EVERY:
                 self._recorder.flush()
         finally:
             self._flush_lock.release()
         if due and self._eval_lock.acquire(blocking=False):
             try:
-                self._evaluate(rid or 0, wait=False)  # on a request's thread: never waits
+                self._evaluate(served, wait=False)  # on a request's thread: never waits
             except Exception:
                 # An automatic evaluation never fails the request that happened to run it.
                 self._evaluation_errors += 1

@@ -1,6 +1,7 @@
 """Shadow mirroring: answer with the primary, replay the request on a shadow model off the path.
 
-The router calls :meth:`ShadowMirror.submit` after the primary answered. ``submit`` takes one
+The router calls :meth:`ShadowMirror.submit` after the primary answered (and
+:meth:`ShadowMirror.submit_batch` with the mirrored rows of a batch). ``submit`` takes one
 short lock, puts the request on a bounded queue and returns; a small pool of daemon threads
 calls the shadow model, compares its output with the primary's on the same request, and keeps
 the counts and the paired statistics that :meth:`ShadowMirror.report` returns as plain data.
@@ -122,7 +123,8 @@ class ShadowReport:
         sample: The share of requests the router mirrors.
         output_kind: ``"label"``, ``"numeric"`` (scalars), ``"vector"`` (arrays compared by L1
             distance), or None before the first comparable output.
-        submitted: Calls of :meth:`ShadowMirror.submit`.
+        submitted: Requests submitted: calls of :meth:`ShadowMirror.submit`, and the rows
+            of :meth:`ShadowMirror.submit_batch` (every count below counts rows alike).
         mirrored: Requests put on the queue.
         dropped: Requests dropped before they reached the shadow's queue; the sum of
             ``drop_reasons``.
@@ -353,12 +355,36 @@ def _finite(kind: str | None, value: Any) -> bool:
 class _Slot:
     """One worker thread's bookkeeping, read by the watchdog under the mirror's lock."""
 
-    __slots__ = ("since", "thread", "timed_out")
+    __slots__ = ("rows", "since", "thread", "timed_out")
 
     def __init__(self) -> None:
         self.since: float | None = None
+        self.rows = 1  # requests in the running call (a batch's rows)
         self.timed_out = False
         self.thread: threading.Thread | None = None
+
+
+class _Batch:
+    """Rows of a batch mirrored together: one shadow call, one outcome per row."""
+
+    __slots__ = ("X", "Y", "ids", "latency", "rows")
+
+    def __init__(self, X: Any, Y: Any, latency: float, ids: Any, rows: int) -> None:
+        self.X = X
+        self.Y = Y
+        self.latency = latency
+        self.ids = ids
+        self.rows = rows
+
+
+def _plain_id(rid: Any) -> Any:
+    """A request id from a batch's ids as a Python int (numpy's as its ``item()``)."""
+    return rid.item() if isinstance(rid, np.generic) else rid
+
+
+def _rows_of(item: Any) -> int:
+    """Requests a queued item holds."""
+    return item.rows if type(item) is _Batch else 1
 
 
 _MIRRORS: weakref.WeakSet[ShadowMirror] = weakref.WeakSet()
@@ -695,7 +721,7 @@ class ShadowMirror:
         if self._link is not None:
             self._link.reset_after_fork()
             return
-        inflight = self._pending + sum(1 for s in self._active if s.since is not None)
+        inflight = self._pending + sum(s.rows for s in self._active if s.since is not None)
         self._discarded += inflight
         closed = self._state == _CLOSED
         self._init_runtime()
@@ -772,6 +798,86 @@ class ShadowMirror:
                 self._suspended += 1
             else:
                 self._refused += 1
+            slots = self._new_slots(self.workers) if start else []
+        if start:
+            self._launch(slots)
+        return queued
+
+    def submit_batch(
+        self, X: Any, primary_outputs: Any, primary_latency: float, request_ids: Any = None
+    ) -> int:
+        """Queue the rows of a batch for the shadow; never blocks on the shadow.
+
+        The rows are one shadow call (``shadow_model(X)``, as the router calls models on
+        batches) and each row is one request in every count and comparison: a row is compared
+        with the primary's output on the same row, and a failed or timed-out call counts once
+        per row. The call's time divided by its rows is the shadow's latency per row, compared
+        once per call with ``primary_latency`` (the primary's seconds per row), since rows
+        timed together are not independent measurements. ``timeout`` bounds the whole call.
+        The rows take as many places of ``queue_size`` as they are: the first rows that fit
+        are queued, the rest are dropped and counted.
+
+        Args:
+            X: The rows (a numpy array, rows on axis 0, or a list of inputs).
+            primary_outputs: The primary's outputs, one per row.
+            primary_latency: The primary's seconds per row.
+            request_ids: One id per row (passed through to the sink), or None.
+
+        Returns:
+            How many rows were queued.
+
+        Raises:
+            ValueError: when ``primary_outputs`` or ``request_ids`` do not have one item per
+                row (a programming error: nothing is counted).
+
+        >>> import numpy as np
+        >>> mirror = ShadowMirror(lambda X: np.asarray(X) > 2, name="doc")
+        >>> mirror.submit_batch(np.arange(6), np.arange(6) > 1, 0.001)
+        6
+        >>> mirror.wait_idle(timeout=30)
+        True
+        >>> r = mirror.report()
+        >>> r.compared, r.disagreements
+        (6, 1)
+        >>> mirror.close()
+        True
+        """
+        m = len(X)
+        if len(primary_outputs) != m or (request_ids is not None and len(request_ids) != m):
+            ids = "" if request_ids is None else f" and {len(request_ids)} request ids"
+            raise ValueError(
+                f"a mirrored batch needs one output per row: got {m} rows, "
+                f"{len(primary_outputs)} outputs{ids}"
+            )
+        if not m:
+            return 0
+        if self._link is not None:
+            return self._link.submit_batch(X, primary_outputs, primary_latency, request_ids)
+        if self._state is _IDLE and self._pid != os.getpid():
+            self._reset_after_fork()  # a fork that the at-fork hook did not see
+        start = False
+        queued = 0
+        with self._lock:
+            self._submitted += m
+            state = self._state
+            if state is _IDLE:
+                self._state = state = _RUNNING
+                start = True
+            if state is _RUNNING:
+                queued = max(0, min(m, self.queue_size - self._pending))
+                if queued:
+                    self._pending += queued
+                    self._mirrored += queued
+                    rids = request_ids
+                    if queued < m:
+                        X, primary_outputs = X[:queued], primary_outputs[:queued]
+                        rids = None if rids is None else rids[:queued]
+                    self._put(_Batch(X, primary_outputs, primary_latency, rids, queued))
+                self._dropped += m - queued
+            elif state is _SUSPENDED:
+                self._suspended += m
+            else:
+                self._refused += m
             slots = self._new_slots(self.workers) if start else []
         if start:
             self._launch(slots)
@@ -865,7 +971,7 @@ class ShadowMirror:
             slot.timed_out = True
             self._active.discard(slot)
             self._stuck.add(slot)
-            self._timeouts += 1
+            self._timeouts += slot.rows
             if len(self._stuck) > self.max_stuck:
                 if self._state is _RUNNING:
                     self._state = _SUSPENDED
@@ -881,11 +987,11 @@ class ShadowMirror:
         get = self._queue.get_nowait
         while self._pending:
             try:
-                get()
+                rows = _rows_of(get())
             except queue.Empty:  # popped by a worker that has not counted it yet
                 break
-            self._pending -= 1
-            self._discarded += 1
+            self._pending -= rows
+            self._discarded += rows
 
     def _work(self, slot: _Slot) -> None:
         get = self._queue.get
@@ -898,24 +1004,30 @@ class ShadowMirror:
             if item is _STOP:
                 return
             c0 = cpu() if rest else 0.0
+            rows = _rows_of(item)
             with self._lock:
-                self._pending -= 1
+                self._pending -= rows
                 if self._state is not _RUNNING:
-                    self._discarded += 1
+                    self._discarded += rows
                     if not self._pending:
                         self._idle.notify_all()
                     continue
                 t0 = clock()
                 slot.since = t0
-            x, y, primary_latency, rid = item
-            try:
-                out = self.shadow_model(x)
-                error: str | None = None
-            except BaseException as exc:  # a shadow failure never escapes the worker
-                out = None
-                error = f"exception: {_describe(exc)}"
-            t1 = clock()
-            if not self._finish(slot, x, y, out, error, primary_latency, t1 - t0, rid, t1):
+                slot.rows = rows
+            if rows != 1 or type(item) is _Batch:
+                keep = self._run_batch(slot, item, t0)
+            else:
+                x, y, primary_latency, rid = item
+                try:
+                    out = self.shadow_model(x)
+                    error: str | None = None
+                except BaseException as exc:  # a shadow failure never escapes the worker
+                    out = None
+                    error = f"exception: {_describe(exc)}"
+                t1 = clock()
+                keep = self._finish(slot, x, y, out, error, primary_latency, t1 - t0, rid, t1)
+            if not keep:
                 return
             if rest:
                 busy = cpu() - c0
@@ -946,70 +1058,169 @@ class ShadowMirror:
         if error is None:
             kind, value = _kind_of(out, self.outputs)
             pkind, pvalue = _kind_of(y, self.outputs)
-        keep = True
-        fresh: list[_Slot] = []
-        compare = False
         with self._lock:
-            slot.since = None
-            if slot.timed_out:
-                # Counted as a timeout when it was noticed; the late result is not compared.
-                slot.timed_out = False
-                self._late += 1
-                self._stuck.discard(slot)
-                if self._state is _SUSPENDED and len(self._stuck) <= self.max_stuck:
-                    self._state = _RUNNING
-                if self._state is not _CLOSED and len(self._active) < self.workers:
-                    self._active.add(slot)
-                else:
-                    keep = False
+            keep, late = self._returned_locked(slot, latency)
+            compare = False
+            if late:
                 error = "timeout"
-            elif latency > self.timeout:
-                self._timeouts += 1
-                self._late += 1
-                error = "timeout"
-            elif error is not None:
-                self._errors["exception"] += 1
             else:
-                expected = self._kind
-                primary_ok = (
-                    pkind != _OTHER
-                    and (expected is None or pkind == expected)
-                    and _finite(pkind, pvalue)
-                )
-                if not primary_ok:
-                    # Nothing to compare with: judge the shadow's output on its own.
-                    if kind != _OTHER and not _finite(kind, value):
-                        error = "non_finite"
-                        self._errors["non_finite"] += 1
-                    else:
-                        self._completed += 1
-                        self._skipped += 1
-                elif kind != pkind or (kind == _VECTOR and value.shape != pvalue.shape):
-                    # reprlib: bounded, and safe from a __repr__ that raises.
-                    error = (
-                        f"mismatch: shadow output {reprlib.repr(out)} is not comparable to "
-                        f"{reprlib.repr(y)}"
-                    )
-                    self._errors["mismatch"] += 1
-                elif not _finite(kind, value):
-                    error = "non_finite"
-                    self._errors["non_finite"] += 1
-                else:
-                    self._completed += 1
-                    self._compared += 1
-                    compare = True
-                    if expected is None:
-                        self._kind = kind
+                error, compare = self._judge_locked(error, out, y, kind, value, pkind, pvalue)
             fresh = self._overdue_locked(now)
-            if self.sink is not None:
-                self._sinking += 1  # wait_idle also waits for the sink
-            elif self._idle_locked():
-                self._idle.notify_all()
+            self._end_call_locked()
         if fresh:
             self._spawn(fresh)
         if compare:
-            self._compare(kind, value, pvalue, primary_latency, latency)
+            self._compare(((kind, value, pvalue),), primary_latency, latency)
         if self.sink is not None:
+            self._sink(((rid, x, y, out, error),), primary_latency, latency)
+        return keep
+
+    def _run_batch(self, slot: _Slot, batch: _Batch, t0: float) -> bool:
+        """Call the shadow on a batch's rows and count each row; False: this thread exits."""
+        rows = batch.rows
+        outs: Any = None
+        error: str | None = None
+        try:
+            outs = self.shadow_model(batch.X)
+        except BaseException as exc:  # a shadow failure never escapes the worker
+            error = f"exception: {_describe(exc)}"
+        t1 = self._clock()
+        call = t1 - t0
+        if error is None:
+            try:
+                got = len(outs)
+            except Exception:
+                got = -1
+            if got != rows:
+                what = f"{got} outputs" if got >= 0 else f"{reprlib.repr(outs)}"
+                error = f"mismatch: the shadow returned {what} for a batch of {rows} rows"
+        X, Y, ids = batch.X, batch.Y, batch.ids
+        mode = self.outputs
+        kinds: list[tuple[str, Any, str, Any]] = []
+        if error is None:
+            for i in range(rows):
+                kinds.append((*_kind_of(outs[i], mode), *_kind_of(Y[i], mode)))
+        errors: list[str | None] = []  # per row
+        pairs: list[tuple[str | None, Any, Any]] = []
+        with self._lock:
+            keep, late = self._returned_locked(slot, call)
+            if late:
+                errors = ["timeout"] * rows
+            elif error is not None:
+                self._errors["mismatch" if error.startswith("mismatch") else "exception"] += rows
+                errors = [error] * rows
+            else:
+                judge = self._judge_locked
+                for i, (kind, value, pkind, pvalue) in enumerate(kinds):
+                    why, compare = judge(None, outs[i], Y[i], kind, value, pkind, pvalue)
+                    if compare:
+                        pairs.append((kind, value, pvalue))
+                    errors.append(why)
+            fresh = self._overdue_locked(t1)
+            self._end_call_locked()
+        if fresh:
+            self._spawn(fresh)
+        per_row = call / rows
+        if pairs:
+            self._compare(pairs, batch.latency, per_row)
+        if self.sink is not None:
+            self._sink(
+                (
+                    (
+                        None if ids is None else _plain_id(ids[i]),
+                        X[i],
+                        Y[i],
+                        None if error is not None else outs[i],
+                        why,
+                    )
+                    for i, why in enumerate(errors)
+                ),
+                batch.latency,
+                per_row,
+            )
+        return keep
+
+    def _returned_locked(self, slot: _Slot, call: float) -> tuple[bool, bool]:
+        """Book a returned call of ``call`` seconds: (keep this thread, the call was late)."""
+        rows = slot.rows
+        slot.since = None
+        if slot.timed_out:
+            # Counted as a timeout when it was noticed; the late result is not compared.
+            slot.timed_out = False
+            self._late += rows
+            self._stuck.discard(slot)
+            if self._state is _SUSPENDED and len(self._stuck) <= self.max_stuck:
+                self._state = _RUNNING
+            keep = self._state is not _CLOSED and len(self._active) < self.workers
+            if keep:
+                self._active.add(slot)
+            return keep, True
+        if call > self.timeout:
+            self._timeouts += rows
+            self._late += rows
+            return True, True
+        return True, False
+
+    def _judge_locked(
+        self,
+        error: str | None,
+        out: Any,
+        y: Any,
+        kind: str | None,
+        value: Any,
+        pkind: str | None,
+        pvalue: Any,
+    ) -> tuple[str | None, bool]:
+        """Count one request's outcome: (its error or None, whether to compare it)."""
+        if error is not None:
+            self._errors["exception"] += 1
+            return error, False
+        expected = self._kind
+        primary_ok = (
+            pkind != _OTHER and (expected is None or pkind == expected) and _finite(pkind, pvalue)
+        )
+        if not primary_ok:
+            # Nothing to compare with: judge the shadow's output on its own.
+            if kind != _OTHER and not _finite(kind, value):
+                self._errors["non_finite"] += 1
+                return "non_finite", False
+            self._completed += 1
+            self._skipped += 1
+            return None, False
+        if kind != pkind or (kind == _VECTOR and value.shape != pvalue.shape):
+            self._errors["mismatch"] += 1
+            # reprlib: bounded, and safe from a __repr__ that raises.
+            return (
+                f"mismatch: shadow output {reprlib.repr(out)} is not comparable to "
+                f"{reprlib.repr(y)}"
+            ), False
+        if not _finite(kind, value):
+            self._errors["non_finite"] += 1
+            return "non_finite", False
+        self._completed += 1
+        self._compared += 1
+        if expected is None:
+            self._kind = kind
+        return None, True
+
+    def _end_call_locked(self) -> None:
+        """After a call is counted: hold ``wait_idle`` for the sink, or wake it when idle."""
+        if self.sink is not None:
+            self._sinking += 1  # wait_idle also waits for the sink
+        elif self._idle_locked():
+            self._idle.notify_all()
+
+    def _sink(
+        self,
+        items: Any,
+        primary_latency: float,
+        latency: float,
+    ) -> None:
+        """Hand each (request id, input, primary output, shadow output, error) to the sink."""
+        sink = self.sink
+        assert sink is not None
+        failed = 0
+        for rid, x, y, out, error in items:
             pair = ShadowPair(
                 request_id=rid,
                 input=x,
@@ -1019,17 +1230,15 @@ class ShadowMirror:
                 shadow_latency=latency,
                 error=error,
             )
-            failed = False
             try:
-                self.sink(pair)
+                sink(pair)
             except BaseException:
-                failed = True
-            with self._lock:
-                self._sink_errors += failed
-                self._sinking -= 1
-                if self._idle_locked():
-                    self._idle.notify_all()
-        return keep
+                failed += 1
+        with self._lock:
+            self._sink_errors += failed
+            self._sinking -= 1
+            if self._idle_locked():
+                self._idle.notify_all()
 
     def _idle_locked(self) -> bool:
         """No request queued, no shadow call running (stuck ones aside), no sink running."""
@@ -1037,29 +1246,33 @@ class ShadowMirror:
             self._pending or self._sinking or any(s.since is not None for s in self._active)
         )
 
-    def _compare(
-        self, kind: str | None, value: Any, pvalue: Any, primary_latency: float, latency: float
-    ) -> None:
-        if kind == _VECTOR:
-            try:
-                d = float(np.abs(value - pvalue).sum())
-            except (ArithmeticError, RuntimeWarning):
-                # Finite outputs whose difference overflows, where numpy raises on it or
-                # warnings are errors: the worker thread must go on (the pair has no finite
-                # difference, as elsewhere).
-                d = math.inf
-        elif kind == _NUMERIC:
-            d = value - pvalue
-        else:
-            d = math.nan
-        with self._stats_lock:
+    def _compare(self, pairs: Any, primary_latency: float, latency: float) -> None:
+        """Add compared (kind, shadow value, primary value) pairs, and one latency pair."""
+        diffs: list[float] = []
+        agree = disagree = 0
+        for kind, value, pvalue in pairs:
             if kind == _LABEL:
                 if value == pvalue:
-                    self._agree += 1
+                    agree += 1
                 else:
-                    self._disagree += 1
-            elif abs(d) <= _LIMIT:  # what the summaries take (a NaN fails it too)
-                self._diff_buf.append(d)
+                    disagree += 1
+                continue
+            if kind == _VECTOR:
+                try:
+                    d = float(np.abs(value - pvalue).sum())
+                except (ArithmeticError, RuntimeWarning):
+                    # Finite outputs whose difference overflows, where numpy raises on it or
+                    # warnings are errors: the worker thread must go on (the pair has no
+                    # finite difference, as elsewhere).
+                    d = math.inf
+            else:
+                d = value - pvalue
+            if abs(d) <= _LIMIT:  # what the summaries take (a NaN fails it too)
+                diffs.append(d)
+        with self._stats_lock:
+            self._agree += agree
+            self._disagree += disagree
+            self._diff_buf.extend(diffs)
             if (
                 isinstance(primary_latency, int | float)
                 and abs(primary_latency) <= _LIMIT
@@ -1222,7 +1435,7 @@ class ShadowMirror:
                 "late": self._late,
                 "discarded": self._discarded,
                 "queued": self._pending,
-                "running": sum(1 for s in self._active if s.since is not None),
+                "running": sum(s.rows for s in self._active if s.since is not None),
                 "stuck": len(self._stuck),
                 "sink_errors": self._sink_errors,
             }

@@ -1,21 +1,22 @@
 """Process isolation for shadow mirroring: the shadow model runs in a worker process.
 
-A shadow model that holds the GIL (most pure-Python and many numpy-light models do) competes
-with the primary for the interpreter even on worker threads: every time the shadow thread runs,
-the request thread waits for it, and the primary's tail latency grows. With
-``ShadowMirror(..., isolation="process")`` the primary's process does only this per mirrored
-request: it copies ``(input, primary output, primary latency, request id)`` into the next free
-slot of a ring in shared memory (:class:`Ring`: numeric numpy inputs with numeric, boolean,
-``None`` or short-label outputs, the common case of a model server), or, for anything else,
-encodes it (marshal, pickle as a fallback) and hands it to the kernel with one non-blocking
-``send`` on a Unix datagram socket. The ring path makes no system call and builds no byte
-string. No thread of the primary's process takes part in mirroring. The worker process (started
-with the ``spawn`` method, so it is safe in a process that already runs threads) drains the ring
-and the socket and runs an ordinary thread-isolated :class:`~safeserve.ShadowMirror` on what it
-receives: the shadow calls, the timeouts and stuck-thread handling, the paired comparison, the
-sequential checks and the sink all happen there. The worker lowers its own CPU priority
-(``nice`` +10), so that where the shadow and the primary compete for a core the scheduler runs
-the primary first: the shadow is best effort.
+A shadow model that holds the GIL (most pure-Python and many numpy-light models do) competes with
+the primary for the interpreter even on worker threads: every time the shadow thread runs, the
+request thread waits for it, and the primary's tail latency grows. With ``ShadowMirror(...,
+isolation="process")`` the primary's process does only this per mirrored request: it copies
+``(input, primary output, primary latency, request id)`` into the next free slot of a ring in shared
+memory (:class:`Ring`: numeric numpy inputs with numeric, boolean, ``None`` or short-label outputs,
+the common case of a model server), or, for anything else, encodes it (marshal, pickle as a
+fallback) and hands it to the kernel with one non-blocking ``send`` on a Unix datagram socket. The
+rows of a batch (``submit_batch``) always take the socket, encoded the same way in datagrams of at
+most :data:`BATCH_BYTES`. The ring path makes no system call and builds no byte string. No thread of
+the primary's process takes part in mirroring. The worker process (started with the ``spawn``
+method, so it is safe in a process that already runs threads) drains the ring and the socket and
+runs an ordinary thread-isolated :class:`~safeserve.ShadowMirror` on what it receives: the shadow
+calls, the timeouts and stuck-thread handling, the paired comparison, the sequential checks and the
+sink all happen there. The worker lowers its own CPU priority (``nice`` +10), so that where the
+shadow and the primary compete for a core the scheduler runs the primary first: the shadow is best
+effort.
 
 Bounds: the worker counts the requests it takes off the ring and the socket in a word of the
 shared memory; a request that would leave more than ``queue_size`` waiting in the two together,
@@ -54,7 +55,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -108,6 +109,9 @@ MIN_SLOT_BYTES: Final = 4096
 MAX_SLOT_BYTES: Final = 65536
 #: Most dimensions of an array sent through the ring (more take the socket).
 MAX_NDIM: Final = 4
+#: Most bytes of one datagram of batch rows: a larger batch is sent in several (each also has
+#: at most a quarter of ``queue_size`` rows, so that part of a batch fits when all cannot).
+BATCH_BYTES: Final = 256 * 1024
 
 # Link states (the report's ``state`` while the worker runs is the worker mirror's state).
 _IDLE, _STARTING, _RUNNING, _FAILED, _CLOSED = "idle", "starting", "running", "failed", "closed"
@@ -166,11 +170,14 @@ def _worker_main(
             socket_open = False
             return -1
 
-    def take(stopped: Callable[[], bool]) -> tuple[Any, Any, float, Any] | None:
-        """The next request: the ring first, then the socket, sleeping only when both are
-        empty; None once the mirror closes."""
+    def take(stopped: Callable[[], bool]) -> Any:
+        """The next request (a tuple) or batch of rows (a :class:`BatchRows`): the ring
+        first, then the socket, sleeping only when both are empty; None once the mirror
+        closes."""
         nonlocal undecodable
         while not stopped():
+            rows = 1
+            got: Any
             try:
                 got = ring_take()
             except Exception:  # a complete slot that does not decode (it was released)
@@ -182,14 +189,18 @@ def _worker_main(
                         time.sleep(POLL)
                         continue
                     try:
-                        got = decode(view[:n])
+                        if view[0] == _BATCH[0]:
+                            rows = batch_rows(view[:n])
+                            got = decode_batch(view[:n])
+                        else:
+                            got = decode(view[:n])
                     except BaseException:
                         got = None
             with lock:
                 # Read by the primary's process to bound what is in flight.
-                words[0] += 1
+                words[0] += rows
                 if got is None:
-                    undecodable += 1
+                    undecodable += rows
                     continue
             return got
         return None
@@ -207,12 +218,15 @@ def _worker_main(
         # its worker threads take them (measured against letting each worker thread take its
         # next request itself, when free: that used half the CPU in this process, but made
         # the primary's p99 worse with a GIL-free shadow in five of six interleaved runs).
-        stopped, submit = mirror._stop.is_set, mirror.submit
+        stopped, submit, submit_batch = mirror._stop.is_set, mirror.submit, mirror.submit_batch
         while True:
             got = take(stopped)
             if got is None:
                 return
-            submit(*got)
+            if type(got) is tuple:
+                submit(*got)
+            else:
+                submit_batch(*got.args)  # decode_batch checked one output per row
 
     try:
         if not mirror.start():
@@ -333,8 +347,33 @@ class ProcessLink:
         self._start_async()
         return False
 
-    def _full_locked(self) -> bool:
-        """Whether ``queue_size`` requests are in flight; if so, count the drop.
+    def submit_batch(self, X: Any, Y: Any, latency: float, ids: Any) -> int:
+        """Send a batch's rows to the worker as datagrams (never through the ring) without
+        blocking; count every row whatever happens; return how many rows were sent."""
+        m = len(X)
+        with self._lock:
+            state = self._state
+            if state is not _RUNNING:
+                self._submitted += m
+                if state is _CLOSED:
+                    self._refused += m
+                    return 0
+                if state is _IDLE:
+                    self._state = _STARTING
+                self._drops["worker_exited" if state is _FAILED else "starting"] += m
+                if state is not _IDLE:
+                    return 0
+        if state is not _RUNNING:
+            self._start_async()
+            return 0
+        sent = 0
+        for rows, data in batch_datagrams(X, Y, latency, ids, max(1, self._limit // 4)):
+            sent += self._send_data(data, rows)
+        return sent
+
+    def _full_locked(self, rows: int = 1) -> bool:
+        """Whether ``queue_size`` requests are in flight (counting ``rows`` more); if so,
+        count the drop of the rows.
 
         The worker's count only grows, so ``_seen`` gives an upper bound of what is in flight:
         the shared word is read only when that bound reaches the limit. The ring makes no
@@ -342,10 +381,10 @@ class ProcessLink:
         worker shows: look (a non-blocking ``waitpid``) only then, and at most once a
         millisecond.
         """
-        if self._sent - self._seen < self._limit:
+        if self._sent - self._seen + rows <= self._limit:
             return False
         self._seen = self._words[0]
-        if self._sent - self._seen < self._limit:
+        if self._sent - self._seen + rows <= self._limit:
             return False
         process = self._process
         if process is not None:
@@ -356,7 +395,7 @@ class ProcessLink:
                 self._look_at = now + LOOK
                 if process.exitcode is not None:
                     self._fail_locked(f"the worker process exited (code {process.exitcode})")
-        self._drops["queue_full" if self._state is _RUNNING else "worker_exited"] += 1
+        self._drops["queue_full" if self._state is _RUNNING else "worker_exited"] += rows
         return True
 
     def _send_encoded(self, x: Any, y: Any, latency: float, rid: Any) -> bool:
@@ -365,36 +404,41 @@ class ProcessLink:
             data: bytes | None = encode(x, y, latency, rid)
         except BaseException:
             data = None
+        return self._send_data(data, 1) == 1
+
+    def _send_data(self, data: bytes | None, rows: int) -> int:
+        """Send one encoded datagram of ``rows`` requests (None: they could not be encoded);
+        count them; return how many were sent (all or none)."""
         with self._lock:
-            self._submitted += 1
+            self._submitted += rows
             state = self._state
             if state is not _RUNNING:  # closed, or failed, while encoding
                 if state is _CLOSED:
-                    self._refused += 1
+                    self._refused += rows
                 else:
-                    self._drops["worker_exited" if state is _FAILED else "starting"] += 1
-                return False
+                    self._drops["worker_exited" if state is _FAILED else "starting"] += rows
+                return 0
             if data is None:
-                self._drops["unpicklable"] += 1
-                return False
-            if self._full_locked():
-                return False
+                self._drops["unpicklable"] += rows
+                return 0
+            if self._full_locked(rows):
+                return 0
             send = self._send
             assert send is not None
             try:
                 send(data)
             except BlockingIOError:
-                self._drops["queue_full"] += 1
-                return False
+                self._drops["queue_full"] += rows
+                return 0
             except OSError as exc:
                 if exc.errno == errno.EMSGSIZE:
-                    self._drops["too_large"] += 1
+                    self._drops["too_large"] += rows
                 else:
-                    self._drops["worker_exited"] += 1
+                    self._drops["worker_exited"] += rows
                     self._fail_locked(f"sending to the worker process failed: {exc}")
-                return False
-            self._sent += 1
-            return True
+                return 0
+            self._sent += rows
+            return rows
 
     def sent_by_path(self) -> tuple[int, int]:
         """(requests sent through the ring, through the socket) by this process."""
@@ -1203,6 +1247,87 @@ def encode(x: Any, y: Any, latency: float, rid: Any) -> bytes:
     except TypeError:  # numpy scalars, user objects, nested containers: pickle
         pass
     return _PICKLE + pickle.dumps((0, x, y, latency, rid), pickle.HIGHEST_PROTOCOL)
+
+
+_BATCH: Final = b"B"
+_ROWS: Final = struct.Struct("=I")
+
+
+class BatchRows:
+    """The rows of a batch as the worker receives them: ``args`` is (X, Y, latency, ids)."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, args: tuple[Any, Any, float, Any]) -> None:
+        self.args = args
+
+
+def encode_batch(X: Any, Y: Any, latency: float, ids: Any) -> bytes:
+    """A batch's rows as one datagram: a flag, the row count, then as :func:`encode` does.
+
+    >>> X = np.arange(6.0).reshape(3, 2)
+    >>> back = decode_batch(encode_batch(X, ["a", "b", "c"], 0.001, np.arange(3)))
+    >>> bool((back.args[0] == X).all()), back.args[1:3], back.args[3].tolist()
+    (True, (['a', 'b', 'c'], 0.001), [0, 1, 2])
+    """
+    head = _BATCH + _ROWS.pack(len(X))
+    try:
+        px, ax = _plain(X)
+        py, ay = _plain(Y)
+        pi, ai = _plain(ids)
+        if type(latency) is float:
+            flags = ax | ay << 1 | ai << 2
+            return head + _MARSHAL + marshal.dumps((flags, px, py, latency, pi))
+    except TypeError:  # numpy scalars, user objects, nested containers: pickle
+        pass
+    return head + _PICKLE + pickle.dumps((0, X, Y, latency, ids), pickle.HIGHEST_PROTOCOL)
+
+
+def batch_rows(data: bytes | memoryview) -> int:
+    """The row count of a datagram made by :func:`encode_batch`."""
+    (rows,) = _ROWS.unpack_from(data, 1)
+    return int(rows)
+
+
+def decode_batch(data: bytes | memoryview) -> BatchRows:
+    """The inverse of :func:`encode_batch`; ValueError unless every part has a row each."""
+    rows = batch_rows(data)
+    body = memoryview(data)[1 + _ROWS.size :]
+    loads = marshal.loads if body[:1] == _MARSHAL else pickle.loads
+    flags, X, Y, latency, ids = loads(body[1:])
+    if flags & 1:
+        X = _array(X)
+    if flags & 2:
+        Y = _array(Y)
+    if flags & 4:
+        ids = _array(ids)
+    if len(X) != rows or len(Y) != rows or (ids is not None and len(ids) != rows):
+        raise ValueError(f"a batch datagram of {rows} rows holds parts of other lengths")
+    return BatchRows((X, Y, latency, ids))
+
+
+def batch_datagrams(
+    X: Any, Y: Any, latency: float, ids: Any, max_rows: int
+) -> Iterator[tuple[int, bytes | None]]:
+    """(rows, datagram) pieces of a batch, each of at most ``max_rows`` rows and, when rows
+    allow, :data:`BATCH_BYTES`; None for a piece that cannot be encoded."""
+    m = len(X)
+    step = min(m, max_rows)
+    lo = 0
+    while lo < m:
+        hi = min(m, lo + step)
+        try:
+            data: bytes | None = encode_batch(
+                X[lo:hi], Y[lo:hi], latency, None if ids is None else ids[lo:hi]
+            )
+        except BaseException:
+            data = None
+        if data is not None and len(data) > BATCH_BYTES and hi - lo > 1:
+            # Too large: split this piece finer (and the rest alike).
+            step = max(1, (hi - lo) * BATCH_BYTES // len(data))
+            continue
+        yield hi - lo, data
+        lo = hi
 
 
 def _array(v: Any) -> Any:

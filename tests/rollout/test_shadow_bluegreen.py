@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from structlog.testing import capture_logs
 
 import safeserve as ss
 
@@ -401,23 +400,6 @@ def test_keyless_requests_are_mirrored_evenly_not_in_runs() -> None:
         gate.set()
     # Each run of 1,000 gets about 100 (binomial sd ~9.5); runs of 0 or 1,000 are gone.
     assert all(40 <= k <= 160 for k in firsts), firsts
-
-
-def test_batches_during_a_shadow_phase_are_said_not_to_be_mirrored() -> None:
-    """Rows served in batches are not mirrored; the router says so, once per shadow phase."""
-    with (
-        capture_logs() as logs,
-        ss.Router(
-            {"v1": lambda X: X.sum(axis=1), "v2": lambda X: X.sum(axis=1)},
-            strategy=ss.Shadow("v1", "v2", min_pairs=10**9),
-        ) as router,
-    ):
-        router.predict_batch(np.ones((5, 2)), keys=np.arange(5))
-        router.route_batch(np.ones((5, 2)), keys=np.arange(5))
-        assert router.status().shadow.submitted == 0  # type: ignore[union-attr]
-    said = [e for e in logs if e["event"] == "safeserve.batch_not_mirrored"]
-    assert len(said) == 1
-    assert said[0]["rows"] == 5
 
 
 @pytest.mark.parametrize("phase", ["shadow", "canary"])

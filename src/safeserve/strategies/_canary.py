@@ -112,7 +112,8 @@ class Canary:
             (None: no deadline).
         on_deadline: ``"rollback"`` (default) or ``"pause"`` (after ``resume()`` the
             deadline counts afresh).
-        evaluate_every: Requests between two automatic evaluations.
+        evaluate_every: Requests between two automatic evaluations (rows of batches count
+            one each).
         evaluate_interval: Seconds between two automatic evaluations (checked as requests
             arrive).
         drift_confirmations: With a drift monitor on the router, consecutive drifted

@@ -39,7 +39,8 @@ class Shadow:
         shadow: The model under test.
         sample: Share of requests mirrored, in (0, 1].
         workers: Threads calling the shadow.
-        queue_size: Mirrors waiting at most; more are dropped and counted.
+        queue_size: Mirrored requests waiting at most (a batch's rows count one each);
+            more are dropped and counted.
         timeout: Seconds after which a shadow call counts as a timeout.
         max_stuck: Hung shadow threads tolerated before mirroring is suspended.
         max_disagreement: Largest acceptable share of differing labels.
@@ -58,7 +59,8 @@ class Shadow:
             ``"process"`` runs it in a worker process, so that a shadow holding the GIL cannot
             slow the primary (the shadow model and sink must then be picklable, and the sink
             runs in the worker process). See :class:`~safeserve.ShadowMirror`.
-        evaluate_every: Requests between two automatic evaluations.
+        evaluate_every: Requests between two automatic evaluations (rows of batches
+            count one each).
         evaluate_interval: Seconds between two automatic evaluations.
         cpu_share: None (default) or the largest share of a CPU, in (0, 1], that each
             shadow worker thread may use (by its own CPU time; it rests in between): bounds

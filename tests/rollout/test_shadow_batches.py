@@ -1,0 +1,166 @@
+"""Batches in a shadow phase: rows are mirrored like single requests, and batches alone drive a
+rollout's automatic evaluations."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+import safeserve as ss
+
+from .conftest import Clock
+
+
+def classes(shift: float = 0.0) -> Any:
+    """A vectorized classifier on one number per row: class 1 above 0.5 (+ shift)."""
+
+    def model(X: Any) -> Any:
+        return (np.asarray(X).reshape(len(X), -1)[:, 0] > 0.5 + shift).astype(np.int64)
+
+    return model
+
+
+def drained(router: ss.Router) -> None:
+    """Wait (bounded) until the shadow has run every queued row."""
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        r = router.status().shadow
+        if r is None or (r.queued == 0 and r.running == 0):
+            return
+        time.sleep(0.005)
+
+
+def test_batch_rows_are_mirrored_for_the_same_users_as_single_requests() -> None:
+    """With sample=0.3, route_batch mirrors exactly the keys that route mirrors; each row
+    reaches the sink with its own request id and is compared with its own answer."""
+    pairs: list[ss.ShadowPair] = []
+    with ss.Router(
+        {"v1": classes(), "v2": classes(shift=0.1)},
+        strategy=ss.Shadow("v1", "v2", sample=0.3, min_pairs=10**9, sink=pairs.append),
+    ) as router:
+        x = np.linspace(0.0, 1.0, 2_000)
+        keys = [f"user-{i}" for i in range(2_000)]
+        single = {router.route(x[i : i + 1], key=k).request_id: k for i, k in enumerate(keys)}
+        drained(router)
+        by_single = {single[p.request_id] for p in pairs}
+        pairs.clear()
+        routed = router.route_batch(x.reshape(-1, 1), keys=keys)
+        drained(router)
+        r = router.status().shadow
+    assert r is not None
+    batch = dict(zip(routed.request_ids.tolist(), keys, strict=True))
+    by_batch = {batch[p.request_id] for p in pairs}
+    assert by_batch == by_single
+    assert 500 < len(by_batch) < 700
+    assert r.submitted == r.compared == 2 * len(by_batch)
+    # The candidate disagrees on rows in (0.5, 0.6]: each row was paired with its own answer.
+    rows = {k: x[i] for i, k in enumerate(keys)}
+    expected = sum(0.5 < rows[k] <= 0.6 for k in by_batch)
+    assert r.disagreements == 2 * expected
+    assert all(p.shadow_output != p.primary_output for p in pairs if 0.5 < p.input[0] <= 0.6)
+
+
+def primary_with_nan(X: Any) -> Any:
+    """Class scores, NaN on rows whose input is exactly 0.7."""
+    x = np.asarray(X)[:, 0]
+    return np.where(x == 0.7, np.nan, (x > 0.5).astype(np.float64))
+
+
+def test_overridden_and_rejected_rows_are_not_mirrored() -> None:
+    """Rows pinned to the candidate, and rows whose answer the validator rejected, are kept
+    out of the comparison, as single requests are."""
+    with ss.Router(
+        {"v1": primary_with_nan, "v2": lambda X: classes(shift=0.3)(X).astype(np.float64)},
+        strategy=ss.Shadow("v1", "v2", min_pairs=10**9),
+        overrides={f"tester-{i}": "v2" for i in range(50)},
+        validators={"v1": ss.is_finite},
+    ) as router:
+        keys = [f"tester-{i}" for i in range(50)] + [f"user-{i}" for i in range(30)]
+        X = np.full((80, 1), 0.6)
+        X[-10:] = 0.7  # ten users get a rejected (NaN) answer
+        router.predict_batch(X, keys=keys)
+        drained(router)
+        r = router.status().shadow
+    assert r is not None
+    assert (r.submitted, r.compared) == (20, 20)
+    assert r.difference_mean == -1.0  # the candidate says 0 where the primary says 1
+
+
+def shadow_then_canary(shift: float) -> ss.Router:
+    return ss.Router(
+        {"v1": classes(), "v2": classes(shift=shift)},
+        strategy=ss.Pipeline(
+            [
+                ss.Shadow(
+                    "v1",
+                    "v2",
+                    max_disagreement=0.05,
+                    min_pairs=300,
+                    min_duration=0.0,
+                    evaluate_every=200,
+                ),
+                ss.Canary("v1", "v2", min_duration=1e9),
+            ]
+        ),
+        clock=Clock(),
+    )
+
+
+def serve_batches(router: ss.Router, until: ss.Phase, batches: int = 200) -> set[str]:
+    """Serve batches of 100 rows (never calling evaluate) until the phase is reached."""
+    rng = np.random.default_rng(0)
+    served: set[str] = set()
+    for b in range(batches):
+        keys = np.arange(b * 100, (b + 1) * 100)
+        served |= set(router.route_batch(rng.random((100, 1)), keys=keys).variants.tolist())
+        drained(router)
+        if router.status().phase is until:
+            break
+    return served
+
+
+def test_a_batch_only_service_passes_a_shadow_phase() -> None:
+    """An identical candidate, served in batches only: the shadow phase passes by itself."""
+    with shadow_then_canary(0.0) as router:
+        serve_batches(router, ss.Phase.PROGRESSING)
+        st = router.status()
+    assert st.phase is ss.Phase.PROGRESSING
+    assert st.weights["v2"] == 5.0
+    assert st.shadow is None
+
+
+def test_a_disagreeing_candidate_served_in_batches_ends_the_pipeline_unseen() -> None:
+    """~20% disagreement on batch rows fails the shadow phase before any user sees v2."""
+    with shadow_then_canary(0.2) as router:
+        served = serve_batches(router, ss.Phase.ROLLED_BACK)
+        st = router.status()
+    assert st.phase is ss.Phase.ROLLED_BACK
+    assert served == {"v1"}
+    assert st.metrics.variant("v2").totals["requests"] == 0
+    assert st.decisions[-1].reason.startswith("shadow failed")
+
+
+def test_batches_count_towards_automatic_evaluations() -> None:
+    """predict_batch rows count as requests: with evaluate_every=1,000, ten batches of 100
+    bring the first automatic evaluation, nine do not."""
+    clock = Clock()
+    router = ss.Router(
+        {"v1": classes(), "v2": classes()},
+        strategy=ss.Canary(
+            "v1", "v2", evaluate_every=1_000, evaluate_interval=1e12, min_duration=1e9
+        ),
+        clock=clock,
+    )
+    X = np.random.default_rng(0).random((100, 1))
+    for b in range(9):
+        router.predict_batch(X, keys=np.arange(b * 100, (b + 1) * 100))
+    assert router.status().decisions == ()
+    router.predict_batch(X, keys=np.arange(900, 1_000))
+    assert len(router.status().decisions) == 1
+    for b in range(10, 19):
+        router.predict_batch(X, keys=np.arange(b * 100, (b + 1) * 100))
+    assert len(router.status().decisions) == 1
+    router.route_batch(X, keys=np.arange(1_900, 2_000))
+    assert len(router.status().decisions) == 2
