@@ -87,6 +87,9 @@ class Status:
         keyless: Requests that came without a key (random bucket, counted apart).
         stable: The variant that is the stable version now (the candidate once promoted).
         shadow: The shadow comparison while a shadow phase runs, else None.
+        evaluation_errors: Automatic evaluations that raised on a request's thread (each
+            logged as ``safeserve.evaluation_failed``; the request itself was served). Not 0
+            means the rollout is not being judged: look at the log.
     """
 
     name: str
@@ -99,6 +102,7 @@ class Status:
     keyless: int
     stable: str
     shadow: ShadowReport | None = None
+    evaluation_errors: int = 0
 
 
 Status.__module__ = "safeserve"
@@ -952,21 +956,35 @@ class Router:
         return self._recorder.record_outcome(request_id, name, value)
 
     def status(self) -> Status:
-        """Return the router's state and metrics as plain data."""
+        """Return the router's state and metrics as plain data.
+
+        The phase, step, decisions and routing table are read under the rollout's lock, so
+        that they describe one instant, never half of a transition.
+        """
         self.flush()
-        snap = self._snapshot
         rollout = self._rollout
+        decisions: tuple[Any, ...]
+        if rollout is None:
+            snap = self._snapshot
+            phase, step, decisions, stable = Phase.PROMOTED, None, (), snap.allocation.baseline
+        else:
+            with rollout.lock:
+                snap = self._snapshot
+                phase, step, stable = rollout.phase, rollout.step, rollout.stable
+                decisions = tuple(rollout.history)
         return Status(
             name=self.name,
-            phase=rollout.phase if rollout is not None else Phase.PROMOTED,
+            phase=phase,
             version=snap.version,
             weights=snap.allocation.weights,
-            step=rollout.step if rollout is not None else None,
-            decisions=tuple(rollout.history) if rollout is not None else (),
+            step=step,
+            decisions=decisions,
             metrics=self._recorder.snapshot(),
             keyless=self._keyless,
-            stable=rollout.stable if rollout is not None else snap.allocation.baseline,
+            stable=stable,
+            # Outside the lock: a worker process's report may take a while.
             shadow=snap.mirror.report() if snap.mirror is not None else None,
+            evaluation_errors=self._evaluation_errors,
         )
 
     # -- rollout controls ----------------------------------------------------------------------

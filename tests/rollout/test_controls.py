@@ -255,3 +255,51 @@ def test_policy_config_errors() -> None:
     with pytest.raises(ss.ConfigError, match="policy needs"):
         ss.Router({"a": abs, "b": abs}, strategy=ss.FixedSplit("a", {"b": 5}), policy=ss.Policy())
     assert np is not None
+
+
+def test_status_never_shows_half_of_a_transition(clock: Clock) -> None:
+    """A status() taken while a rollback is between its phase change and its routing-table
+    swap waits for the transition: phase, weights and decisions describe one instant."""
+    router = make(clock)
+    rollout = router._rollout
+    assert rollout is not None
+    inside, release = threading.Event(), threading.Event()
+    apply = rollout._apply
+
+    def slow_apply(weights: dict[str, float]) -> None:
+        inside.set()
+        release.wait(10.0)  # bounded: the test releases it
+        apply(weights)
+
+    rollout._apply = slow_apply
+    mover = threading.Thread(target=router.rollback)
+    mover.start()
+    assert inside.wait(10.0)
+    seen: list[ss.Status] = []
+    reader = threading.Thread(target=lambda: seen.append(router.status()))
+    reader.start()
+    reader.join(timeout=1.0)  # a status that does not wait returns meanwhile (torn)
+    release.set()
+    mover.join(10.0)
+    reader.join(10.0)
+    (st,) = seen
+    assert st.phase is ss.Phase.ROLLED_BACK
+    assert st.weights["v2"] == 0.0
+    assert st.decisions[-1].action is ss.Action.ROLLBACK
+
+
+def test_status_counts_evaluations_that_failed_on_request_threads(clock: Clock) -> None:
+    """An automatic evaluation that raises never fails the request that ran it; status()
+    counts it, so that a rollout nobody is judging shows."""
+    router = make(clock, evaluate_every=10)
+    rollout = router._rollout
+    assert rollout is not None
+
+    def broken(*args: Any, **kw: Any) -> Any:
+        raise RuntimeError("the judge broke")
+
+    rollout.evaluate = broken  # type: ignore[method-assign]
+    for i in range(100):
+        clock.t += 0.01
+        assert router.predict(0, key=i) in (1, 2)
+    assert router.status().evaluation_errors >= 5
