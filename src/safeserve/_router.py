@@ -7,6 +7,7 @@ import math
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
 
@@ -277,6 +278,10 @@ class Router:
             raise ConfigError(f"drift must be a safeserve.drift.DriftMonitor, got {drift!r}")
         self._drift = drift
         self._mirror: ShadowMirror | None = None
+        # The running mirror, for a router dropped without close(): its threads (or worker
+        # process) hold no reference to the router, so it is collected, and then they stop.
+        self._mirror_box: list[ShadowMirror | None] = [None]
+        weakref.finalize(self, _close_soon, self._mirror_box).atexit = False
         self._snapshot = self._build(allocation, version=1)
         stages = _stages(strategy)
         if stages is not None:
@@ -355,17 +360,13 @@ class Router:
             self._mirror = ShadowMirror(
                 self._models[self._index[config.shadow]], clock=clock, **config.mirror_options()
             )
+        self._mirror_box[0] = self._mirror
         self._rebuild()
         if old is not None:
             # The routing table no longer names it, so nothing more reaches it. Closed off
             # this thread: a phase change often runs on the thread of the request whose
             # evaluation made it, and a close joins busy workers (or ends a worker process).
-            threading.Thread(
-                target=old.close,
-                kwargs={"timeout": 1.0},
-                name="safeserve-mirror-close",
-                daemon=True,
-            ).start()
+            _close_soon([old])
         return self._mirror
 
     def _mirror_one(
@@ -1099,6 +1100,20 @@ def _valid_rows(validator: Validator | None, ys: Any) -> NDArray[np.bool_]:
         except Exception:
             return np.zeros(n, dtype=bool)
     return np.fromiter((_valid(validator, y) for y in ys), dtype=bool, count=n)
+
+
+def _close_soon(box: list[ShadowMirror | None]) -> None:
+    """Close the mirror in ``box`` on a thread of its own (a close joins busy workers, or
+    ends a worker process): after a phase change, or once a router left open is collected."""
+    mirror = box[0]
+    if mirror is None:
+        return
+    try:
+        threading.Thread(
+            target=mirror.close, kwargs={"timeout": 1.0}, name="safeserve-mirror-close", daemon=True
+        ).start()
+    except RuntimeError:  # no thread to be had: stop the workers without waiting for them
+        mirror.close(timeout=0.0)
 
 
 def _rows(idx: NDArray[np.intp] | None, n: int) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import re
 import threading
 import time
@@ -400,6 +401,26 @@ def test_keyless_requests_are_mirrored_evenly_not_in_runs() -> None:
         gate.set()
     # Each run of 1,000 gets about 100 (binomial sd ~9.5); runs of 0 or 1,000 are gone.
     assert all(40 <= k <= 160 for k in firsts), firsts
+
+
+def test_routers_dropped_without_close_stop_their_mirror_threads() -> None:
+    """A router left open and dropped (a test, a reloaded service) does not keep its shadow
+    threads for ever: once it is collected, its mirror closes."""
+    before = threading.active_count()
+    for _ in range(10):
+        router = ss.Router(
+            {"v1": labels(), "v2": labels()},
+            strategy=ss.Shadow("v1", "v2", min_pairs=10**9),
+        )
+        router.predict(0.7, key=1)  # starts the mirror's threads
+        assert router.status().shadow is not None
+    assert threading.active_count() >= before + 3  # at least the last router's threads
+    del router
+    gc.collect()
+    deadline = time.monotonic() + 30.0
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() <= before
 
 
 @pytest.mark.parametrize("phase", ["shadow", "canary"])
