@@ -404,6 +404,9 @@ class Router:
         models = list(self._models)
         models[0] = _released(name)
         self._models = tuple(models)
+        # Nothing to fall back to any more: the new version's failures reach the caller, as
+        # a baseline's do (not as "released" errors of the old one).
+        self._fallback = False
         self._rebuild()
         _log.info("safeserve.released", rollout=self.name, variant=name)
 

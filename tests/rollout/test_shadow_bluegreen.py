@@ -575,6 +575,39 @@ def test_keep_old_releases_the_old_version() -> None:
         router.rollback()
 
 
+def test_after_keep_old_the_new_versions_failures_reach_the_caller_as_they_are() -> None:
+    """Once the old version is released there is nothing to fall back to: an exception of
+    the new version propagates itself, as a baseline's does, and is counted; before, the
+    caller got a TransitionError saying that the old version was released."""
+    clock = Clock()
+
+    def green(x: Any) -> Any:
+        rows = x if isinstance(x, list) else [x]  # one input, or a batch
+        if min(rows) < 0:
+            raise KeyError(f"unknown input {min(rows)}")
+        return [2] * len(rows) if isinstance(x, list) else 2
+
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": green},
+        strategy=ss.BlueGreen("blue", "green", watch=0.0, min_samples=0, keep_old=30.0),
+        policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.5)]),
+        clock=clock,
+    )
+    router.evaluate()  # validate + switch
+    for i in range(50):
+        router.predict(0, key=i)
+    router.evaluate()  # promoted
+    clock.t += 31.0
+    router.evaluate()  # keep_old is over: blue is released
+    assert router.predict(1, key=1) == 2
+    with pytest.raises(KeyError, match="unknown input -1"):
+        router.predict(-1, key=1)
+    with pytest.raises(KeyError, match="unknown input -1"):
+        router.predict_batch([1, -1], keys=[1, 2])
+    # Counted: the request, and both rows of the batch whose one call raised.
+    assert router.status().metrics.variant("green").totals["error"] == 3
+
+
 @pytest.mark.parametrize("direction", ["switch", "switch back"])
 def test_switch_is_atomic_under_concurrent_traffic(direction: str) -> None:
     """8 threads route while the switch happens: every request that starts after the switch
