@@ -92,6 +92,7 @@ class Rollout:
         on_deadline: str,
         auto: bool,
         start_weight: float,
+        canary_weight: float | None = None,
         history: int = 200,
         drift: DriftMonitor | None = None,
         drift_confirmations: int = 2,
@@ -115,7 +116,10 @@ class Rollout:
         self.min_samples = min_samples
         self.deadline = deadline
         self.on_deadline = on_deadline
-        self.auto = auto
+        # Whether the canary's steps act by themselves (a shadow phase always does: see auto).
+        self._auto = auto
+        # A pinned canary's weight, where a canary after a shadow phase starts (None: step 0).
+        self._canary_weight = canary_weight
         comparative = sum(1 for s in steps if s < 100.0)
         self.judge = Judge(
             policy, baseline=baseline, candidate=candidate, comparative_steps=comparative
@@ -155,6 +159,20 @@ class Rollout:
         self.release_at: float | None = None
         self.released = False
         self._enter_first_stage(now)
+
+    @property
+    def auto(self) -> bool:
+        """Whether evaluations run by themselves and act on their verdicts now.
+
+        A shadow phase always does (it has its own exit criteria and no traffic to pin); the
+        canary's steps as the canary says (a pinned canary, ``Canary(weight=...)``, is judged
+        and moved only by hand).
+        """
+        if self.phase is Phase.SHADOW or (
+            self.phase is Phase.PAUSED and self._paused_from is Phase.SHADOW
+        ):
+            return True
+        return self._auto
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -201,6 +219,10 @@ class Rollout:
         self._stop_mirror()
         step: int | None = 0
         phase, weight = Phase.PROGRESSING, self.steps[0] if self.steps else 0.0
+        if self._canary_weight is not None and self.blue_green is None:
+            # A pinned canary starts at its own weight.
+            weight = self._canary_weight
+            step = self._step_of(weight)
         if self.blue_green is not None:
             # The blue/green validation callable, if any, still runs before the switch.
             phase, weight, step = Phase.PENDING, 0.0, None

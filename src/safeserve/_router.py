@@ -307,6 +307,7 @@ class Router:
                 on_deadline=canary.on_deadline if canary else "rollback",
                 auto=canary.automatic if canary else True,
                 start_weight=weights[allocation.candidates[0]],
+                canary_weight=canary.weight if canary else None,
                 drift=drift,
                 drift_confirmations=canary.drift_confirmations if canary else 2,
                 drift_resume_after=canary.drift_resume_after if canary else 600.0,

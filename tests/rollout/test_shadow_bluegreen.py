@@ -157,6 +157,45 @@ def test_good_shadow_then_canary_promotes() -> None:
     assert st.shadow is None  # mirroring stopped
 
 
+def test_a_pinned_canary_after_a_shadow_phase_starts_at_its_weight_and_stays_manual() -> None:
+    """Pipeline([Shadow, Canary(weight=50)]): the shadow phase is judged by itself (it has
+    its own exit criteria); once it passes the canary starts at 50%, not at the first step,
+    and, being pinned, is moved only by hand."""
+    clock = Clock()
+    router = ss.Router(
+        {"v1": labels(), "v2": labels()},
+        strategy=ss.Pipeline(
+            [
+                ss.Shadow("v1", "v2", min_pairs=300, min_duration=0.0, evaluate_every=100),
+                ss.Canary("v1", "v2", weight=50, evaluate_every=100),
+            ]
+        ),
+        clock=clock,
+    )
+    rng = np.random.default_rng(1)
+    with router:
+        for i in range(20_000):
+            clock.t += 0.1
+            router.route(float(rng.random()), key=i)
+            if i % 200 == 0:
+                wait_for(
+                    lambda: router.status().shadow is None or router.status().shadow.queued == 0, 5
+                )  # type: ignore[union-attr]
+            if router.status().phase is not ss.Phase.SHADOW:
+                break
+        st = router.status()
+        assert st.phase is ss.Phase.PROGRESSING
+        assert st.weights["v2"] == 50.0
+        for i in range(2_000):
+            clock.t += 1.0
+            router.route(float(rng.random()), key=i)
+        st = router.status()
+    assert st.weights["v2"] == 50.0
+    moves = [d for d in st.decisions if d.action is not ss.Action.CONTINUE]
+    assert [d.action for d in moves] == [ss.Action.PROMOTE]
+    assert moves[0].reason.endswith("starting the canary at 50%")
+
+
 class Flaky:
     """A preview that starts failing after the switch (when told to)."""
 
