@@ -147,7 +147,8 @@ def test_rows_beyond_the_queue_are_dropped_and_counted(cleanup: list[Any]) -> No
 
 
 def test_a_hung_batch_counts_a_timeout_per_row(cleanup: list[Any]) -> None:
-    """A batch call past the timeout: each of its rows is a timeout, then late on return."""
+    """A batch call may take ``timeout`` per row; past that, each of its rows is a timeout,
+    then late on return."""
     gate = threading.Event()
     cleanup.append(gate)
     clock = ManualClock()
@@ -157,7 +158,10 @@ def test_a_hung_batch_counts_a_timeout_per_row(cleanup: list[Any]) -> None:
     cleanup.append(m)
     m.submit_batch(list(range(7)), list(range(7)), 0.0)
     wait_until(lambda: m.report().running == 7, "the batch to start")
-    clock.advance(1.5)
+    clock.advance(1.5)  # past the timeout of one request, not of 7 rows
+    r = m.report()
+    assert (r.timeouts, r.running, r.stuck) == (0, 7, 0)
+    clock.advance(6.0)
     r = m.report()
     assert (r.timeouts, r.running, r.stuck) == (7, 0, 1)
     check_identities(r)
@@ -187,3 +191,141 @@ def test_a_closed_mirror_refuses_rows_and_counts_them(cleanup: list[Any]) -> Non
     r = m.report()
     assert (r.submitted, r.refused) == (3, 3)
     check_identities(r)
+
+
+def test_a_failed_batch_call_is_one_observation_of_the_error_check(cleanup: list[Any]) -> None:
+    """The rows of one call fail together, so the error check counts the call once (the share
+    of its rows that failed): 1 failed call of 50 weighs as 1 failed request of 50, however
+    many rows the call had; before, its 200 rows were 200 independent failures (a FAIL)."""
+
+    def batched(X: Any) -> Any:
+        if X[0] == 0:
+            raise RuntimeError("one bad call")
+        return list(X)
+
+    def single(x: int) -> int:
+        if x == 0:
+            raise RuntimeError("one bad call")
+        return x
+
+    b = ShadowMirror(batched, name="calls", workers=1, queue_size=20_000)
+    s = ShadowMirror(single, name="requests", workers=1)
+    cleanup.extend([b, s])
+    for call in range(50):
+        rows = list(range(call * 200, (call + 1) * 200))
+        b.submit_batch(rows, rows, 0.001)
+        s.submit(call * 200, call * 200, 0.001)
+    assert b.wait_idle(WAIT)
+    assert s.wait_idle(WAIT)
+    rb, rs = b.report(), s.report()
+    check_identities(rb)
+    assert (rb.errors, rb.completed, rb.error_rate) == (200, 9_800, 0.02)  # rows, as served
+    assert rb.p_error == rs.p_error
+    assert rb.error_verdict is rs.error_verdict is Verdict.INCONCLUSIVE
+
+
+def test_row_errors_in_returned_calls_weigh_by_their_share(cleanup: list[Any]) -> None:
+    """A call that returned, with some rows in error, is one observation: their share."""
+    b = ShadowMirror(
+        lambda X: [math.nan if x % 4 == 0 else float(x) for x in X], name="share", queue_size=2_000
+    )
+    cleanup.append(b)
+    for call in range(200):
+        rows = list(range(call * 8, (call + 1) * 8))
+        b.submit_batch(rows, [float(x) for x in rows], 0.001)
+    assert b.wait_idle(WAIT)
+    r = b.report()
+    assert r.error_reasons["non_finite"] == 400
+    assert r.error_rate == 0.25
+    assert r.error_verdict is Verdict.FAIL  # a quarter of every call, far above 1%
+
+
+@pytest.mark.slow
+def test_batch_calls_failing_below_the_limit_rarely_fail_the_error_check() -> None:
+    """A/A-style simulation: batch calls of 100 rows fail whole at 0.5%, half of
+    max_error_rate; the error check (alpha 0.05) fails in at most 5% of 100 runs (plus
+    binomial slack: at most 11). Counting rows as independent failed 16 runs of 40."""
+    fails = 0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        bad = set(np.flatnonzero(rng.random(400) < 0.005).tolist())
+
+        def shadow(X: Any, bad: set[int] = bad) -> Any:
+            if X[0] // 100 in bad:
+                raise RuntimeError("whole call failed")
+            return list(X)
+
+        m = ShadowMirror(shadow, workers=1, queue_size=100_000, name=f"aa{seed}")
+        try:
+            for call in range(400):
+                rows = list(range(call * 100, (call + 1) * 100))
+                m.submit_batch(rows, rows, 0.001)
+                if call % 20 == 19:
+                    assert m.wait_idle(WAIT)
+                    m.report()  # a look of the sequential check
+            assert m.wait_idle(WAIT)
+            fails += m.report().error_verdict is Verdict.FAIL
+        finally:
+            m.close(timeout=5.0)
+    assert fails <= 11, fails
+
+
+class Columns:
+    """Outputs with one entry per row by len, but keyed by column name (like a data frame)."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, key: Any) -> Any:
+        raise KeyError(key)
+
+
+def test_outputs_without_rows_are_mismatches_and_the_worker_goes_on(cleanup: list[Any]) -> None:
+    """A shadow whose output has the right length but no rows (indexing raises): every row is
+    a mismatch, the worker survives, and the next batch is compared; a sink still gets one
+    pair per row even when the inputs cannot be indexed either."""
+    pairs: list[ShadowPair] = []
+    m = ShadowMirror(
+        lambda X: Columns(len(X)) if len(X) == 3 else [0] * len(X),
+        workers=1,
+        sink=pairs.append,
+        name="columns",
+    )
+    cleanup.append(m)
+    assert m.submit_batch(Columns(3), [0, 0, 0], 0.001) == 3
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert (r.error_reasons["mismatch"], r.state) == (3, "running")
+    assert m.submit_batch([1, 2], [0, 0], 0.001) == 2
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert (r.compared, r.errors, r.stuck, r.timeouts) == (2, 3, 0, 0)
+    check_identities(r)
+    assert len(pairs) == 5
+    assert pairs[0].input is None
+    assert pairs[0].error is not None
+    assert "KeyError" in pairs[0].error
+
+
+def test_rows_are_judged_outside_the_lock_that_submit_takes(
+    cleanup: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Judging thousands of rows must not hold the lock the request path waits on."""
+    m = ShadowMirror(lambda X: list(X), workers=1, queue_size=3_000, name="lock")
+    cleanup.append(m)
+    held: list[bool] = []
+    judge = m._judge_rows
+
+    def spy(*args: Any) -> Any:
+        held.append(m._lock.locked())
+        return judge(*args)
+
+    monkeypatch.setattr(m, "_judge_rows", spy)
+    for _ in range(3):
+        m.submit_batch(list(range(1_000)), list(range(1_000)), 0.001)
+    assert m.wait_idle(WAIT)
+    assert m.report().compared == 3_000
+    assert held == [False, False, False]

@@ -984,23 +984,74 @@ def test_batch_rows_reach_the_worker_and_are_compared_row_by_row(
     assert sorted(int(i) for i in lines[1::3]) == list(range(100))
 
 
-def test_a_large_batch_is_split_into_datagrams_and_every_row_arrives(
+@pytest.mark.parametrize("start", [0, 1, 2_500, 4_999, 5_003])
+def test_a_large_batch_is_cut_into_pieces_that_cover_every_row_once(start: int) -> None:
+    """800 KB of rows: pieces of at most max_bytes, every row in exactly one, cut from row
+    ``start`` (so that a buffer too small for all of them loses other rows each batch)."""
+    X = np.random.default_rng(0).normal(size=(5_000, 20))
+    ids = np.arange(5_000)
+    pieces = list(
+        _shadow_process.batch_datagrams(X, X.sum(axis=1), 0.001, ids, 10_000, 64 << 10, start)
+    )
+    assert len(pieces) > 1
+    assert all(d is not None and len(d) <= 64 << 10 for _, d in pieces)
+    got = [_shadow_process.decode_batch(d).args for _, d in pieces if d is not None]
+    rows = np.concatenate([g[3] for g in got])
+    assert sorted(rows.tolist()) == list(range(5_000))
+    assert rows[0] == start % 5_000
+    for Xp, Yp, _, idp in got:
+        assert np.array_equal(Xp, X[idp])
+        assert np.array_equal(Yp, X[idp].sum(axis=1))
+    small = np.ones((10, 3))
+    assert [
+        r for r, _ in _shadow_process.batch_datagrams(small, small, 0.0, None, 10, 1 << 20, 7)
+    ] == [10]
+
+
+def test_batch_rows_in_pieces_all_arrive_while_the_worker_keeps_up(
     mirrors: list[ShadowMirror],
 ) -> None:
-    """800 KB of rows: several datagrams of at most BATCH_BYTES, every row compared."""
+    """5,000 rows in batches of 500, each cut into pieces where the socket's buffer is
+    small: every row is compared, with the worker taking the pieces as they come."""
     X = np.random.default_rng(0).normal(size=(5_000, 20))
-    pieces = list(_shadow_process.batch_datagrams(X, X.sum(axis=1), 0.001, None, 10_000))
-    assert len(pieces) > 1
-    assert sum(rows for rows, _ in pieces) == 5_000
-    assert all(d is not None and len(d) <= _shadow_process.BATCH_BYTES for _, d in pieces)
-    m = started(mirrors, sm.row_sums, queue_size=20_000, margin=1e-6, name="large")
-    assert m.submit_batch(X, X.sum(axis=1), 0.001) == 5_000
-    assert m.wait_idle(WAIT)
+    m = started(mirrors, sm.row_sums, queue_size=2_000, margin=1e-6, name="large")
+    for lo in range(0, 5_000, 500):
+        assert m.submit_batch(X[lo : lo + 500], X[lo : lo + 500].sum(axis=1), 0.001) == 500
+        assert m.wait_idle(WAIT)
     r = m.report()
     check_identities(r)
     assert (r.compared, r.errors, r.dropped) == (5_000, 0, 0)
     assert r.difference_mean == pytest.approx(0.0, abs=1e-9)
     assert r.numeric_verdict is Verdict.PASS
+
+
+@needs_sigstop
+def test_pieces_beyond_a_small_socket_buffer_are_dropped_and_counted(
+    mirrors: list[ShadowMirror], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a host whose socket buffer is small (the kernel's default), pieces are an eighth
+    of it; with the worker stopped, the pieces that fit are sent and the rest dropped as
+    queue_full, counted per row, never waited for."""
+    monkeypatch.setattr(_shadow_process, "SEND_BUFFER", 64 << 10)
+    m = started(mirrors, sm.row_sums, queue_size=20_000, name="small")
+    link = m._link
+    assert link is not None
+    assert link._sock is not None
+    granted = link._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    assert link._piece <= max(4096, granted // 8)
+    pid = m.pid
+    assert pid is not None
+    X = np.random.default_rng(0).normal(size=(5_000, 20))
+    stop(pid)
+    try:
+        sent = m.submit_batch(X, X.sum(axis=1), 0.001)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert 0 < sent < 5_000
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    check_identities(r)
+    assert (r.submitted, r.compared, r.drop_reasons["queue_full"]) == (5_000, sent, 5_000 - sent)
 
 
 @needs_sigstop
@@ -1027,6 +1078,7 @@ def test_batch_rows_beyond_queue_size_are_dropped_and_counted(
 
 
 def test_batch_rows_that_cannot_travel_are_counted_per_row(mirrors: list[ShadowMirror]) -> None:
+    """Rows that cannot be pickled here, or rebuilt in the worker, are counted per row."""
     m = started(mirrors, sm.batch_label, name="travel")
     assert m.submit_batch([threading.Lock()] * 3, ["cat"] * 3, 0.001) == 0
     assert m.submit_batch([sm.Unpicklable()] * 4, ["cat"] * 4, 0.001) == 4
@@ -1048,6 +1100,8 @@ def test_batch_rows_that_cannot_travel_are_counted_per_row(mirrors: list[ShadowM
     ],
 )
 def test_the_batch_wire_format_gives_back_what_was_sent(X: Any, Y: Any, ids: Any) -> None:
+    """Arrays, plain lists and objects come back as sent; a row count that does not match
+    the parts is refused."""
     data = _shadow_process.encode_batch(X, Y, 0.25, ids)
     assert _shadow_process.batch_rows(data) == len(X)
     X2, Y2, latency, ids2 = _shadow_process.decode_batch(data).args

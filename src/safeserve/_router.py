@@ -866,6 +866,10 @@ class Router:
                 continue
             if k == len(keep) and idx is None:
                 xs, ys, rids = X, own, ids
+                if mirror.isolation == "thread":
+                    # Held until a worker runs it: a copy, since a caller may refill its
+                    # batch buffer for the next call (the process path copies as it sends).
+                    xs = X.copy() if isinstance(X, np.ndarray) else list(X)
             else:
                 rows = _rows(idx, n)[keep]
                 xs = X.take(rows, axis=0) if isinstance(X, np.ndarray) else [X[i] for i in rows]

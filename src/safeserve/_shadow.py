@@ -349,6 +349,35 @@ def _finite(kind: str | None, value: Any) -> bool:
     return True
 
 
+def _judge(
+    out: Any,
+    y: Any,
+    kind: str | None,
+    value: Any,
+    pkind: str | None,
+    pvalue: Any,
+    expected: str | None,
+) -> tuple[str, str | None]:
+    """The outcome of one returned request - ``"compared"``, ``"skipped"`` (nothing to compare
+    with), ``"non_finite"`` or ``"mismatch"`` - and its error (None unless an error), given the
+    kind of output compared so far (``expected``, None before the first pair)."""
+    primary_ok = (
+        pkind != _OTHER and (expected is None or pkind == expected) and _finite(pkind, pvalue)
+    )
+    if not primary_ok:
+        # Nothing to compare with: judge the shadow's output on its own.
+        if kind != _OTHER and not _finite(kind, value):
+            return "non_finite", "non_finite"
+        return "skipped", None
+    if kind != pkind or (kind == _VECTOR and value.shape != pvalue.shape):
+        # reprlib: bounded, and safe from a __repr__ that raises.
+        why = f"mismatch: shadow output {reprlib.repr(out)} is not comparable to {reprlib.repr(y)}"
+        return "mismatch", why
+    if not _finite(kind, value):
+        return "non_finite", "non_finite"
+    return "compared", None
+
+
 # -- threads ---------------------------------------------------------------------------
 
 
@@ -642,6 +671,10 @@ class ShadowMirror:
         self._errors: dict[str, int] = {"exception": 0, "non_finite": 0, "mismatch": 0}
         self._timeouts = 0
         self._late = 0
+        # The error check's observations: one per call (a request, or a batch's one call),
+        # each the share of its requests that failed (see _report_locked).
+        self._err_calls = 0
+        self._err_share = 0.0
         self._discarded = 0
         self._sink_errors = 0
         # Paired statistics (under _stats_lock).
@@ -810,12 +843,16 @@ class ShadowMirror:
 
         The rows are one shadow call (``shadow_model(X)``, as the router calls models on
         batches) and each row is one request in every count and comparison: a row is compared
-        with the primary's output on the same row, and a failed or timed-out call counts once
-        per row. The call's time divided by its rows is the shadow's latency per row, compared
-        once per call with ``primary_latency`` (the primary's seconds per row), since rows
-        timed together are not independent measurements. ``timeout`` bounds the whole call.
-        The rows take as many places of ``queue_size`` as they are: the first rows that fit
-        are queued, the rest are dropped and counted.
+        with the primary's output on the same row, and a call that raises, times out or does
+        not give one output per row is an error (or a timeout) of each of its rows. A call may
+        take ``timeout`` seconds per row. Rows that run together are not independent trials,
+        so the statistics count each call once where that matters: the call's time divided
+        by its rows is the shadow's latency per row, paired once per call with
+        ``primary_latency`` (the primary's seconds per row), and the error check takes the
+        share of the call's rows that failed as one observation. The rows take as many places
+        of ``queue_size`` as they are: the first rows that fit are queued, the rest are
+        dropped and counted. ``X`` is held, not copied, until a worker runs it (the router
+        passes a copy).
 
         Args:
             X: The rows (a numpy array, rows on axis 0, or a list of inputs).
@@ -829,6 +866,7 @@ class ShadowMirror:
         Raises:
             ValueError: when ``primary_outputs`` or ``request_ids`` do not have one item per
                 row (a programming error: nothing is counted).
+            TypeError: when ``X`` or ``primary_outputs`` has no length.
 
         >>> import numpy as np
         >>> mirror = ShadowMirror(lambda X: np.asarray(X) > 2, name="doc")
@@ -966,12 +1004,14 @@ class ShadowMirror:
         fresh: list[_Slot] = []
         for slot in [s for s in self._active if s.since is not None]:
             since = slot.since
-            if since is None or now - since <= self.timeout:
+            if since is None or now - since <= self.timeout * slot.rows:
                 continue
             slot.timed_out = True
             self._active.discard(slot)
             self._stuck.add(slot)
             self._timeouts += slot.rows
+            self._err_calls += 1
+            self._err_share += 1.0
             if len(self._stuck) > self.max_stuck:
                 if self._state is _RUNNING:
                     self._state = _SUSPENDED
@@ -1065,6 +1105,8 @@ class ShadowMirror:
                 error = "timeout"
             else:
                 error, compare = self._judge_locked(error, out, y, kind, value, pkind, pvalue)
+                self._err_calls += 1
+                self._err_share += error is not None
             fresh = self._overdue_locked(now)
             self._end_call_locked()
         if fresh:
@@ -1078,44 +1120,62 @@ class ShadowMirror:
     def _run_batch(self, slot: _Slot, batch: _Batch, t0: float) -> bool:
         """Call the shadow on a batch's rows and count each row; False: this thread exits."""
         rows = batch.rows
-        outs: Any = None
         error: str | None = None
+        outs: list[Any] = []
         try:
-            outs = self.shadow_model(batch.X)
+            result = self.shadow_model(batch.X)
         except BaseException as exc:  # a shadow failure never escapes the worker
             error = f"exception: {_describe(exc)}"
         t1 = self._clock()
         call = t1 - t0
         if error is None:
+            # Rows of what the shadow returned, and of what the primary answered: anything
+            # that cannot give one per row fails every row of the call (a mismatch).
             try:
-                got = len(outs)
-            except Exception:
+                got = len(result)
+                if got == rows:
+                    outs = [result[i] for i in range(rows)]
+            except Exception as exc:
                 got = -1
+                what = f"{reprlib.repr(result)} ({_describe(exc)})"
+            else:
+                what = f"{got} outputs"
             if got != rows:
-                what = f"{got} outputs" if got >= 0 else f"{reprlib.repr(outs)}"
                 error = f"mismatch: the shadow returned {what} for a batch of {rows} rows"
-        X, Y, ids = batch.X, batch.Y, batch.ids
-        mode = self.outputs
-        kinds: list[tuple[str, Any, str, Any]] = []
-        if error is None:
-            for i in range(rows):
-                kinds.append((*_kind_of(outs[i], mode), *_kind_of(Y[i], mode)))
-        errors: list[str | None] = []  # per row
+        try:
+            ys = [batch.Y[i] for i in range(rows)]
+        except Exception as exc:
+            ys = [None] * rows
+            if error is None:
+                error = f"mismatch: the primary's outputs have no row each ({_describe(exc)})"
+        # Each row judged outside the lock (submit waits on it), against the kind of output
+        # compared so far; re-judged under the lock only if another call set that kind since.
+        expected = self._kind
+        judged = self._judge_rows(outs, ys, expected) if error is None else None
         pairs: list[tuple[str | None, Any, Any]] = []
         with self._lock:
             keep, late = self._returned_locked(slot, call)
             if late:
-                errors = ["timeout"] * rows
+                errors: list[str | None] = ["timeout"] * rows
             elif error is not None:
                 self._errors["mismatch" if error.startswith("mismatch") else "exception"] += rows
+                self._err_calls += 1
+                self._err_share += 1.0
                 errors = [error] * rows
             else:
-                judge = self._judge_locked
-                for i, (kind, value, pkind, pvalue) in enumerate(kinds):
-                    why, compare = judge(None, outs[i], Y[i], kind, value, pkind, pvalue)
-                    if compare:
-                        pairs.append((kind, value, pvalue))
-                    errors.append(why)
+                if self._kind is not expected or judged is None:
+                    judged = self._judge_rows(outs, ys, self._kind)
+                errors, pairs, counts, kind = judged
+                for name, n in counts.items():
+                    if name in self._errors:
+                        self._errors[name] += n
+                self._completed += counts["compared"] + counts["skipped"]
+                self._compared += counts["compared"]
+                self._skipped += counts["skipped"]
+                if self._kind is None and kind is not None:
+                    self._kind = kind
+                self._err_calls += 1
+                self._err_share += sum(why is not None for why in errors) / rows
             fresh = self._overdue_locked(t1)
             self._end_call_locked()
         if fresh:
@@ -1124,21 +1184,35 @@ class ShadowMirror:
         if pairs:
             self._compare(pairs, batch.latency, per_row)
         if self.sink is not None:
-            self._sink(
-                (
-                    (
-                        None if ids is None else _plain_id(ids[i]),
-                        X[i],
-                        Y[i],
-                        None if error is not None else outs[i],
-                        why,
-                    )
-                    for i, why in enumerate(errors)
-                ),
-                batch.latency,
-                per_row,
-            )
+            ids, X = batch.ids, batch.X
+            try:
+                rids = [None] * rows if ids is None else [_plain_id(ids[i]) for i in range(rows)]
+                xs = [X[i] for i in range(rows)]
+            except Exception:  # the sink gets the pairs, without what cannot be had per row
+                rids, xs = [None] * rows, [None] * rows
+            shadow_outs = outs if outs else [None] * rows
+            self._sink(zip(rids, xs, ys, shadow_outs, errors, strict=True), batch.latency, per_row)
         return keep
+
+    def _judge_rows(
+        self, outs: list[Any], ys: list[Any], expected: str | None
+    ) -> tuple[list[str | None], list[tuple[str | None, Any, Any]], dict[str, int], str | None]:
+        """Judge a batch's rows as :meth:`_judge_locked` judges a request, counting nothing:
+        (error per row, pairs to compare, counts by outcome, the kind of output compared)."""
+        mode = self.outputs
+        errors: list[str | None] = []
+        pairs: list[tuple[str | None, Any, Any]] = []
+        counts = dict.fromkeys(("compared", "skipped", "non_finite", "mismatch"), 0)
+        for out, y in zip(outs, ys, strict=True):
+            kind, value = _kind_of(out, mode)
+            pkind, pvalue = _kind_of(y, mode)
+            outcome, why = _judge(out, y, kind, value, pkind, pvalue, expected)
+            counts[outcome] += 1
+            errors.append(why)
+            if outcome == "compared":
+                pairs.append((kind, value, pvalue))
+                expected = kind
+        return errors, pairs, counts, expected
 
     def _returned_locked(self, slot: _Slot, call: float) -> tuple[bool, bool]:
         """Book a returned call of ``call`` seconds: (keep this thread, the call was late)."""
@@ -1155,9 +1229,11 @@ class ShadowMirror:
             if keep:
                 self._active.add(slot)
             return keep, True
-        if call > self.timeout:
+        if call > self.timeout * rows:
             self._timeouts += rows
             self._late += rows
+            self._err_calls += 1
+            self._err_share += 1.0
             return True, True
         return True, False
 
@@ -1175,33 +1251,19 @@ class ShadowMirror:
         if error is not None:
             self._errors["exception"] += 1
             return error, False
-        expected = self._kind
-        primary_ok = (
-            pkind != _OTHER and (expected is None or pkind == expected) and _finite(pkind, pvalue)
-        )
-        if not primary_ok:
-            # Nothing to compare with: judge the shadow's output on its own.
-            if kind != _OTHER and not _finite(kind, value):
-                self._errors["non_finite"] += 1
-                return "non_finite", False
+        outcome, why = _judge(out, y, kind, value, pkind, pvalue, self._kind)
+        if outcome == "compared":
+            self._completed += 1
+            self._compared += 1
+            if self._kind is None:
+                self._kind = kind
+            return None, True
+        if outcome == "skipped":
             self._completed += 1
             self._skipped += 1
-            return None, False
-        if kind != pkind or (kind == _VECTOR and value.shape != pvalue.shape):
-            self._errors["mismatch"] += 1
-            # reprlib: bounded, and safe from a __repr__ that raises.
-            return (
-                f"mismatch: shadow output {reprlib.repr(out)} is not comparable to "
-                f"{reprlib.repr(y)}"
-            ), False
-        if not _finite(kind, value):
-            self._errors["non_finite"] += 1
-            return "non_finite", False
-        self._completed += 1
-        self._compared += 1
-        if expected is None:
-            self._kind = kind
-        return None, True
+        else:
+            self._errors[outcome] += 1
+        return why, False
 
     def _end_call_locked(self) -> None:
         """After a call is counted: hold ``wait_idle`` for the sink, or wake it when idle."""
@@ -1438,6 +1500,8 @@ class ShadowMirror:
                 "running": sum(s.rows for s in self._active if s.since is not None),
                 "stuck": len(self._stuck),
                 "sink_errors": self._sink_errors,
+                "err_calls": self._err_calls,
+                "err_share": self._err_share,
             }
         errors = sum(c["error_reasons"].values())
         c["errors"] = errors
@@ -1507,18 +1571,25 @@ class ShadowMirror:
         error_verdict: Verdict | None = None
         if self.max_error_rate is not None:
             p0 = self.max_error_rate
-            ok_calls = trials - failures
+            # One observation per call, the share of its requests that failed (0 or 1 for a
+            # request): rows of a batch fail together when its call fails, so they are not
+            # independent trials. For observations in [0, 1] the mixture is still a
+            # supermartingale under "mean share <= p0" (each likelihood ratio is convex in
+            # the observation, so its mean is at most that of a 0/1 trial with the same mean).
+            calls, share = c["err_calls"], c["err_share"]
             self._max_lbf_err = max(
-                self._max_lbf_err, float(disagreement_log_bf(failures, ok_calls, p0, upper=True))
+                self._max_lbf_err,
+                float(disagreement_log_bf(share, calls - share, p0, upper=True)),
             )
             self._max_lbf_err_pass = max(
                 self._max_lbf_err_pass,
-                float(disagreement_log_bf(failures, ok_calls, p0, upper=False)),
+                float(disagreement_log_bf(share, calls - share, p0, upper=False)),
             )
             error_verdict = self._latched(self._max_lbf_err, self._max_lbf_err_pass)
+            in_calls = "" if calls == trials else f" ({calls} shadow calls)"
             reasons.append(
-                f"{failures} shadow errors and timeouts in {trials} calls vs max rate "
-                f"{_fmt(p0)}: {error_verdict.value}"
+                f"{failures} shadow errors and timeouts in {trials} calls{in_calls} vs max "
+                f"rate {_fmt(p0)}: {error_verdict.value}"
             )
         output_verdict = label_verdict if kind == _LABEL else numeric_verdict
         checks = [v for v in (output_verdict, error_verdict) if v is not None]

@@ -1,22 +1,23 @@
 """Process isolation for shadow mirroring: the shadow model runs in a worker process.
 
-A shadow model that holds the GIL (most pure-Python and many numpy-light models do) competes with
-the primary for the interpreter even on worker threads: every time the shadow thread runs, the
-request thread waits for it, and the primary's tail latency grows. With ``ShadowMirror(...,
+A shadow model that holds the GIL (most pure-Python and many numpy-light models do) competes
+with the primary for the interpreter even on worker threads: every time the shadow thread runs,
+the request thread waits for it, and the primary's tail latency grows. With ``ShadowMirror(...,
 isolation="process")`` the primary's process does only this per mirrored request: it copies
-``(input, primary output, primary latency, request id)`` into the next free slot of a ring in shared
-memory (:class:`Ring`: numeric numpy inputs with numeric, boolean, ``None`` or short-label outputs,
-the common case of a model server), or, for anything else, encodes it (marshal, pickle as a
-fallback) and hands it to the kernel with one non-blocking ``send`` on a Unix datagram socket. The
-rows of a batch (``submit_batch``) always take the socket, encoded the same way in datagrams of at
-most :data:`BATCH_BYTES`. The ring path makes no system call and builds no byte string. No thread of
-the primary's process takes part in mirroring. The worker process (started with the ``spawn``
-method, so it is safe in a process that already runs threads) drains the ring and the socket and
-runs an ordinary thread-isolated :class:`~safeserve.ShadowMirror` on what it receives: the shadow
-calls, the timeouts and stuck-thread handling, the paired comparison, the sequential checks and the
-sink all happen there. The worker lowers its own CPU priority (``nice`` +10), so that where the
-shadow and the primary compete for a core the scheduler runs the primary first: the shadow is best
-effort.
+``(input, primary output, primary latency, request id)`` into the next free slot of a ring in
+shared memory (:class:`Ring`: numeric numpy inputs with numeric, boolean, ``None`` or
+short-label outputs, the common case of a model server), or, for anything else, encodes it
+(marshal, pickle as a fallback) and hands it to the kernel with one non-blocking ``send`` on a
+Unix datagram socket. The rows of a batch (``submit_batch``) always take the socket, encoded the
+same way in datagrams of at most :data:`BATCH_BYTES` (and an eighth of the socket's buffer);
+pieces that do not fit in the buffer are dropped and counted, never waited for. The ring path
+makes no system call and builds no byte string. No thread of the primary's process takes part in
+mirroring. The worker process (started with the ``spawn`` method, so it is safe in a process
+that already runs threads) drains the ring and the socket and runs an ordinary thread-isolated
+:class:`~safeserve.ShadowMirror` on what it receives: the shadow calls, the timeouts and
+stuck-thread handling, the paired comparison, the sequential checks and the sink all happen
+there. The worker lowers its own CPU priority (``nice`` +10), so that where the shadow and the
+primary compete for a core the scheduler runs the primary first: the shadow is best effort.
 
 Bounds: the worker counts the requests it takes off the ring and the socket in a word of the
 shared memory; a request that would leave more than ``queue_size`` waiting in the two together,
@@ -291,6 +292,8 @@ class ProcessLink:
         self._words: Any = None
         self._via_ring = 0  # requests sent through rings already released
         self._limit = self._owner.queue_size
+        self._piece = BATCH_BYTES  # most bytes of a datagram of batch rows (see _spawn)
+        self._batches = 0
         self._ready = threading.Event()
         self._seq = 0
         self._submitted = 0
@@ -366,8 +369,13 @@ class ProcessLink:
         if state is not _RUNNING:
             self._start_async()
             return 0
+        # Pieces that do not fit in the socket's buffer are dropped (the send never waits):
+        # each batch starts at another piece, so that no part of every batch is the one lost.
+        self._batches += 1
+        max_rows = max(1, self._limit // 4)
+        start = (self._batches * max_rows) % m
         sent = 0
-        for rows, data in batch_datagrams(X, Y, latency, ids, max(1, self._limit // 4)):
+        for rows, data in batch_datagrams(X, Y, latency, ids, max_rows, self._piece, start):
             sent += self._send_data(data, rows)
         return sent
 
@@ -531,6 +539,10 @@ class ProcessLink:
                 self._seen = 0
                 self._sock = ours
                 self._send = ours.send
+                # Pieces of a batch: an eighth of the buffer the kernel granted, so that
+                # several fit at once (a batch is sent back to back, and never waits).
+                granted = ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+                self._piece = min(BATCH_BYTES, max(4096, granted // 8))
                 self._state = _RUNNING
             else:
                 if status == "ready":  # closed while starting
@@ -1307,27 +1319,44 @@ def decode_batch(data: bytes | memoryview) -> BatchRows:
 
 
 def batch_datagrams(
-    X: Any, Y: Any, latency: float, ids: Any, max_rows: int
+    X: Any,
+    Y: Any,
+    latency: float,
+    ids: Any,
+    max_rows: int,
+    max_bytes: int = BATCH_BYTES,
+    start: int = 0,
 ) -> Iterator[tuple[int, bytes | None]]:
     """(rows, datagram) pieces of a batch, each of at most ``max_rows`` rows and, when rows
-    allow, :data:`BATCH_BYTES`; None for a piece that cannot be encoded."""
+    allow, ``max_bytes``; None for a piece that cannot be encoded. A batch that needs several
+    pieces is cut from row ``start`` to the end, then the rows before ``start``."""
+
+    def piece(lo: int, hi: int) -> bytes | None:
+        try:
+            return encode_batch(X[lo:hi], Y[lo:hi], latency, None if ids is None else ids[lo:hi])
+        except BaseException:
+            return None
+
     m = len(X)
     step = min(m, max_rows)
-    lo = 0
-    while lo < m:
-        hi = min(m, lo + step)
-        try:
-            data: bytes | None = encode_batch(
-                X[lo:hi], Y[lo:hi], latency, None if ids is None else ids[lo:hi]
-            )
-        except BaseException:
-            data = None
-        if data is not None and len(data) > BATCH_BYTES and hi - lo > 1:
-            # Too large: split this piece finer (and the rest alike).
-            step = max(1, (hi - lo) * BATCH_BYTES // len(data))
-            continue
-        yield hi - lo, data
-        lo = hi
+    while True:  # the rows per piece, from the first rows' size
+        data = piece(0, step)
+        if data is None or len(data) <= max_bytes or step == 1:
+            break
+        step = max(1, step * max_bytes // len(data))
+    if step >= m:
+        yield m, data
+        return
+    start %= m
+    for lo, end in ((start, m), (0, start)):
+        while lo < end:
+            hi = min(end, lo + step)
+            data = piece(lo, hi)
+            if data is not None and len(data) > max_bytes and hi - lo > 1:
+                step = max(1, (hi - lo) * max_bytes // len(data))  # larger rows here: finer
+                continue
+            yield hi - lo, data
+            lo = hi
 
 
 def _array(v: Any) -> Any:
