@@ -31,12 +31,16 @@ latency benchmark five times and pools the runs, which is what a target should b
    it does not. With ``--runs K``, a last table gives each ratio's mean over the K runs and a
    90% t-interval across them: the spread between runs also holds the machine's drift from
    one run to the next, which no interval within a run can see.
-3. A shadow that hangs: tracemalloc peak and thread count after 100k submits.
+3. Batches: ``Router.predict_batch`` of 256 rows with no shadow, and in a shadow phase that
+   mirrors every row (one ``submit_batch`` per batch) to the CPU-bound shadow, on threads and
+   in a worker process.
+4. A shadow that hangs: tracemalloc peak and thread count after 100k submits.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import statistics
@@ -45,7 +49,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -270,6 +274,23 @@ def p99_ratio_interval(
 AA = "no shadow, again (A/A: the p99's own noise)"
 
 
+@contextlib.contextmanager
+def busy_process(on: bool) -> Iterator[None]:
+    """While the block runs (if ``on``), a process busy-looping on the other core, niced as the
+    shadow's worker process is; bounded to 60 s, and killed after the block."""
+    if not on:
+        yield
+        return
+    loop = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
+    busy = subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", loop])
+    time.sleep(0.2)
+    try:
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
+
+
 def bench_latency(n: int, blocks: int, title: str = "") -> dict[str, float]:
     """One interleaved run; prints its table and returns each configuration's p99 ratio - 1
     against "no shadow", in percent."""
@@ -315,24 +336,14 @@ def bench_latency(n: int, blocks: int, title: str = "") -> dict[str, float]:
     }
     for m in mirrors.values():
         m.start()  # a worker process loads its model before the first block
-    busy_loop = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
     order = list(configs)
     for b in range(blocks):
         # The order turns by one each round, so that each configuration follows every other
         # one equally often (what ran just before can linger: caches, a worker's last pairs).
         for k in order[b % len(order) :] + order[: b % len(order)]:
             gc.collect()
-            busy = None
-            if "busy process" in k:
-                # Niced as the shadow's worker process is; bounded to 60 s, killed after the block.
-                busy = subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", busy_loop])
-                time.sleep(0.2)
-            try:
+            with busy_process("busy process" in k):
                 lat[k] += serve(primary, x, n // blocks, mirrors.get(k))
-            finally:
-                if busy is not None:
-                    busy.kill()
-                    busy.wait()
             if k in mirrors:
                 mirrors[k].wait_idle(30)  # the next block starts with an idle shadow
     for k, m in mirrors.items():
@@ -460,6 +471,82 @@ def bench_hang(n: int) -> None:
     )
 
 
+def bench_batches(batches: int, rows: int = 256) -> None:
+    """predict_batch through a Router: no shadow against a shadow phase mirroring every row."""
+    import logging
+
+    import structlog
+
+    import safeserve as ss
+
+    # The shadow phase logs a decision at every automatic evaluation; keep the table readable.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+    primary, _ = make_model()
+    X = np.random.default_rng(1).normal(size=(rows, 32))
+    keys = np.arange(rows)
+    cpu_shadow = Repeat(primary, 10)
+    configs: dict[str, tuple[Any, str] | None] = {
+        "no shadow": None,
+        "no shadow, a busy process on the other core": None,
+        "threads: shadow CPU-bound (GIL)": (cpu_shadow, "thread"),
+        "process: shadow CPU-bound": (cpu_shadow, "process"),
+    }
+    routers: dict[str, Any] = {}
+    for name, config in configs.items():
+        if config is None:
+            routers[name] = ss.Router({"v1": primary, "v2": primary})
+        else:
+            shadow, isolation = config
+            routers[name] = ss.Router(
+                {"v1": primary, "v2": shadow},
+                strategy=ss.Shadow(
+                    "v1", "v2", min_pairs=10**9, isolation=isolation, queue_size=4 * rows
+                ),
+            )
+    for router in routers.values():
+        mirror = router._mirror
+        if mirror is not None:
+            mirror.start()  # a worker process loads its model first
+        router.predict_batch(X, keys=keys)  # warm up
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    clock = time.perf_counter
+    names = list(configs)
+    blocks = 10
+    for b in range(blocks):
+        # Blocks interleaved, the order turned each round, each starting with an idle shadow
+        # (a thread shadow's backlog would otherwise hold the GIL in the next block).
+        for name in names[b % len(names) :] + names[: b % len(names)]:
+            router = routers[name]
+            gc.collect()
+            with busy_process("busy process" in name):
+                for _ in range(batches // blocks):
+                    t0 = clock()
+                    router.predict_batch(X, keys=keys)
+                    times[name].append(clock() - t0)
+            if router._mirror is not None:
+                router._mirror.wait_idle(60)
+    base = pct(times["no shadow"], 0.99)
+    table = []
+    for name, t in times.items():
+        report = routers[name].status().shadow
+        mirrored = (
+            "-" if report is None else f"{report.mirrored} / {report.dropped} / {report.compared}"
+        )
+        p99 = pct(t, 0.99)
+        table.append(
+            [name, f"{pct(t, 0.5):.0f}", f"{p99:.0f}", f"{(p99 / base - 1) * 100:+.1f}%", mirrored]
+        )
+    for router in routers.values():
+        router.close()
+    print_table(
+        f"Router.predict_batch of {rows} rows, {batches} batches per configuration, every row "
+        "mirrored (shadow 10x slower)",
+        ["configuration", "p50 us", "p99 us", "p99 vs none", "rows mirrored / dropped / compared"],
+        table,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a short run")
@@ -482,6 +569,7 @@ def main() -> None:
     ]
     if len(runs) > 1:
         pool_runs(runs)
+    bench_batches(300 if args.quick else 3_000)
     bench_hang(100_000)
 
 
