@@ -281,6 +281,7 @@ class Router:
         # The running mirror, for a router dropped without close(): its threads (or worker
         # process) hold no reference to the router, so it is collected, and then they stop.
         self._mirror_box: list[ShadowMirror | None] = [None]
+        self._unmirrored: ShadowMirror | None = None  # the mirror a warning named (batches)
         weakref.finalize(self, _close_soon, self._mirror_box).atexit = False
         self._snapshot = self._build(allocation, version=1)
         stages = _stages(strategy)
@@ -820,7 +821,17 @@ class Router:
                 fb = fallback if idx is None else fallback[idx]
             self._record_slice(ids, j, idx, n, latency, status, fb, own, override, any_override)
         if snap.mirror is not None and n:
-            self._mirror_rows(snap, X, slices, buckets, override, ids)
+            try:
+                self._mirror_rows(snap, X, slices, buckets, override, ids)
+            except Exception as exc:  # rows that cannot be taken apart: never the caller's
+                if snap.mirror is not self._unmirrored:
+                    self._unmirrored = snap.mirror
+                    _log.warning(
+                        "safeserve.batch_not_mirrored",
+                        rollout=self.name,
+                        reason=f"the batch's rows could not be selected for the shadow "
+                        f"({type(exc).__name__}: {exc}); pass a numpy array or a list",
+                    )
         # The batch counts as n requests towards the next automatic evaluation: predict_batch
         # takes one request id (taking n would cost more than routing) and adds the others.
         if ids is not None and n:
@@ -866,10 +877,10 @@ class Router:
                 continue
             if k == len(keep) and idx is None:
                 xs, ys, rids = X, own, ids
-                if mirror.isolation == "thread":
+                if mirror.isolation == "thread" and hasattr(X, "copy"):
                     # Held until a worker runs it: a copy, since a caller may refill its
                     # batch buffer for the next call (the process path copies as it sends).
-                    xs = X.copy() if isinstance(X, np.ndarray) else list(X)
+                    xs = X.copy()
             else:
                 rows = _rows(idx, n)[keep]
                 xs = X.take(rows, axis=0) if isinstance(X, np.ndarray) else [X[i] for i in rows]

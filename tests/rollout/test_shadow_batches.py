@@ -186,3 +186,41 @@ def test_a_batch_buffer_refilled_by_the_caller_does_not_change_what_the_shadow_s
     assert r is not None
     assert r.compared == 6_000
     assert r.disagreements == 0
+
+
+class Frame:
+    """A table of columns (as a data frame is): a length, but no rows by position."""
+
+    def __init__(self, x: Any) -> None:
+        self.columns = {"x": np.asarray(x)}
+
+    def __len__(self) -> int:
+        return len(self.columns["x"])
+
+    def __getitem__(self, name: str) -> Any:
+        return self.columns[name]
+
+
+def test_rows_that_cannot_be_selected_are_not_mirrored_and_the_caller_is_served() -> None:
+    """A batch the router cannot take rows from (here, columns only) is answered as before;
+    the shadow does not get it, and the router says so once per shadow phase."""
+    from structlog.testing import capture_logs
+
+    def model(X: Any) -> Any:
+        return (X["x"] > 0.5).astype(np.int64)
+
+    with (
+        capture_logs() as logs,
+        ss.Router(
+            {"v1": model, "v2": model}, strategy=ss.Shadow("v1", "v2", sample=0.5, min_pairs=10**9)
+        ) as router,
+    ):
+        for b in range(3):
+            ys = router.predict_batch(Frame(np.linspace(0, 1, 100)), keys=np.arange(100) + b)
+            assert ys.tolist() == (np.linspace(0, 1, 100) > 0.5).astype(int).tolist()
+        r = router.status().shadow
+    assert r is not None
+    assert r.submitted == 0
+    said = [e for e in logs if e["event"] == "safeserve.batch_not_mirrored"]
+    assert len(said) == 1
+    assert "KeyError" in said[0]["reason"]
