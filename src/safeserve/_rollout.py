@@ -541,6 +541,14 @@ class Rollout:
                         f"validation failed: {failure}", manual=True, checks=checks
                     )
                 return self._switch(now, reason or "switched by hand", manual=True, checks=checks)
+            if self.blue_green is not None and not full:
+                # Already switched (a switch made on its own just before this call, say):
+                # ending the watch too must be asked for, not be a side effect.
+                raise TransitionError(
+                    f"rollout {self.name!r} has switched to {self.candidate!r} and is watching "
+                    f"it (phase {self.phase.value!r}): promote(full=True) ends the watch and "
+                    "keeps it, rollback() switches back"
+                )
             if full or self.weight >= 100.0:
                 return self._finish(now, reason or "promoted by hand", manual=True)
             step, weight = self._next()

@@ -1044,11 +1044,14 @@ class Router:
         In a shadow phase (paused or not) this ends the phase and starts the next one, as
         passing it would. Before a blue/green switch it validates the preview first, unless it
         already passed: a failing validation rolls back (the returned decision says so) and
-        nothing switches.
+        nothing switches. After the switch, during the watch, only ``full=True`` ends the
+        watch early (a plain ``promote()`` then raises, so that a call meant to switch, made
+        just after an automatic switch, does not also skip the watch).
 
         Raises:
             TransitionError: unless the rollout is progressing, paused, in a shadow phase or
-                waiting for its blue/green switch.
+                waiting for its blue/green switch; and during a blue/green watch without
+                ``full=True``.
         """
         return self._need_rollout().promote(full=full)
 

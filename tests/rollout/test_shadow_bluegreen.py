@@ -594,6 +594,27 @@ def test_blue_green_manual_promotion_and_instant_rollback() -> None:
     assert router.predict(0, key="k") == 1
 
 
+def test_promote_during_the_watch_must_say_full_to_end_it() -> None:
+    """A promote() meant to switch, made just after the switch happened on its own, must not
+    also end the post-promotion watch: it raises; promote(full=True) ends the watch."""
+    clock = Clock()
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen("blue", "green", watch=600.0, min_samples=0),
+        policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.5)]),
+        clock=clock,
+    )
+    router.evaluate()  # validated and switched on its own
+    assert router.weights["green"] == 100.0
+    with pytest.raises(ss.TransitionError, match="is watching it"):
+        router.promote()
+    st = router.status()
+    assert st.phase is ss.Phase.PROGRESSING
+    d = router.promote(full=True)
+    assert d.phase_after == "promoted"
+    assert d.manual
+
+
 def test_keep_old_releases_the_old_version() -> None:
     """After keep_old past the promotion, the old version is released and rollback refuses."""
     clock = Clock()
