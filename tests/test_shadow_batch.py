@@ -125,6 +125,18 @@ def test_a_failed_batch_call_is_an_error_on_every_row(cleanup: list[Any]) -> Non
     assert (by_id[301].error, by_id[301].primary_output, by_id[301].shadow_output) == (None, 99, 21)
 
 
+def test_the_sink_gets_python_scalars_from_numpy_rows(cleanup: list[Any]) -> None:
+    """Rows of numpy outputs reach the sink as Python values (JSON-ready), as ids do."""
+    pairs: list[ShadowPair] = []
+    m = ShadowMirror(lambda X: np.asarray(X) * 2.0, sink=pairs.append, name="plain")
+    cleanup.append(m)
+    m.submit_batch(np.arange(3), np.arange(3) * 2.0, 0.001, np.arange(3))
+    assert m.wait_idle(WAIT)
+    got = sorted((p.request_id, p.primary_output, p.shadow_output) for p in pairs)
+    assert got == [(0, 0.0, 0.0), (1, 2.0, 2.0), (2, 4.0, 4.0)]
+    assert all(type(v) is float for p in pairs for v in (p.primary_output, p.shadow_output))
+
+
 def test_rows_beyond_the_queue_are_dropped_and_counted(cleanup: list[Any]) -> None:
     """Rows take places in the queue: the first rows that fit are queued, the rest dropped."""
     gate = threading.Event()

@@ -406,9 +406,10 @@ class _Batch:
         self.rows = rows
 
 
-def _plain_id(rid: Any) -> Any:
-    """A request id from a batch's ids as a Python int (numpy's as its ``item()``)."""
-    return rid.item() if isinstance(rid, np.generic) else rid
+def _plain(v: Any) -> Any:
+    """A value taken from a batch's row as the Python scalar (a numpy scalar's ``item()``),
+    as a single request's value would usually be; anything else unchanged."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _rows_of(item: Any) -> int:
@@ -1186,12 +1187,17 @@ class ShadowMirror:
         if self.sink is not None:
             ids, X = batch.ids, batch.X
             try:
-                rids = [None] * rows if ids is None else [_plain_id(ids[i]) for i in range(rows)]
+                rids = [None] * rows if ids is None else [_plain(ids[i]) for i in range(rows)]
                 xs = [X[i] for i in range(rows)]
             except Exception:  # the sink gets the pairs, without what cannot be had per row
                 rids, xs = [None] * rows, [None] * rows
-            shadow_outs = outs if outs else [None] * rows
-            self._sink(zip(rids, xs, ys, shadow_outs, errors, strict=True), batch.latency, per_row)
+            shadow_outs = [_plain(v) for v in outs] if outs else [None] * rows
+            primary_outs = [_plain(v) for v in ys]
+            self._sink(
+                zip(rids, xs, primary_outs, shadow_outs, errors, strict=True),
+                batch.latency,
+                per_row,
+            )
         return keep
 
     def _judge_rows(
