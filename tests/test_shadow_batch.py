@@ -341,3 +341,47 @@ def test_rows_are_judged_outside_the_lock_that_submit_takes(
     assert m.wait_idle(WAIT)
     assert m.report().compared == 3_000
     assert held == [False, False, False]
+
+
+def test_failing_batches_are_not_hidden_by_good_single_requests(cleanup: list[Any]) -> None:
+    """Single requests and batch calls are judged as two streams: a shadow whose batch
+    interface always fails fails the check, however many single requests succeed (a mean
+    over all calls, 40 failed of 4,040, would pass it)."""
+
+    def shadow(x: Any) -> Any:
+        if isinstance(x, list):
+            raise RuntimeError("the batch interface is broken")
+        return x
+
+    m = ShadowMirror(shadow, workers=1, queue_size=10_000, max_error_rate=0.05, name="mixed")
+    cleanup.append(m)
+    for r in range(40):
+        for i in range(100):
+            m.submit(i, i, 0.001)
+        m.submit_batch(list(range(100)), list(range(100)), 0.001)
+        if r % 10 == 9:
+            assert m.wait_idle(WAIT)
+            m.report()
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    check_identities(r)
+    assert (r.errors, r.completed) == (4_000, 4_000)
+    assert r.error_verdict is Verdict.FAIL
+    assert "4000 single, 40 batch calls" in r.reason
+
+
+def test_single_requests_alone_pass_and_fail_as_before_batches(cleanup: list[Any]) -> None:
+    """With single requests only, the check passes once enough succeed and fails on a
+    failing shadow; the batch stream, empty, neither blocks a pass nor fails."""
+    good = ShadowMirror(lambda x: x, workers=1, queue_size=10_000, name="good")
+    bad = ShadowMirror(
+        lambda x: 1 / 0 if x % 5 == 0 else x, workers=1, queue_size=10_000, name="bad"
+    )
+    cleanup.extend([good, bad])
+    for i in range(2_000):
+        good.submit(i, i, 0.001)
+        bad.submit(i, i, 0.001)
+    assert good.wait_idle(WAIT)
+    assert bad.wait_idle(WAIT)
+    assert good.report().error_verdict is Verdict.PASS
+    assert bad.report().error_verdict is Verdict.FAIL

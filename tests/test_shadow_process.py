@@ -1008,6 +1008,16 @@ def test_a_large_batch_is_cut_into_pieces_that_cover_every_row_once(start: int) 
     ] == [10]
 
 
+@pytest.mark.parametrize("rows", [250, 256, 240, 1_000, 7])
+def test_successive_batches_are_cut_from_rows_spread_over_the_batch(rows: int) -> None:
+    """Whatever the batch size (also one that divides the piece size), the first 20 batches
+    start at rows spread over the batch: at most 20 % the largest gap between them."""
+    starts = sorted({_shadow_process.cut_start(k, rows) for k in range(1, 21)})
+    assert len(starts) == min(20, rows)
+    gaps = np.diff([*starts, starts[0] + rows])
+    assert gaps.max() <= max(1, 0.2 * rows)
+
+
 def test_batch_rows_in_pieces_all_arrive_while_the_worker_keeps_up(
     mirrors: list[ShadowMirror],
 ) -> None:

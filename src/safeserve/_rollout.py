@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
+import functools
 import math
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Concatenate, ParamSpec
 
 import attrs
 import structlog
@@ -65,6 +67,21 @@ def _start_validation(
     thread = threading.Thread(target=run, name="safeserve-validation", daemon=True)
     thread.start()
     return thread, box
+
+
+_P = ParamSpec("_P")
+
+
+def _changes_state(
+    method: Callable[Concatenate[Rollout, _P], Decision],
+) -> Callable[Concatenate[Rollout, _P], Decision]:
+    """Run a method that changes what status() reads under the lock, marked as a change."""
+
+    def marked(self: Rollout, /, *args: _P.args, **kw: _P.kwargs) -> Decision:
+        with self.lock, self.changing():
+            return method(self, *args, **kw)
+
+    return functools.update_wrapper(marked, method)
 
 
 class Rollout:
@@ -125,6 +142,11 @@ class Rollout:
             policy, baseline=baseline, candidate=candidate, comparative_steps=comparative
         )
         self.lock = threading.RLock()
+        # Odd while the state is being changed (see changing()): status() reads the phase,
+        # step, stable version, decisions and routing table between two equal even values,
+        # without the lock, which long evaluations and validations hold.
+        self.changes = 0
+        self._changing_depth = 0
         self.history: collections.deque[Decision] = collections.deque(maxlen=history)
         self.phase = Phase.PROGRESSING
         self.version = 1
@@ -159,6 +181,19 @@ class Rollout:
         self.release_at: float | None = None
         self.released = False
         self._enter_first_stage(now)
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Mark a change of the state that status() reads (under the lock; re-entrant)."""
+        self._changing_depth += 1
+        if self._changing_depth == 1:
+            self.changes += 1
+        try:
+            yield
+        finally:
+            self._changing_depth -= 1
+            if self._changing_depth == 0:
+                self.changes += 1
 
     @property
     def auto(self) -> bool:
@@ -212,6 +247,7 @@ class Rollout:
             action=Action.ROLLBACK if verdict is Verdict.FAIL else Action.CONTINUE,
         )
 
+    @_changes_state
     def _leave_shadow(
         self, now: float, reason: str, *, manual: bool, checks: tuple[CheckResult, ...] = ()
     ) -> Decision:
@@ -242,6 +278,7 @@ class Rollout:
             checks=checks,
         )
 
+    @_changes_state
     def _switch(
         self, now: float, reason: str, *, manual: bool, checks: tuple[CheckResult, ...] = ()
     ) -> Decision:
@@ -397,6 +434,7 @@ class Rollout:
             "auto": self.auto,
         }
 
+    @_changes_state
     def _transition(
         self,
         action: Action,
@@ -496,6 +534,7 @@ class Rollout:
 
     # -- manual controls ---------------------------------------------------------------------
 
+    @_changes_state
     def set_weight(self, weight: float) -> Decision:
         """Record a weight the router was set to by hand; the rollout continues from it."""
         with self.lock:
@@ -562,6 +601,7 @@ class Rollout:
                 now=now,
             )
 
+    @_changes_state
     def _finish(
         self, now: float, reason: str, *, manual: bool, checks: tuple[CheckResult, ...] = ()
     ) -> Decision:
@@ -579,6 +619,7 @@ class Rollout:
             checks=checks,
         )
 
+    @_changes_state
     def rollback(
         self, reason: str, *, manual: bool = True, checks: tuple[CheckResult, ...] = ()
     ) -> Decision:
@@ -673,6 +714,7 @@ class Rollout:
             return result, self.resume(why, manual=False)
         return result, None
 
+    @_changes_state
     def abort(self, reason: str) -> Decision:
         with self.lock:
             self._require("abort", _ACTIVE)
@@ -687,6 +729,7 @@ class Rollout:
                 now=self._clock(),
             )
 
+    @_changes_state
     def retry(self, reason: str = "retried by hand") -> Decision:
         with self.lock:
             self._require("retry", _STOPPED)

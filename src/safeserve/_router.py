@@ -280,9 +280,11 @@ class Router:
         self._mirror: ShadowMirror | None = None
         # The running mirror, for a router dropped without close(): its threads (or worker
         # process) hold no reference to the router, so it is collected, and then they stop.
-        self._mirror_box: list[ShadowMirror | None] = [None]
+        # A weak reference: the finalizer's arguments live in a global registry, and the
+        # mirror holds the models, which may hold the router (a service's bound methods).
+        self._mirror_box: list[weakref.ref[ShadowMirror] | None] = [None]
+        weakref.finalize(self, _close_left_open, self._mirror_box).atexit = False
         self._unmirrored: ShadowMirror | None = None  # the mirror a warning named (batches)
-        weakref.finalize(self, _close_soon, self._mirror_box).atexit = False
         self._snapshot = self._build(allocation, version=1)
         stages = _stages(strategy)
         if stages is not None:
@@ -362,13 +364,13 @@ class Router:
             self._mirror = ShadowMirror(
                 self._models[self._index[config.shadow]], clock=clock, **config.mirror_options()
             )
-        self._mirror_box[0] = self._mirror
+        self._mirror_box[0] = None if self._mirror is None else weakref.ref(self._mirror)
         self._rebuild()
         if old is not None:
             # The routing table no longer names it, so nothing more reaches it. Closed off
             # this thread: a phase change often runs on the thread of the request whose
             # evaluation made it, and a close joins busy workers (or ends a worker process).
-            _close_soon([old])
+            _close_soon(old)
         return self._mirror
 
     def _mirror_one(
@@ -413,7 +415,12 @@ class Router:
         _log.info("safeserve.released", rollout=self.name, variant=name)
 
     def close(self) -> None:
-        """Stop background work (the shadow mirror's threads). Idempotent."""
+        """Stop background work (the shadow mirror's threads). Idempotent.
+
+        A router left open is closed once it is garbage collected, unless its models hold it
+        (methods of the object that owns the router): the mirror's threads then keep it, and
+        its owner, alive. Close a router you are done with (or use it in a ``with`` block).
+        """
         if self._mirror is not None:
             self._mirror.close(timeout=1.0)
 
@@ -934,6 +941,10 @@ class Router:
                 if due:
                     # Claimed: other requests stop calling in until this evaluation is done.
                     self._due_at = math.inf
+            elif rollout is not None:
+                # Manual now (a pinned canary after a shadow phase): no time is due, so that
+                # requests stop calling in (an evaluation by hand sets it again if needed).
+                self._due_at = math.inf
             if due or flush or self._recorder.pending() >= FLUSH_EVERY:
                 self._recorder.flush()
         finally:
@@ -978,8 +989,9 @@ class Router:
     def status(self) -> Status:
         """Return the router's state and metrics as plain data.
 
-        The phase, step, decisions and routing table are read under the rollout's lock, so
-        that they describe one instant, never half of a transition.
+        The phase, step, decisions and routing table describe one instant, never half of a
+        transition: they are read between two transitions, without the rollout's lock (which
+        a long evaluation or validation holds), waiting only while a transition is made.
         """
         self.flush()
         rollout = self._rollout
@@ -988,10 +1000,7 @@ class Router:
             snap = self._snapshot
             phase, step, decisions, stable = Phase.PROMOTED, None, (), snap.allocation.baseline
         else:
-            with rollout.lock:
-                snap = self._snapshot
-                phase, step, stable = rollout.phase, rollout.step, rollout.stable
-                decisions = tuple(rollout.history)
+            snap, phase, step, stable, decisions = self._between_transitions(rollout)
         return Status(
             name=self.name,
             phase=phase,
@@ -1006,6 +1015,31 @@ class Router:
             shadow=snap.mirror.report() if snap.mirror is not None else None,
             evaluation_errors=self._evaluation_errors,
         )
+
+    def _between_transitions(self, rollout: Rollout) -> tuple[Any, Phase, Any, str, Any]:
+        """(snapshot, phase, step, stable, decisions) read while no transition is under way
+        (the rollout's change count even and the same before and after), for at most a few
+        seconds of transitions; then as they are."""
+
+        def read() -> tuple[Any, Phase, Any, str, Any]:
+            h = tuple(rollout.history)
+            return self._snapshot, rollout.phase, rollout.step, rollout.stable, h
+
+        deadline = time.monotonic() + 5.0
+        while True:
+            before = rollout.changes
+            if not before & 1:
+                try:
+                    got = read()
+                except RuntimeError:  # the history changed while it was copied
+                    pass
+                else:
+                    if rollout.changes == before:
+                        return got
+            if time.monotonic() > deadline:
+                with rollout.lock:  # a transition that long: wait for it
+                    return read()
+            time.sleep(0.0002)
 
     # -- rollout controls ----------------------------------------------------------------------
 
@@ -1124,12 +1158,17 @@ def _valid_rows(validator: Validator | None, ys: Any) -> NDArray[np.bool_]:
     return np.fromiter((_valid(validator, y) for y in ys), dtype=bool, count=n)
 
 
-def _close_soon(box: list[ShadowMirror | None]) -> None:
-    """Close the mirror in ``box`` on a thread of its own (a close joins busy workers, or
-    ends a worker process): after a phase change, or once a router left open is collected."""
-    mirror = box[0]
-    if mirror is None:
-        return
+def _close_left_open(box: list[weakref.ref[ShadowMirror] | None]) -> None:
+    """A router left open was collected: close its mirror, if its threads still run."""
+    ref = box[0]
+    mirror = None if ref is None else ref()
+    if mirror is not None:
+        _close_soon(mirror)
+
+
+def _close_soon(mirror: ShadowMirror) -> None:
+    """Close a mirror on a thread of its own (a close joins busy workers, or ends a worker
+    process): after a phase change, or once a router left open is collected."""
     try:
         threading.Thread(
             target=mirror.close, kwargs={"timeout": 1.0}, name="safeserve-mirror-close", daemon=True

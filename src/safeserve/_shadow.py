@@ -165,7 +165,8 @@ class ShadowReport:
         numeric_verdict: The numeric check (None without a margin or for labels).
         error_rate: ``(errors + timeouts) / (completed + errors + timeouts)``.
         max_error_rate: The error rate the error check tests against (None: no check).
-        p_error: Always-valid p-value against "error rate <= max_error_rate".
+        p_error: Always-valid p-value against "error rate <= max_error_rate" (the smaller of
+            the two streams', single requests and batch calls, times two).
         error_verdict: The error check (None when disabled).
         latency_pairs: Pairs with a paired latency difference.
         latency_difference_mean: Mean of shadow - primary latency, seconds.
@@ -384,11 +385,12 @@ def _judge(
 class _Slot:
     """One worker thread's bookkeeping, read by the watchdog under the mirror's lock."""
 
-    __slots__ = ("rows", "since", "thread", "timed_out")
+    __slots__ = ("batch", "rows", "since", "thread", "timed_out")
 
     def __init__(self) -> None:
         self.since: float | None = None
         self.rows = 1  # requests in the running call (a batch's rows)
+        self.batch = 0  # 1 while the running call is a batch's (the error check's stream)
         self.timed_out = False
         self.thread: threading.Thread | None = None
 
@@ -672,10 +674,11 @@ class ShadowMirror:
         self._errors: dict[str, int] = {"exception": 0, "non_finite": 0, "mismatch": 0}
         self._timeouts = 0
         self._late = 0
-        # The error check's observations: one per call (a request, or a batch's one call),
-        # each the share of its requests that failed (see _report_locked).
-        self._err_calls = 0
-        self._err_share = 0.0
+        # The error check's observations, in two streams (see _report_locked): single
+        # requests ([0]) and batch calls ([1]), one observation per call, each the share of
+        # the call's requests that failed.
+        self._err_calls = [0, 0]
+        self._err_share = [0.0, 0.0]
         self._discarded = 0
         self._sink_errors = 0
         # Paired statistics (under _stats_lock).
@@ -695,8 +698,8 @@ class ShadowMirror:
         # Latched decisions of the sequential checks.
         self._max_lbf_fail = 0.0
         self._max_lbf_pass = 0.0
-        self._max_lbf_err = 0.0
-        self._max_lbf_err_pass = 0.0
+        self._max_lbf_err = [0.0, 0.0]  # per stream
+        self._max_lbf_err_pass = [0.0, 0.0]
         self._numeric_fail = False
         self._numeric_pass = False
         self._p_difference = 1.0
@@ -1011,8 +1014,8 @@ class ShadowMirror:
             self._active.discard(slot)
             self._stuck.add(slot)
             self._timeouts += slot.rows
-            self._err_calls += 1
-            self._err_share += 1.0
+            self._err_calls[slot.batch] += 1
+            self._err_share[slot.batch] += 1.0
             if len(self._stuck) > self.max_stuck:
                 if self._state is _RUNNING:
                     self._state = _SUSPENDED
@@ -1056,7 +1059,8 @@ class ShadowMirror:
                 t0 = clock()
                 slot.since = t0
                 slot.rows = rows
-            if rows != 1 or type(item) is _Batch:
+                slot.batch = int(type(item) is _Batch)
+            if slot.batch:
                 keep = self._run_batch(slot, item, t0)
             else:
                 x, y, primary_latency, rid = item
@@ -1106,8 +1110,8 @@ class ShadowMirror:
                 error = "timeout"
             else:
                 error, compare = self._judge_locked(error, out, y, kind, value, pkind, pvalue)
-                self._err_calls += 1
-                self._err_share += error is not None
+                self._err_calls[0] += 1
+                self._err_share[0] += error is not None
             fresh = self._overdue_locked(now)
             self._end_call_locked()
         if fresh:
@@ -1160,8 +1164,8 @@ class ShadowMirror:
                 errors: list[str | None] = ["timeout"] * rows
             elif error is not None:
                 self._errors["mismatch" if error.startswith("mismatch") else "exception"] += rows
-                self._err_calls += 1
-                self._err_share += 1.0
+                self._err_calls[1] += 1
+                self._err_share[1] += 1.0
                 errors = [error] * rows
             else:
                 if self._kind is not expected or judged is None:
@@ -1175,8 +1179,8 @@ class ShadowMirror:
                 self._skipped += counts["skipped"]
                 if self._kind is None and kind is not None:
                     self._kind = kind
-                self._err_calls += 1
-                self._err_share += sum(why is not None for why in errors) / rows
+                self._err_calls[1] += 1
+                self._err_share[1] += sum(why is not None for why in errors) / rows
             fresh = self._overdue_locked(t1)
             self._end_call_locked()
         if fresh:
@@ -1238,8 +1242,8 @@ class ShadowMirror:
         if call > self.timeout * rows:
             self._timeouts += rows
             self._late += rows
-            self._err_calls += 1
-            self._err_share += 1.0
+            self._err_calls[slot.batch] += 1
+            self._err_share[slot.batch] += 1.0
             return True, True
         return True, False
 
@@ -1506,8 +1510,8 @@ class ShadowMirror:
                 "running": sum(s.rows for s in self._active if s.since is not None),
                 "stuck": len(self._stuck),
                 "sink_errors": self._sink_errors,
-                "err_calls": self._err_calls,
-                "err_share": self._err_share,
+                "err_calls": list(self._err_calls),
+                "err_share": list(self._err_share),
             }
         errors = sum(c["error_reasons"].values())
         c["errors"] = errors
@@ -1577,25 +1581,43 @@ class ShadowMirror:
         error_verdict: Verdict | None = None
         if self.max_error_rate is not None:
             p0 = self.max_error_rate
-            # One observation per call, the share of its requests that failed (0 or 1 for a
-            # request): rows of a batch fail together when its call fails, so they are not
-            # independent trials. For observations in [0, 1] the mixture is still a
-            # supermartingale under "mean share <= p0" (each likelihood ratio is convex in
-            # the observation, so its mean is at most that of a 0/1 trial with the same mean).
+            # Two streams, each a sequential test: single requests, and batch calls. Rows
+            # of a batch fail together when its call fails, so they are not independent
+            # trials: a batch call is one observation, the share of its rows that failed.
+            # For observations in [0, 1] the mixture is still a supermartingale under "mean
+            # share <= p0" (each likelihood ratio is convex in the observation, so its mean is
+            # at most that of a 0/1 trial with the same mean). Apart, since a mean over calls
+            # of both kinds would let many good requests hide failing batches (or the
+            # reverse). FAIL when either stream fails at alpha/2 (Bonferroni: the union of
+            # two crossings); PASS when every stream with observations passes at alpha (an
+            # intersection needs no split).
             calls, share = c["err_calls"], c["err_share"]
-            self._max_lbf_err = max(
-                self._max_lbf_err,
-                float(disagreement_log_bf(share, calls - share, p0, upper=True)),
+            for k in (0, 1):
+                f = calls[k] - share[k]
+                self._max_lbf_err[k] = max(
+                    self._max_lbf_err[k],
+                    float(disagreement_log_bf(share[k], f, p0, upper=True)),
+                )
+                self._max_lbf_err_pass[k] = max(
+                    self._max_lbf_err_pass[k],
+                    float(disagreement_log_bf(share[k], f, p0, upper=False)),
+                )
+            fail_at, pass_at = -math.log(alpha / 2.0), -math.log(alpha)
+            streams = [k for k in (0, 1) if calls[k]]
+            if max(self._max_lbf_err) >= fail_at:
+                error_verdict = Verdict.FAIL
+            elif streams and all(self._max_lbf_err_pass[k] >= pass_at for k in streams):
+                error_verdict = Verdict.PASS
+            else:
+                error_verdict = Verdict.INCONCLUSIVE
+            where = (
+                f"{trials} requests ({calls[0]} single, {calls[1]} batch calls)"
+                if calls[1]
+                else f"{trials} calls"
             )
-            self._max_lbf_err_pass = max(
-                self._max_lbf_err_pass,
-                float(disagreement_log_bf(share, calls - share, p0, upper=False)),
-            )
-            error_verdict = self._latched(self._max_lbf_err, self._max_lbf_err_pass)
-            in_calls = "" if calls == trials else f" ({calls} shadow calls)"
             reasons.append(
-                f"{failures} shadow errors and timeouts in {trials} calls{in_calls} vs max "
-                f"rate {_fmt(p0)}: {error_verdict.value}"
+                f"{failures} shadow errors and timeouts in {where} vs max rate {_fmt(p0)}: "
+                f"{error_verdict.value}"
             )
         output_verdict = label_verdict if kind == _LABEL else numeric_verdict
         checks = [v for v in (output_verdict, error_verdict) if v is not None]
@@ -1649,7 +1671,7 @@ class ShadowMirror:
             numeric_verdict=numeric_verdict,
             error_rate=failures / trials if trials else None,
             max_error_rate=self.max_error_rate,
-            p_error=_p_from_log_bf(self._max_lbf_err),
+            p_error=min(1.0, 2.0 * _p_from_log_bf(max(self._max_lbf_err))),
             error_verdict=error_verdict,
             latency_pairs=lat.n,
             latency_difference_mean=_opt(lat.get()),

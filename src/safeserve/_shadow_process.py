@@ -113,6 +113,9 @@ MAX_NDIM: Final = 4
 #: Most bytes of one datagram of batch rows: a larger batch is sent in several (each also has
 #: at most a quarter of ``queue_size`` rows, so that part of a batch fits when all cannot).
 BATCH_BYTES: Final = 256 * 1024
+# Where successive batches start to be cut: multiples of the golden ratio's fraction, modulo 1,
+# spread evenly over [0, 1) for any number of batches.
+_GOLDEN: Final = (math.sqrt(5.0) - 1.0) / 2.0
 
 # Link states (the report's ``state`` while the worker runs is the worker mirror's state).
 _IDLE, _STARTING, _RUNNING, _FAILED, _CLOSED = "idle", "starting", "running", "failed", "closed"
@@ -373,7 +376,7 @@ class ProcessLink:
         # each batch starts at another piece, so that no part of every batch is the one lost.
         self._batches += 1
         max_rows = max(1, self._limit // 4)
-        start = (self._batches * max_rows) % m
+        start = cut_start(self._batches, m)
         sent = 0
         for rows, data in batch_datagrams(X, Y, latency, ids, max_rows, self._piece, start):
             sent += self._send_data(data, rows)
@@ -1316,6 +1319,16 @@ def decode_batch(data: bytes | memoryview) -> BatchRows:
     if len(X) != rows or len(Y) != rows or (ids is not None and len(ids) != rows):
         raise ValueError(f"a batch datagram of {rows} rows holds parts of other lengths")
     return BatchRows((X, Y, latency, ids))
+
+
+def cut_start(k: int, rows: int) -> int:
+    """The row from which the ``k``-th batch of ``rows`` rows is cut into pieces: spread over
+    the rows for any ``rows`` (a multiple of the golden ratio's fraction, modulo 1).
+
+    >>> [cut_start(k, 250) for k in range(1, 6)]
+    [154, 59, 213, 118, 22]
+    """
+    return int((k * _GOLDEN) % 1.0 * rows)
 
 
 def batch_datagrams(

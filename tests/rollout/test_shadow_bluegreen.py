@@ -186,10 +186,22 @@ def test_a_pinned_canary_after_a_shadow_phase_starts_at_its_weight_and_stays_man
         st = router.status()
         assert st.phase is ss.Phase.PROGRESSING
         assert st.weights["v2"] == 50.0
+        calls = [0]
+        maintain = router._maintain
+
+        def counted(*args: Any, **kw: Any) -> None:
+            calls[0] += 1
+            maintain(*args, **kw)
+
+        router._maintain = counted  # type: ignore[method-assign]
         for i in range(2_000):
-            clock.t += 1.0
+            clock.t += 1.0  # past any evaluation interval, on every request
             router.route(float(rng.random()), key=i)
         st = router.status()
+    # Manual now: requests look in for upkeep once per 64 request ids (the power of two
+    # below evaluate_every=100), not on every request because an evaluation time set in the
+    # shadow phase stayed due.
+    assert calls[0] <= 2_000 // 64 + 1
     assert st.weights["v2"] == 50.0
     moves = [d for d in st.decisions if d.action is not ss.Action.CONTINUE]
     assert [d.action for d in moves] == [ss.Action.PROMOTE]
@@ -462,6 +474,40 @@ def test_routers_dropped_without_close_stop_their_mirror_threads() -> None:
     assert threading.active_count() <= before
 
 
+class Service:
+    """A service that owns its router, whose models are the service's own methods."""
+
+    def __init__(self) -> None:
+        self.weights = np.zeros(1_000)
+        self.router = ss.Router(
+            {"v1": self.v1, "v2": self.v2}, strategy=ss.Shadow("v1", "v2", min_pairs=10**9)
+        )
+
+    def v1(self, x: float) -> int:
+        return int(x > 0.5)
+
+    def v2(self, x: float) -> int:
+        return int(x > 0.5)
+
+
+def test_a_closed_router_and_the_service_that_owns_it_are_collected() -> None:
+    """The safety net for routers left open must not itself keep a closed router, its models
+    and whatever owns them alive. (Left open, such a router stays: its mirror's threads hold
+    the models, which hold the router; close() is the way out, as its docstring says.)"""
+    import weakref
+
+    service = Service()
+    service.router.predict(0.7, key=1)  # the mirror's threads run
+    service.router.close()
+    ref = weakref.ref(service)
+    del service
+    deadline = time.monotonic() + 30.0
+    while ref() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert ref() is None
+
+
 @pytest.mark.parametrize("phase", ["shadow", "canary"])
 def test_a_phase_resumed_after_its_deadline_pause_gets_its_deadline_again(phase: str) -> None:
     """Paused at its deadline and resumed by hand, a phase goes on for a full deadline before
@@ -518,6 +564,16 @@ def test_a_switch_with_no_window_before_it_is_watched_by_the_guardrails_alone() 
             assert st.phase is ss.Phase.PROMOTED, st.decisions[-1].reason
 
 
+def validated_by(validation: Any, clock: Clock) -> ss.Router:
+    """Blue (answers 1) and green (answers 2), green validated by ``validation``, judged
+    every 10 requests."""
+    return ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen("blue", "green", validation=validation, evaluate_every=10),
+        clock=clock,
+    )
+
+
 def test_a_slow_validation_never_runs_on_a_request_thread() -> None:
     """An automatic evaluation (run by a request) starts the validation on a thread of its
     own and does not wait for it: requests go on, and rollback() acts at once, while it runs.
@@ -531,11 +587,7 @@ def test_a_slow_validation_never_runs_on_a_request_thread() -> None:
         return True
 
     clock = Clock()
-    router = ss.Router(
-        {"blue": lambda x: 1, "green": lambda x: 2},
-        strategy=ss.BlueGreen("blue", "green", validation=validation, evaluate_every=10),
-        clock=clock,
-    )
+    router = validated_by(validation, clock)
     for i in range(100):
         clock.t += 0.01
         assert router.predict(0, key=i) == 1
@@ -578,6 +630,69 @@ def test_a_phase_change_closes_the_old_mirror_off_the_callers_thread() -> None:
         assert wait_for(lambda: bool(closed_on))
         assert threading.get_ident() not in closed_on
         assert wait_for(lambda: mirror.state == "closed")
+
+
+def test_status_answers_while_a_validation_holds_the_rollout() -> None:
+    """promote() runs the validation holding the rollout's lock; status() (a health check)
+    answers meanwhile, and a validation that itself reads status() does not deadlock."""
+    gate = threading.Event()
+    seen: list[ss.Phase] = []
+    holder: dict[str, ss.Router] = {}
+
+    def validation(model: Any) -> bool:
+        seen.append(holder["router"].status().phase)  # reads status from inside
+        gate.wait(30)  # bounded: the test opens it
+        return bool(model(0) == 2)
+
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen("blue", "green", validation=validation, auto_promote=False),
+    )
+    holder["router"] = router
+    promoting = threading.Thread(target=router.promote)
+    promoting.start()
+    assert wait_for(lambda: len(seen) == 1)
+    answers: list[ss.Status] = []
+    reader = threading.Thread(target=lambda: answers.append(router.status()))
+    reader.start()
+    reader.join(timeout=10.0)
+    assert not reader.is_alive()  # answered while the validation still runs
+    assert answers[0].phase is ss.Phase.PENDING
+    assert answers[0].weights["green"] == 0.0
+    gate.set()
+    promoting.join(timeout=30.0)
+    assert not promoting.is_alive()
+    assert seen == [ss.Phase.PENDING]
+    assert router.weights["green"] == 100.0
+
+
+def test_a_validation_reading_status_on_its_own_thread_does_not_deadlock_promote() -> None:
+    """An automatic evaluation starts the validation on its own thread; promote() then waits
+    for it holding the rollout's lock. A validation that reads status() must not wait for
+    that lock (before, the two waited for each other for good)."""
+    started, gate = threading.Event(), threading.Event()
+    holder: dict[str, ss.Router] = {}
+
+    def validation(model: Any) -> bool:
+        started.set()
+        gate.wait(30)  # bounded: opened once promote() is waiting
+        holder["router"].status()
+        return True
+
+    clock = Clock()
+    router = validated_by(validation, clock)
+    holder["router"] = router
+    for i in range(50):
+        clock.t += 0.01
+        router.predict(0, key=i)
+    assert started.wait(30)
+    promoting = threading.Thread(target=router.promote, daemon=True)
+    promoting.start()
+    time.sleep(0.2)  # let promote() take the lock and wait for the validation
+    gate.set()
+    promoting.join(timeout=30.0)
+    assert not promoting.is_alive()
+    assert router.weights["green"] == 100.0
 
 
 def test_blue_green_manual_promotion_and_instant_rollback() -> None:

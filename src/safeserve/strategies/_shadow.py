@@ -170,7 +170,8 @@ class BlueGreen:
     switches back at once. The old version stays loaded for ``keep_old`` seconds after the
     watch ends, so :meth:`Router.rollback` can switch back instantly (None: as long as the
     router lives). Once it is released nothing falls back to it: the new version's exceptions
-    and rejected outputs reach the caller, as the baseline's always do.
+    reach the caller, and its outputs that a validator rejects raise
+    :class:`~safeserve.InvalidOutputError`, as with ``fallback=False``.
 
     >>> import safeserve as ss
     >>> ss.BlueGreen(active="blue", preview="green", watch=120).candidates
