@@ -385,3 +385,27 @@ def test_single_requests_alone_pass_and_fail_as_before_batches(cleanup: list[Any
     assert bad.wait_idle(WAIT)
     assert good.report().error_verdict is Verdict.PASS
     assert bad.report().error_verdict is Verdict.FAIL
+
+
+def test_many_small_good_calls_do_not_hide_large_failing_ones(cleanup: list[Any]) -> None:
+    """Within the batch stream each call is one observation, so 700 good 1-row calls and 70
+    failing 200-row calls average to a 9% call failure share, under a 20% limit, while 95%
+    of the rows failed: the check must not PASS while the rate over rows is above the limit."""
+
+    def shadow(X: Any) -> Any:
+        if len(X) > 1:
+            raise MemoryError("large batches fail")
+        return list(X)
+
+    m = ShadowMirror(shadow, workers=1, queue_size=100_000, max_error_rate=0.2, name="sizes")
+    cleanup.append(m)
+    for _ in range(70):
+        for i in range(10):
+            m.submit_batch([i], [i], 0.001)
+        m.submit_batch(list(range(200)), list(range(200)), 0.001)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert r.error_rate is not None
+    assert r.error_rate > 0.9
+    assert r.error_verdict is not Verdict.PASS
+    assert r.verdict is not Verdict.PASS

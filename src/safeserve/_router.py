@@ -473,7 +473,7 @@ class Router:
         if rollout is None:
             self._apply_weights(weights)
             return
-        with rollout.lock:
+        with rollout.lock, rollout.changing():  # status() sees both, or neither
             self._apply_weights(weights)
             rollout.set_weight(self._snapshot.allocation.weights[rollout.candidate])
 
@@ -934,10 +934,12 @@ class Router:
             served = rid + self._rows
             # A manual (pinned) canary is judged only when asked, on router.evaluate().
             if rollout is not None and rollout.auto:
-                due = (
-                    served - self._last_eval[0] >= self._evaluate_every
-                    or self._clock() >= self._due_at
-                )
+                now = self._clock()
+                if self._due_at == math.inf and not self._eval_lock.locked():
+                    # Automatic again after a manual stretch (a retry() after a pinned
+                    # canary): the evaluation interval counts from now.
+                    self._due_at = now + self._evaluate_interval
+                due = served - self._last_eval[0] >= self._evaluate_every or now >= self._due_at
                 if due:
                     # Claimed: other requests stop calling in until this evaluation is done.
                     self._due_at = math.inf
@@ -1025,6 +1027,13 @@ class Router:
             h = tuple(rollout.history)
             return self._snapshot, rollout.phase, rollout.step, rollout.stable, h
 
+        if rollout.lock.acquire(blocking=False):
+            # Free (or held by this very thread, inside a change: a log processor, a reset
+            # hook): read under it, at once.
+            try:
+                return read()
+            finally:
+                rollout.lock.release()
         deadline = time.monotonic() + 5.0
         while True:
             before = rollout.changes

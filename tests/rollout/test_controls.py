@@ -257,6 +257,25 @@ def test_policy_config_errors() -> None:
     assert np is not None
 
 
+def status_midway(
+    router: ss.Router, change: Any, inside: threading.Event, release: threading.Event
+) -> ss.Status:
+    """Run ``change`` on a thread until it stops midway (it sets ``inside``, then waits for
+    ``release``); take a status() on another thread meanwhile; release; return that status."""
+    mover = threading.Thread(target=change)
+    mover.start()
+    assert inside.wait(10.0)
+    seen: list[ss.Status] = []
+    reader = threading.Thread(target=lambda: seen.append(router.status()))
+    reader.start()
+    reader.join(timeout=1.0)  # a status that does not wait returns meanwhile (torn)
+    release.set()
+    mover.join(10.0)
+    reader.join(10.0)
+    (st,) = seen
+    return st
+
+
 def test_status_never_shows_half_of_a_transition(clock: Clock) -> None:
     """A status() taken while a rollback is between its phase change and its routing-table
     swap waits for the transition: phase, weights and decisions describe one instant."""
@@ -272,17 +291,7 @@ def test_status_never_shows_half_of_a_transition(clock: Clock) -> None:
         apply(weights)
 
     rollout._apply = slow_apply
-    mover = threading.Thread(target=router.rollback)
-    mover.start()
-    assert inside.wait(10.0)
-    seen: list[ss.Status] = []
-    reader = threading.Thread(target=lambda: seen.append(router.status()))
-    reader.start()
-    reader.join(timeout=1.0)  # a status that does not wait returns meanwhile (torn)
-    release.set()
-    mover.join(10.0)
-    reader.join(10.0)
-    (st,) = seen
+    st = status_midway(router, router.rollback, inside, release)
     assert st.phase is ss.Phase.ROLLED_BACK
     assert st.weights["v2"] == 0.0
     assert st.decisions[-1].action is ss.Action.ROLLBACK
@@ -303,3 +312,48 @@ def test_status_counts_evaluations_that_failed_on_request_threads(clock: Clock) 
         clock.t += 0.01
         assert router.predict(0, key=i) in (1, 2)
     assert router.status().evaluation_errors >= 5
+
+
+def test_status_never_shows_half_of_a_set_weights(clock: Clock) -> None:
+    """set_weights swaps the routing table, then tells the rollout: a status() taken in
+    between waits, so that weights, step and decisions agree."""
+    router = make(clock)
+    rollout = router._rollout
+    assert rollout is not None
+    inside, release = threading.Event(), threading.Event()
+    set_weight = rollout.set_weight
+
+    def slow_set_weight(weight: float) -> Any:
+        inside.set()
+        release.wait(10.0)  # bounded: the test releases it
+        return set_weight(weight)
+
+    rollout.set_weight = slow_set_weight  # type: ignore[method-assign]
+    st = status_midway(router, lambda: router.set_weights({"v2": 50.0}), inside, release)
+    assert (st.weights["v2"], st.step) == (50.0, 2)
+    assert st.decisions[-1].weights_after["v2"] == 50.0
+
+
+def test_status_inside_a_change_on_the_same_thread_reads_at_once(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """User code that runs inside a change on the changing thread (a log processor that
+    attaches status() to each decision) reads at once, never waiting for its own change."""
+    import safeserve._router as router_module
+
+    router = make(clock)
+    rollout = router._rollout
+    assert rollout is not None
+    seen: list[ss.Phase] = []
+    record = rollout._record
+
+    def record_and_look(decision: Any) -> None:
+        record(decision)
+        seen.append(router.status().phase)
+
+    waits: list[float] = []
+    monkeypatch.setattr(rollout, "_record", record_and_look)
+    monkeypatch.setattr(router_module.time, "sleep", lambda s: waits.append(s))
+    router.pause()
+    assert seen == [ss.Phase.PAUSED]
+    assert waits == []  # read under the lock its own thread holds, not spun for

@@ -208,6 +208,37 @@ def test_a_pinned_canary_after_a_shadow_phase_starts_at_its_weight_and_stays_man
     assert moves[0].reason.endswith("starting the canary at 50%")
 
 
+def test_time_based_evaluations_come_back_after_a_manual_stretch() -> None:
+    """Shadow phase, then a pinned (manual) canary, rolled back and retried: the shadow phase
+    is automatic again, and its evaluation interval counts again (it stayed off until
+    evaluate_every requests had passed)."""
+    clock = Clock()
+    router = ss.Router(
+        {"v1": labels(), "v2": labels()},
+        strategy=ss.Pipeline(
+            [
+                ss.Shadow("v1", "v2", min_pairs=10**9, evaluate_interval=1.0),
+                ss.Canary("v1", "v2", weight=10),
+            ]
+        ),
+        clock=clock,
+    )
+    with router:
+        router.promote()  # the pinned canary: manual
+        for i in range(300):
+            clock.t += 0.05
+            router.predict(0.3, key=i)
+        router.rollback()
+        router.retry()
+        assert router.status().phase is ss.Phase.SHADOW
+        before = len(router.status().decisions)
+        for i in range(600):  # 20 s at 30 requests a second
+            clock.t += 1 / 30
+            router.predict(0.3, key=i)
+        after = router.status().decisions[before:]
+    assert sum(not d.manual for d in after) >= 10
+
+
 class Flaky:
     """A preview that starts failing after the switch (when told to)."""
 
