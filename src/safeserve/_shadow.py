@@ -548,7 +548,7 @@ class ShadowMirror:
         workers: Worker threads calling the shadow.
         queue_size: Most requests waiting at once; more are dropped and counted.
         timeout: Seconds after which a shadow call counts as a timeout and its thread is
-            replaced.
+            replaced (for a batch's call, this much per row).
         max_stuck: Most threads left stuck in timed-out calls; beyond, mirroring is suspended.
         sink: ``sink(pair)`` receives every finished :class:`ShadowPair` (completed, error or
             late), on a worker thread; an exception it raises is counted and ignored.

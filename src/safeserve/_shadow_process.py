@@ -373,7 +373,7 @@ class ProcessLink:
             self._start_async()
             return 0
         # Pieces that do not fit in the socket's buffer are dropped (the send never waits):
-        # each batch starts at another piece, so that no part of every batch is the one lost.
+        # each batch is cut from another row, so that no part of every batch is the one lost.
         self._batches += 1
         max_rows = max(1, self._limit // 4)
         start = cut_start(self._batches, m)

@@ -41,7 +41,8 @@ class Shadow:
         workers: Threads calling the shadow.
         queue_size: Mirrored requests waiting at most (a batch's rows count one each);
             more are dropped and counted.
-        timeout: Seconds after which a shadow call counts as a timeout.
+        timeout: Seconds after which a shadow call counts as a timeout (a batch's call: this
+            much per row).
         max_stuck: Hung shadow threads tolerated before mirroring is suspended.
         max_disagreement: Largest acceptable share of differing labels.
         margin: Largest acceptable mean absolute difference of numeric outputs (None: not
