@@ -124,30 +124,43 @@ def test_disagreement_in_shadow_ends_the_pipeline_before_any_user_sees_the_candi
     assert rollback.check("shadow").verdict is ss.stats.Verdict.FAIL
 
 
-def test_good_shadow_then_canary_promotes() -> None:
-    """An identical candidate passes the shadow phase, then the canary starts at 5%."""
-    clock = Clock()
-    router = ss.Router(
+def identical_shadow_then(canary: ss.Canary, clock: Clock) -> ss.Router:
+    """A pipeline whose candidate answers as the primary: a shadow phase (300 pairs), then
+    ``canary``."""
+    return ss.Router(
         {"v1": labels(), "v2": labels()},
         strategy=ss.Pipeline(
             [
                 ss.Shadow("v1", "v2", min_pairs=300, min_duration=0.0, evaluate_every=100),
-                ss.Canary("v1", "v2", min_duration=1e9),
+                canary,
             ]
         ),
         clock=clock,
     )
+
+
+def serve_through_the_shadow_phase(
+    router: ss.Router, clock: Clock, rng: np.random.Generator
+) -> None:
+    """Route requests (0.1 s apart) until the shadow phase is over (at most 20,000)."""
+    for i in range(20_000):
+        clock.t += 0.1
+        router.route(float(rng.random()), key=i)
+        if i % 200 == 0:
+            wait_for(
+                lambda: router.status().shadow is None or router.status().shadow.queued == 0, 5
+            )  # type: ignore[union-attr]
+        if router.status().phase is not ss.Phase.SHADOW:
+            return
+
+
+def test_good_shadow_then_canary_promotes() -> None:
+    """An identical candidate passes the shadow phase, then the canary starts at 5%."""
+    clock = Clock()
+    router = identical_shadow_then(ss.Canary("v1", "v2", min_duration=1e9), clock)
     rng = np.random.default_rng(1)
     with router:
-        for i in range(20_000):
-            clock.t += 0.1
-            router.route(float(rng.random()), key=i)
-            if i % 200 == 0:
-                wait_for(
-                    lambda: router.status().shadow is None or router.status().shadow.queued == 0, 5
-                )  # type: ignore[union-attr]
-            if router.status().phase is ss.Phase.PROGRESSING:
-                break
+        serve_through_the_shadow_phase(router, clock, rng)
         st = router.status()
     assert st.phase is ss.Phase.PROGRESSING
     assert st.weights["v2"] == 5.0
@@ -162,27 +175,10 @@ def test_a_pinned_canary_after_a_shadow_phase_starts_at_its_weight_and_stays_man
     its own exit criteria); once it passes the canary starts at 50%, not at the first step,
     and, being pinned, is moved only by hand."""
     clock = Clock()
-    router = ss.Router(
-        {"v1": labels(), "v2": labels()},
-        strategy=ss.Pipeline(
-            [
-                ss.Shadow("v1", "v2", min_pairs=300, min_duration=0.0, evaluate_every=100),
-                ss.Canary("v1", "v2", weight=50, evaluate_every=100),
-            ]
-        ),
-        clock=clock,
-    )
+    router = identical_shadow_then(ss.Canary("v1", "v2", weight=50, evaluate_every=100), clock)
     rng = np.random.default_rng(1)
     with router:
-        for i in range(20_000):
-            clock.t += 0.1
-            router.route(float(rng.random()), key=i)
-            if i % 200 == 0:
-                wait_for(
-                    lambda: router.status().shadow is None or router.status().shadow.queued == 0, 5
-                )  # type: ignore[union-attr]
-            if router.status().phase is not ss.Phase.SHADOW:
-                break
+        serve_through_the_shadow_phase(router, clock, rng)
         st = router.status()
         assert st.phase is ss.Phase.PROGRESSING
         assert st.weights["v2"] == 50.0
