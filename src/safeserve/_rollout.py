@@ -8,7 +8,7 @@ import enum
 import functools
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Concatenate, ParamSpec
 
 import attrs
@@ -102,7 +102,7 @@ class Rollout:
         policy: Policy,
         clock: Callable[[], float],
         apply: Callable[[dict[str, float]], None],
-        reset_windows: Callable[[], None],
+        reset_windows: Callable[[], Mapping[str, Mapping[str, int]] | None],
         min_duration: float,
         min_samples: int,
         deadline: float | None,
@@ -456,7 +456,7 @@ class Rollout:
             self._apply(self.weights())
             self.step_started_at = now
             self.failures = self.consecutive = 0
-            self._reset_windows()
+            self._new_windows()
         decision = Decision(
             rollout=self.name,
             action=action,
@@ -519,6 +519,15 @@ class Rollout:
             checks=checks,
         )
 
+    def _new_windows(self) -> None:
+        """New weights: clear the metric windows, and start the judge's count of requests and
+        errors there (those served at the old weights since the last evaluation are not judged
+        at the new ones: a retry's first evaluation replayed the failed attempt's errors, and a
+        weight lowered by hand charged errors served at 50% to a 5% share)."""
+        totals = self._reset_windows()
+        if totals is not None:
+            self.judge.skip(totals)
+
     def _since_deadline(self, now: float) -> float:
         """Seconds counted against the deadline: since the step (or phase) started, or since
         the last resume if later, so that a step paused at its deadline and resumed gets its
@@ -544,7 +553,7 @@ class Rollout:
             self.step = self._step_of(weight)
             self.step_started_at = now
             self.failures = self.consecutive = 0
-            self._reset_windows()
+            self._new_windows()
             decision = Decision(
                 rollout=self.name,
                 action=Action.CONTINUE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -357,3 +358,84 @@ def test_status_inside_a_change_on_the_same_thread_reads_at_once(
     router.pause()
     assert seen == [ss.Phase.PAUSED]
     assert waits == []  # read under the lock its own thread holds, not spun for
+
+
+class Flaky:
+    """Raises on every ``every``-th call while ``on``."""
+
+    def __init__(self, every: int) -> None:
+        self.every, self.on, self.calls = every, True, 0
+
+    def __call__(self, x: Any) -> int:
+        self.calls += 1
+        if self.on and self.calls % self.every == 0:
+            raise RuntimeError("flaky")
+        return 1
+
+
+def error_rate_router(clock: Clock, v1: Any, v2: Any) -> ss.Router:
+    return ss.Router(
+        {"v1": v1, "v2": v2},
+        strategy=ss.Canary(
+            "v1",
+            "v2",
+            min_duration=0.0,
+            min_samples=100,
+            evaluate_every=10**9,
+            evaluate_interval=1e12,
+            deadline=None,
+        ),
+        policy=ss.Policy([ss.ErrorRate()]),
+        clock=clock,
+        name="error-counts",
+    )
+
+
+def serve(router: ss.Router, clock: Clock, start: int, n: int) -> int:
+    for i in range(start, start + n):
+        # The baseline's own failures reach the caller (and are counted).
+        with contextlib.suppress(RuntimeError):
+            router.route(0, key=f"u{i}")
+    clock.t += 1.0
+    return start + n
+
+
+def test_retry_does_not_judge_the_failed_attempts_errors(clock: Clock) -> None:
+    """A candidate rolled back for its errors, fixed, then retried: the evaluations after the
+    retry count only what was served since, and it is not rolled back (the first one used to
+    replay the failed attempt's errors as if served at the new 5% and roll back at once)."""
+    candidate = Flaky(10)
+    router = error_rate_router(clock, lambda x: 1, candidate)
+    user = 0
+    for _ in range(50):
+        user = serve(router, clock, user, 2000)
+        router.evaluate()
+        if router.status().phase is ss.Phase.ROLLED_BACK:
+            break
+    assert router.status().phase is ss.Phase.ROLLED_BACK
+    candidate.on = False
+    router.retry()
+    for _ in range(10):
+        user = serve(router, clock, user, 2000)
+        d = router.evaluate()
+        assert d.action is not ss.Action.ROLLBACK, d.reason
+    assert router.status().phase is ss.Phase.PROGRESSING
+
+
+def test_errors_served_before_a_weight_change_are_not_judged_at_the_new_weights(
+    clock: Clock,
+) -> None:
+    """Both versions err alike at 50%; the weight is lowered to 5% by hand before the next
+    evaluation, which must not read those errors as the candidate's at a 5% share (half of the
+    errors from a 5% share is a clear excess: it rolled back)."""
+    v1, v2 = Flaky(50), Flaky(50)
+    router = error_rate_router(clock, v1, v2)
+    router.set_weights({"v1": 50.0, "v2": 50.0})
+    user = serve(router, clock, 0, 4000)
+    assert router.recorder.snapshot().variant("v2").errors >= 30
+    router.set_weights({"v1": 95.0, "v2": 5.0})
+    v1.on = v2.on = False
+    user = serve(router, clock, user, 4000)  # enough for the minimum samples per arm
+    d = router.evaluate()
+    assert d.action is not ss.Action.ROLLBACK, d.reason
+    assert router.status().phase is ss.Phase.PROGRESSING

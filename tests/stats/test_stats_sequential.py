@@ -110,6 +110,91 @@ def test_aa_proportions_full(alpha: float, relative: bool) -> None:
     assert rate <= sim_limit(alpha, runs)
 
 
+def split_moments(
+    rng: np.random.Generator, draw: object, runs: int, looks: int, share: float, batch: int
+) -> tuple[np.ndarray, ...]:
+    """Per look: n, running mean and running variance (ddof=1) of both arms, where each batch
+    of ``batch`` requests sends ``share`` of them to the candidate; ``draw(size)`` samples."""
+    out = []
+    for k in (round(batch * share), batch - round(batch * share)):
+        x = draw((runs, looks, k))  # type: ignore[operator]
+        s, s2 = np.cumsum(x.sum(axis=2), axis=1), np.cumsum((x * x).sum(axis=2), axis=1)
+        n = np.arange(1, looks + 1) * k * np.ones((runs, 1))
+        mean = s / n
+        out += [n, mean, (s2 - s * mean) / (n - 1)]
+    return tuple(out)
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_aa_rare_conversions_in_a_5_percent_canary_stay_below_alpha(relative: bool) -> None:
+    """A/A, 1% conversion (lower is worse), 5% of traffic to the candidate, a look after every
+    400 requests up to 40,000: false FAILs stay within the simulation interval of alpha. With
+    each arm's own p(1 - p) the small arm looked exact when it had no conversions, and about
+    a quarter of runs failed."""
+    runs, looks, alpha = 400, 100, 0.05
+    rng = np.random.default_rng(5)
+    nc, mc, _, nb, mb, _ = split_moments(
+        rng, lambda size: rng.random(size) < 0.01, runs, looks, 0.05, 400
+    )
+    res = proportion_difference_cs_many(
+        nc.ravel(),
+        np.rint(mc * nc).ravel(),
+        nb.ravel(),
+        np.rint(mb * nb).ravel(),
+        alpha=alpha,
+        direction="lower_is_worse",
+        relative=relative,
+    )
+    rate = float((res.verdict_code == 2).reshape(runs, looks).any(axis=1).mean())
+    assert rate <= sim_limit(alpha, runs)
+
+
+def test_aa_skewed_means_in_a_5_percent_canary_stay_below_alpha() -> None:
+    """A/A on Pareto-tailed values (index 1.5, lower is worse), 5% of traffic to the candidate,
+    a look after every 400 requests: false FAILs stay within the simulation interval of alpha
+    (a small arm's own variance is low exactly when its mean is: a quarter of runs failed)."""
+    runs, looks, alpha = 400, 100, 0.05
+    rng = np.random.default_rng(6)
+    nc, mc, vc, nb, mb, vb = split_moments(
+        rng, lambda size: rng.pareto(1.5, size) + 1.0, runs, looks, 0.05, 400
+    )
+    res = mean_difference_cs_many(
+        nc.ravel(),
+        mc.ravel(),
+        vc.ravel(),
+        nb.ravel(),
+        mb.ravel(),
+        vb.ravel(),
+        alpha=alpha,
+        direction="lower_is_worse",
+    )
+    rate = float((res.verdict_code == 2).reshape(runs, looks).any(axis=1).mean())
+    assert rate <= sim_limit(alpha, runs)
+
+
+def test_a_candidate_that_fails_every_request_fails() -> None:
+    """All of the candidate's trials are events against none of the baseline's: the pooled
+    rarer outcome opens the gate (each arm's own rarer outcome was 0: INCONCLUSIVE for ever)."""
+    r = proportion_difference_cs(1000, 1000, 19_000, 0)
+    assert r.verdict is Verdict.FAIL
+    assert r.lower > 0.9
+
+
+def test_relative_change_keeps_the_harm_direction_on_a_negative_baseline() -> None:
+    """A lower-is-worse metric with negative values (a log-likelihood): -1.2 against -1.0 is
+    20% worse, and fails; dividing by the signed baseline turned it into +20% and a pass."""
+    r = mean_difference_cs(
+        5000, -1.2, 0.04, 5000, -1.0, 0.04, direction="lower_is_worse", relative=True
+    )
+    assert r.estimate == pytest.approx(-0.2)
+    assert r.verdict is Verdict.FAIL
+    better = mean_difference_cs(
+        5000, -0.8, 0.04, 5000, -1.0, 0.04, direction="lower_is_worse", relative=True, margin=0.05
+    )
+    assert better.estimate == pytest.approx(0.2)
+    assert better.verdict is Verdict.PASS
+
+
 def test_error_rate_doubling_is_detected_by_20k_per_arm() -> None:
     """Error rate 1% -> 2% with looks every 100 per arm: FAIL by 20,000 per arm in >= 95% of
     200 simulated runs."""

@@ -1595,13 +1595,19 @@ class Recorder:
                 rejected=rejected_global,
             )
 
-    def reset(self) -> None:
+    def reset(self) -> dict[str, dict[str, int]]:
         """Clear every window (e.g. at a new rollout step); lifetime counters and the
-        outcome ring stay. Buffered records are flushed into the old windows first."""
+        outcome ring stay. Buffered records are flushed into the old windows first.
+
+        Returns:
+            Each variant's lifetime totals at the reset (as in a snapshot's ``totals``), so
+            that a caller counting requests between resets knows where the new windows begin.
+        """
         with self._lock:
             self.flush()
             for r in self._rings:
                 r.reset()
+            return {name: t.to_dict() for name, t in zip(self.variants, self._totals, strict=True)}
 
     def __repr__(self) -> str:
         return f"<safeserve.metrics.Recorder {list(self.variants)!r} {self.window!r}>"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -13,7 +13,13 @@ from .._errors import ConfigError
 from ..metrics import MetricsSnapshot, VariantMetrics
 from ..stats import SequentialSRM, Verdict, holm
 from ..stats._common import check_alpha, check_positive
-from ..stats._sequential import _DIRECTION_CODE, _rho2, _sequence_core, _sequence_scalar
+from ..stats._sequential import (
+    _DIRECTION_CODE,
+    _proportion_moments,
+    _rho2,
+    _sequence_core,
+    _sequence_scalar,
+)
 from ._checks import (
     _CS,
     SRM,
@@ -152,10 +158,10 @@ def _scalar_inputs(r: _CS) -> tuple[int, float, float, int, float, float, int] |
         x_c, x_b = float(r.x_c), float(r.x_b)
         if not (math.isfinite(x_c) and math.isfinite(x_b)):
             return None
-        mean_c = x_c / n_c if n_c > 0 else 0.0
-        mean_b = x_b / n_b if n_b > 0 else 0.0
-        var_c, var_b = mean_c * (1 - mean_c), mean_b * (1 - mean_b)
-        events = int(min(x_c, n_c - x_c) + min(x_b, n_b - x_b))
+        if n_c == 0 or n_b == 0:
+            return None  # the array path gives the empty arm a mean and variance of 0
+        mean_c, var_c, mean_b, var_b, pooled_events = _proportion_moments(n_c, x_c, n_b, x_b)
+        events = int(pooled_events)
     else:
         mean_c, var_c = (float(r.x_c), float(r.v_c)) if n_c > 0 else (0.0, 0.0)
         mean_b, var_b = (float(r.x_b), float(r.v_b)) if n_b > 0 else (0.0, 0.0)
@@ -195,22 +201,37 @@ class Judge:
         # of the confidence sequences for the (alpha, tuning) last seen.
         self._plan: tuple[Policy | None, int] = (None, 0)
         self._rho2: tuple[tuple[float, float], float, float] = ((math.nan, math.nan), 0.0, 0.0)
+        self._last_totals: tuple[int, int, int, int] | None = None
         self.restart()
 
     def restart(self) -> None:
-        """Forget all sequential state (a retry starts from scratch)."""
+        """Forget all sequential state (a retry starts from scratch).
+
+        The lifetime totals last read stay: the next evaluation counts the requests and errors
+        since then, not since the router started (a retry fed the new rare-error test the
+        failed attempt's errors as if served at the new share, and rolled back at once).
+        """
         self._states = {c.name: c._new_state() for c in self.policy.checks}
-        self._last_totals: tuple[int, int, int, int] | None = None
+
+    def _totals(self, totals: Mapping[str, Mapping[str, int]]) -> tuple[int, int, int, int]:
+        """Lifetime requests and errors of the candidate and the baseline."""
+        c, b = totals.get(self.candidate, {}), totals.get(self.baseline, {})
+        return (
+            c.get("requests", 0),
+            b.get("requests", 0),
+            c.get("requests", 0) - c.get("ok", 0),
+            b.get("requests", 0) - b.get("ok", 0),
+        )
+
+    def skip(self, totals: Mapping[str, Mapping[str, int]]) -> None:
+        """Start the next interval at these lifetime totals (each variant's, as returned by
+        :meth:`Recorder.reset <safeserve.metrics.Recorder.reset>`): requests served before a
+        change of weights are not judged as if served at the new ones."""
+        self._last_totals = self._totals(totals)
 
     def _new_counts(self, snap: MetricsSnapshot) -> tuple[int, int, int, int]:
         """Requests and errors per arm since the last evaluation, from lifetime totals."""
-        c, b = snap.variant(self.candidate), snap.variant(self.baseline)
-        now = (
-            c.totals.get("requests", 0),
-            b.totals.get("requests", 0),
-            c.totals.get("requests", 0) - c.totals.get("ok", 0),
-            b.totals.get("requests", 0) - b.totals.get("ok", 0),
-        )
+        now = self._totals({v: snap.variant(v).totals for v in (self.candidate, self.baseline)})
         last = self._last_totals or (0, 0, 0, 0)
         self._last_totals = now
         return tuple(max(0, a - z) for a, z in zip(now, last, strict=True))  # type: ignore[return-value]
@@ -371,13 +392,15 @@ class Judge:
         prop = np.array([r.kind == "proportion" for r in reqs])
         with np.errstate(divide="ignore", invalid="ignore"):
             # An empty arm carries no information (see _scalar_inputs).
-            p_c = np.where(n_c > 0, x_c / n_c, 0.0)
-            p_b = np.where(n_b > 0, x_b / n_b, 0.0)
+            p_c, pv_c, p_b, pv_b, ev = _proportion_moments(n_c, x_c, n_b, x_b)
+            p_c = np.where(n_c > 0, p_c, 0.0)
+            p_b = np.where(n_b > 0, p_b, 0.0)
+            pv_c = np.where(n_c > 0, pv_c, 0.0)
+            pv_b = np.where(n_b > 0, pv_b, 0.0)
         m_c = np.where(n_c > 0, x_c, 0.0)
         m_b = np.where(n_b > 0, x_b, 0.0)
-        var_c = np.where(prop, p_c * (1 - p_c), np.where(n_c > 0, [r.v_c for r in reqs], 0.0))
-        var_b = np.where(prop, p_b * (1 - p_b), np.where(n_b > 0, [r.v_b for r in reqs], 0.0))
-        ev = np.minimum(x_c, n_c - x_c) + np.minimum(x_b, n_b - x_b)
+        var_c = np.where(prop, pv_c, np.where(n_c > 0, [r.v_c for r in reqs], 0.0))
+        var_b = np.where(prop, pv_b, np.where(n_b > 0, [r.v_b for r in reqs], 0.0))
         events = np.where(prop, np.nan_to_num(ev), float(_NO_EVENT_GATE)).astype(np.int64)
         mins = [_minimums(r) for r in reqs]
         min_samples = min(m[0] for m in mins)
