@@ -572,3 +572,93 @@ def test_predict_keeps_no_request_id_for_outcomes_and_route_does() -> None:
     assert m.variant("v1").requests + m.variant("v2").requests == 400
     joined = sum(v.outcomes["converted"].n for v in m.variants if "converted" in v.outcomes)
     assert joined == 200
+
+
+def full_canary(candidate: Any, *, fallback: bool = True) -> ss.Router:
+    """A canary at 100% (promoted by hand) that evaluates every 100 requests."""
+    router = ss.Router(
+        {"v1": Counting(1.0), "v2": candidate},
+        strategy=ss.Canary("v1", "v2", min_duration=0.0, min_samples=100, evaluate_every=100),
+        clock=FakeClock(),
+        fallback=fallback,
+        name="full",
+    )
+    for _ in range(3):
+        router.promote()
+    assert router.weights["v2"] == 100.0
+    return router
+
+
+@pytest.mark.parametrize("fault", ["raises", "rejected"])
+def test_a_candidate_failing_every_request_is_judged_and_rolled_back(fault: str) -> None:
+    """At 100%, a candidate that raises on (or has rejected) every request: the failed
+    requests still count towards the automatic evaluations, which roll it back (the upkeep
+    ran only after a served answer: no evaluation ever came)."""
+    if fault == "raises":
+        candidate: Any = Counting(2.0, fail=True)
+        router = full_canary(candidate)
+    else:
+        candidate = Counting(2.0, output=math.nan)
+        router = ss.Router(
+            {"v1": Counting(1.0), "v2": candidate},
+            strategy=ss.Canary("v1", "v2", min_duration=0.0, min_samples=100, evaluate_every=100),
+            clock=FakeClock(),
+            validators={"v2": ss.is_finite},
+            name="full-nan",
+        )
+        for _ in range(3):
+            router.promote()
+    for i in range(1000):
+        assert router.predict(0.0, key=f"u{i}") == 1.0  # the baseline answers
+    assert router._rollout is not None
+    assert router._rollout.phase is ss.Phase.ROLLED_BACK
+
+
+def test_batches_that_raise_still_count_towards_evaluations() -> None:
+    """Without fallback every batch raises; the rows still count and the evaluation rolls the
+    candidate back."""
+    router = full_canary(Counting(2.0, fail=True), fallback=False)
+    rollout = router._rollout
+    assert rollout is not None
+    for b in range(20):
+        with pytest.raises(RuntimeError, match="broke"):
+            router.predict_batch(np.zeros((50, 1)), keys=np.arange(b * 50, b * 50 + 50))
+        if rollout.phase is ss.Phase.ROLLED_BACK:
+            break
+    assert rollout.phase is ss.Phase.ROLLED_BACK
+    assert np.all(router.predict_batch(np.zeros((50, 1)), keys=np.arange(50)) == 1.0)
+
+
+@pytest.mark.parametrize("output", [None, 3.0, np.float64(3.0), np.zeros(())])
+def test_batch_outputs_that_are_not_rows_are_invalid_and_fall_back(output: Any) -> None:
+    """A candidate's batch call answering None, a scalar or a 0-d array: its rows are invalid,
+    counted, and the baseline answers them (a TypeError reached the caller, and nothing of the
+    batch was recorded)."""
+    router = ss.Router(
+        {"v1": Counting(1.0), "v2": lambda X: output},
+        strategy=ss.FixedSplit("v1", {"v2": 50.0}),
+        name="no-rows",
+    )
+    keys = np.arange(400)
+    out = router.predict_batch(np.zeros((400, 1)), keys=keys)
+    assert np.all(out == 1.0)
+    snap = router.recorder.snapshot()
+    v2 = snap.variant("v2")
+    assert v2.requests > 0
+    assert v2.errors == v2.requests
+    assert v2.requests + snap.variant("v1").requests == 400
+
+
+def test_a_baseline_answering_the_wrong_number_of_rows_is_a_typed_error() -> None:
+    """The baseline's batch answer has one row too many: an InvalidOutputError naming the
+    counts, with every row of the batch recorded (a ValueError from numpy lost the batch)."""
+    router = ss.Router(
+        {"v1": lambda X: np.zeros(len(X) + 1), "v2": Counting(2.0)},
+        strategy=ss.FixedSplit("v1", {"v2": 50.0}),
+        name="extra-row",
+    )
+    with pytest.raises(ss.InvalidOutputError, match=r"'v1' answered \d+ rows with \d+ outputs"):
+        router.predict_batch(np.zeros((400, 1)), keys=np.arange(400))
+    snap = router.recorder.snapshot()
+    assert snap.variant("v1").requests + snap.variant("v2").requests == 400
+    assert snap.variant("v1").errors == snap.variant("v1").requests

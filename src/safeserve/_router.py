@@ -637,14 +637,20 @@ class Router:
         try:
             y = snap.models[vi](x)
         except Exception:
-            y = self._failed(snap, rec_id, vi, override, x, clock() - t0)
+            try:
+                y = self._failed(snap, rec_id, vi, override, x, clock() - t0)
+            finally:
+                self._upkeep(rid)
             fell_back = True
         else:
             t1 = clock()
             latency = t1 - t0
             validator = snap.validators[vi]
             if validator is not None and not _valid(validator, y):
-                y, fell_back = self._rejected(snap, rec_id, vi, override, x, y, latency)
+                try:
+                    y, fell_back = self._rejected(snap, rec_id, vi, override, x, y, latency)
+                finally:
+                    self._upkeep(rid)
             else:
                 # The record's code: variant << 4 | status OK (0) << 2 | no fallback | override.
                 self._append((rec_id, vi << 4 | override, latency, y))
@@ -743,7 +749,37 @@ class Router:
     ) -> tuple[Any, NDArray[np.bool_]]:
         """Call each variant once on its rows; record one batch per slice; mirror the rows in
         the mirrored share; return the answers in input order and which rows the baseline
-        answered instead (``ids``: the request ids, or None when the rows have none)."""
+        answered instead (``ids``: the request ids, or None when the rows have none).
+
+        The batch counts towards the next automatic evaluation also when it raises (a
+        candidate that fails every batch must still be judged).
+        """
+        n = len(vi)
+        try:
+            return self._serve_slices(snap, X, vi, override, buckets, ids)
+        finally:
+            # The batch counts as n requests towards the next automatic evaluation:
+            # predict_batch takes one request id (taking n would cost more than routing) and
+            # adds the others.
+            if ids is not None and n:
+                last = int(ids[-1])
+            else:
+                last = next(self._ids)
+                if n > 1:
+                    with self._rows_lock:
+                        self._rows += n - 1
+            self._maintain(last, flush=True)
+
+    def _serve_slices(
+        self,
+        snap: _Snapshot,
+        X: Any,
+        vi: NDArray[np.integer[Any]],
+        override: NDArray[np.bool_],
+        buckets: NDArray[np.int64],
+        ids: NDArray[np.int64] | None,
+    ) -> tuple[Any, NDArray[np.bool_]]:
+        """:meth:`_run_slices` but the upkeep."""
         n = len(vi)
         is_array = isinstance(X, np.ndarray)
         fallback = np.zeros(n, dtype=bool)
@@ -767,44 +803,54 @@ class Router:
         # Per slice, what its record holds: (variant, rows, per-row seconds, status, the
         # variant's own outputs or None).
         slices: list[tuple[int, NDArray[np.intp] | None, float, Any, Any]] = []
+        # The baseline's outputs that are not one per row: (name, outputs, rows), raised once
+        # every slice is recorded.
+        broken: tuple[str, Any, int] | None = None
+        failure: Exception | None = None
         for j, idx in groups:
             m = n if idx is None else len(idx)
             xs = X if idx is None else X.take(idx, axis=0) if is_array else [X[i] for i in idx]
             t0 = clock()
             try:
                 ys = snap.models[j](xs)
-            except Exception:
+            except Exception as exc:
                 latency = (clock() - t0) / m
                 if j == 0 or not snap.fallback:
-                    self._record_slice(ids, j, idx, n, latency, _ERROR, False, None, override)
-                    raise
+                    slices.append((j, idx, latency, _ERROR, None))
+                    failure = exc  # raised once the slices served so far are recorded
+                    break
                 fallback[_rows(idx, n)] = True
                 redo.append(idx)
                 slices.append((j, idx, latency, _ERROR, None))
                 continue
             latency = (clock() - t0) / m
-            if len(ys) != m:
+            whole = _has_rows(ys, m)
+            if not whole:
                 bad: NDArray[np.bool_] | None = np.ones(m, dtype=bool)
             elif snap.validators[j] is None:
                 bad = None
             else:
                 bad = ~_valid_rows(snap.validators[j], ys)
-            own = ys if len(ys) == m else None  # the variant's outputs, for its metrics
+            own = ys if whole else None  # the variant's outputs, for its metrics
             if bad is None or not bad.any():
                 parts.append((idx, ys))
                 slices.append((j, idx, latency, _OK, own))
                 continue
             status = np.where(bad, _INVALID, _OK).astype(np.int8)
             if j == 0:
-                # Nothing to fall back to: count them and answer as the service did before.
+                # Nothing to fall back to: count them and answer as the service did before
+                # (outputs that are not one per row cannot be put back in order: see below).
                 parts.append((idx, ys))
                 slices.append((j, idx, latency, status, own))
+                if not whole:
+                    broken = (snap.names[j], ys, m)
                 continue
             if not snap.fallback:
-                self._record_slice(ids, j, idx, n, latency, status, False, None, override)
-                raise InvalidOutputError(
+                slices.append((j, idx, latency, status, None))
+                failure = InvalidOutputError(
                     f"{int(bad.sum())} output(s) of {snap.names[j]!r} failed validation"
                 )
+                break
             rows = _rows(idx, n)
             fallback[rows[bad]] = True
             redo.append(rows[bad])
@@ -812,14 +858,9 @@ class Router:
             if keep.any():
                 parts.append((rows[keep], _take(ys, keep)))
             slices.append((j, idx, latency, status, own))
-        for idx in redo:
-            xs = X if idx is None else X.take(idx, axis=0) if is_array else [X[i] for i in idx]
-            parts.append((idx, snap.models[0](xs)))
-        values = _scatter(parts, n)
-        if snap.observe is not None and n:
-            self._drift.observe_batch(X, vi)  # type: ignore[union-attr]
         # One record batch per variant slice: a slice has one variant and one latency per
-        # row, which the recorder summarizes without a pass per row.
+        # row, which the recorder summarizes without a pass per row. Recorded before anything
+        # raises (a failure above, a fallback call below), so that no served slice is lost.
         for j, idx, latency, status, own in slices:
             fb: Any = False
             if isinstance(status, int) and status == _ERROR:
@@ -827,6 +868,22 @@ class Router:
             elif redo:
                 fb = fallback if idx is None else fallback[idx]
             self._record_slice(ids, j, idx, n, latency, status, fb, own, override, any_override)
+        if failure is not None:
+            raise failure
+        for idx in redo:
+            xs = X if idx is None else X.take(idx, axis=0) if is_array else [X[i] for i in idx]
+            ys = snap.models[0](xs)
+            if not _has_rows(ys, len(xs)):
+                broken = (snap.names[0], ys, len(xs))
+            parts.append((idx, ys))
+        if broken is not None:
+            name, ys, m = broken
+            raise InvalidOutputError(
+                f"{name!r} answered {m} rows with {_describe_rows(ys)}, not one output per row"
+            )
+        values = _scatter(parts, n)
+        if snap.observe is not None and n:
+            self._drift.observe_batch(X, vi)  # type: ignore[union-attr]
         if snap.mirror is not None and n:
             try:
                 self._mirror_rows(snap, X, slices, buckets, override, ids)
@@ -839,16 +896,6 @@ class Router:
                         reason=f"the batch's rows could not be selected for the shadow "
                         f"({type(exc).__name__}: {exc}); pass a numpy array or a list",
                     )
-        # The batch counts as n requests towards the next automatic evaluation: predict_batch
-        # takes one request id (taking n would cost more than routing) and adds the others.
-        if ids is not None and n:
-            last = int(ids[-1])
-        else:
-            last = next(self._ids)
-            if n > 1:
-                with self._rows_lock:
-                    self._rows += n - 1
-        self._maintain(last, flush=True)
         return values, fallback
 
     def _mirror_rows(
@@ -918,6 +965,12 @@ class Router:
         self._recorder.append_batch(rid, j, latency, status, fallback, outputs, ov)
 
     # -- metrics, outcomes and status ------------------------------------------------------
+
+    def _upkeep(self, rid: int) -> None:
+        """The served path's check for upkeep (inline there), for requests that failed: a
+        candidate that fails every request must still be judged."""
+        if not rid & self._mask or self._clock() >= self._due_at:
+            self._maintain(rid)
 
     def _maintain(self, rid: int, *, flush: bool = False) -> None:
         """Upkeep on the request path: flush the metric buffer and, when due, evaluate.
@@ -1195,6 +1248,27 @@ def _take(ys: Any, mask: NDArray[np.bool_]) -> Any:
     if isinstance(ys, np.ndarray):
         return ys[mask]
     return [y for y, m in zip(ys, mask.tolist(), strict=True) if m]
+
+
+def _has_rows(ys: Any, m: int) -> bool:
+    """Whether a batch call's outputs are one per row (``len`` may fail on what a model
+    returns: None, a scalar, a numpy scalar)."""
+    try:
+        return len(ys) == m
+    except Exception:
+        return False
+
+
+def _describe_rows(ys: Any) -> str:
+    try:
+        return f"{len(ys)} outputs"
+    except Exception:
+        return f"a {type(ys).__name__} ({_short(ys)})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _scatter(parts: list[tuple[NDArray[np.intp] | None, Any]], n: int) -> Any:
