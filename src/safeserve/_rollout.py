@@ -815,7 +815,10 @@ class Rollout:
                     return decision
                 results = (*results, drift_result)
                 j = attrs.evolve(j, results=results)
-            if not self.auto or self.phase is Phase.PAUSED:
+            # Paused by input drift: comparisons may reflect the traffic rather than the
+            # model, so they are not acted on; a guardrail is an absolute limit and still is.
+            drift_paused = self.phase is Phase.PAUSED and self.paused_by == "drift"
+            if not self.auto or (self.phase is Phase.PAUSED and not drift_paused):
                 why = "manual mode" if not self.auto else "paused"
                 return self._transition(
                     Action.CONTINUE,
@@ -831,6 +834,15 @@ class Rollout:
             if j.guardrail_breached:
                 why = "; ".join(f"{r.name}: {r.reason}" for r in failing if r.kind == "guardrail")
                 return self.rollback(f"guardrail breached: {why}", manual=False, checks=j.results)
+            if drift_paused:
+                return self._transition(
+                    Action.CONTINUE,
+                    "paused by input drift: guardrails hold; comparisons judged, not acted on",
+                    checks=j.results,
+                    manual=False,
+                    now=now,
+                    **keep,  # type: ignore[arg-type]
+                )
             if j.failed:
                 self.failures += 1
                 self.consecutive += 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -13,7 +16,9 @@ from .conftest import Clock
 FEATURES = 5
 
 
-def setup(clock: Clock, **canary: object) -> tuple[ss.Router, DriftMonitor]:
+def setup(
+    clock: Clock, candidate: Callable[[Any], Any] | None = None, **canary: object
+) -> tuple[ss.Router, DriftMonitor]:
     rng = np.random.default_rng(0)
     profile = ReferenceProfile.from_data(rng.normal(size=(20_000, FEATURES)))
     monitor = DriftMonitor(profile, sample_rate=1.0, window=2_000, min_samples=500, seed=1)
@@ -29,7 +34,7 @@ def setup(clock: Clock, **canary: object) -> tuple[ss.Router, DriftMonitor]:
     }
     options.update(canary)
     router = ss.Router(
-        {"v1": lambda X: np.zeros(len(X)), "v2": lambda X: np.zeros(len(X))},
+        {"v1": lambda X: np.zeros(len(X)), "v2": candidate or (lambda X: np.zeros(len(X)))},
         strategy=ss.Canary("v1", "v2", weight=50, auto=True, **options),  # type: ignore[arg-type]
         policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.5)]),
         clock=clock,
@@ -113,6 +118,32 @@ def test_manual_resume_after_drift(clock: Clock) -> None:
     assert router.status().phase is ss.Phase.PAUSED
     router.resume()
     assert router.status().phase is ss.Phase.PROGRESSING
+
+
+def test_a_guardrail_breach_while_paused_by_drift_rolls_back(clock: Clock) -> None:
+    """Paused by drift, the comparisons are not acted on, but a guardrail still is: a
+    candidate that starts failing every request is rolled back (the pause held it at its
+    weight for as long as the drift lasted, breach or not)."""
+    broken = {"on": False}
+
+    def candidate(X: Any) -> Any:
+        if broken["on"]:
+            raise RuntimeError("broken")
+        return np.zeros(len(X))
+
+    router, _ = setup(clock, candidate, drift_resume_after=None)
+    rng = np.random.default_rng(4)
+    feed(router, clock, rng, batches=8, shift=1.0)
+    assert router.status().phase is ss.Phase.PAUSED
+    feed(router, clock, rng, batches=2, shift=1.0)
+    assert router.status().phase is ss.Phase.PAUSED  # a paused rollout stays while all holds
+    broken["on"] = True
+    feed(router, clock, rng, batches=25, shift=1.0)  # the window's error rate passes 50%
+    st = router.status()
+    assert st.phase is ss.Phase.ROLLED_BACK
+    rollback = [d for d in st.decisions if d.action is ss.Action.ROLLBACK][-1]
+    assert "guardrail breached" in rollback.reason
+    assert rollback.phase_before == "paused"
 
 
 def test_single_requests_are_observed_too(clock: Clock) -> None:
