@@ -84,6 +84,10 @@ def _changes_state(
     return functools.update_wrapper(marked, method)
 
 
+#: Phases in which the candidate serves nobody, overridden keys included.
+_ENDED = (Phase.ROLLED_BACK, Phase.ABORTED)
+
+
 class Rollout:
     """The state of one canary rollout and its transitions (driven by a Router).
 
@@ -457,6 +461,10 @@ class Rollout:
             self.step_started_at = now
             self.failures = self.consecutive = 0
             self._new_windows()
+        elif (phase in _ENDED) != (before_phase in _ENDED):
+            # The same weights, but the forced keys change: a rolled-back candidate serves
+            # nobody (also when its weight was already 0), and a retry lets them back.
+            self._apply(self.weights())
         decision = Decision(
             rollout=self.name,
             action=action,
@@ -504,6 +512,19 @@ class Rollout:
             raise TransitionError(
                 f"cannot {action} rollout {self.name!r} in phase {self.phase.value!r} "
                 f"(allowed in: {names})"
+            )
+
+    def require_canary_step(self, action: str) -> None:
+        """Raise unless the rollout is at a canary step (running or paused), where weights
+        may be set by hand: not in a shadow phase, a blue/green rollout or an ended one."""
+        self._require(action, (Phase.PROGRESSING, Phase.PAUSED))
+        if self.blue_green is not None or (
+            self.phase is Phase.PAUSED and self._paused_from is Phase.SHADOW
+        ):
+            stage = "blue/green" if self.blue_green is not None else "shadow phase"
+            raise TransitionError(
+                f"cannot {action} rollout {self.name!r} in its {stage}: weights are set by "
+                "hand only at canary steps (use promote() or rollback())"
             )
 
     def _stay(self, reason: str, now: float, checks: tuple[CheckResult, ...] = ()) -> Decision:

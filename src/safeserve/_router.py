@@ -408,6 +408,7 @@ class Router:
         models = list(self._models)
         models[0] = _released(name)
         self._models = tuple(models)
+        self._baseline_released = True
         # Nothing to fall back to any more: the new version's failures reach the caller, as
         # a baseline's do (not as "released" errors of the old one).
         self._fallback = False
@@ -435,13 +436,19 @@ class Router:
     def _build(self, allocation: Allocation, *, version: int) -> _Snapshot:
         override_keys, override_fn = self._override_keys, self._override_fn
         rollout = getattr(self, "_rollout", None)
+        blocked: list[str] = []
         if rollout is not None and rollout.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
             # A rolled-back candidate serves nobody, not even forced keys, until retry().
-            blocked = self._index[rollout.candidate]
+            blocked.append(rollout.candidate)
+        if getattr(self, "_baseline_released", False):
+            # Released after a blue/green switch (keep_old): nothing left to force keys to.
+            blocked.append(self._all[0])
+        for name in blocked:
+            index = self._index[name]
             if override_keys is not None:
-                override_keys = {k: v for k, v in override_keys.items() if v != blocked} or None
+                override_keys = {k: v for k, v in override_keys.items() if v != index} or None
             if override_fn is not None:
-                override_fn = _blocking(override_fn, rollout.candidate)
+                override_fn = _blocking(override_fn, name)
         return _Snapshot(
             version=version,
             allocation=allocation,
@@ -468,12 +475,15 @@ class Router:
 
         Raises:
             ConfigError: for an unknown variant or invalid weights (the old table stays).
+            TransitionError: when the rollout is not at a canary step (a shadow phase, a
+                blue/green rollout, or one that has ended): the weights stay.
         """
         rollout = self._rollout
         if rollout is None:
             self._apply_weights(weights)
             return
         with rollout.lock, rollout.changing():  # status() sees both, or neither
+            rollout.require_canary_step("set weights of")
             self._apply_weights(weights)
             rollout.set_weight(self._snapshot.allocation.weights[rollout.candidate])
 
@@ -1112,14 +1122,24 @@ class Router:
             )
         return self._rollout
 
-    def _evaluate(self, rid: int, *, wait: bool = True) -> Decision:
+    def _evaluate(self, rid: int, *, wait: bool = True) -> Decision | None:
+        """Evaluate now; ``wait=False`` (on a request's thread): not at all while another
+        thread holds the rollout (a blue/green validation run by ``promote()``, a manual
+        change), so that no request waits for it (None then; the next one is due as usual)."""
         rollout = self._need_rollout()
         self.flush()
         now = self._clock()
         self._last_eval = (rid, now)
         if self._rollout is not None and self._rollout.auto:
             self._due_at = now + self._evaluate_interval
-        return rollout.evaluate(self._recorder.snapshot(), wait=wait)
+        if wait:
+            return rollout.evaluate(self._recorder.snapshot(), wait=True)
+        if not rollout.lock.acquire(blocking=False):
+            return None
+        try:
+            return rollout.evaluate(self._recorder.snapshot(), wait=False)
+        finally:
+            rollout.lock.release()
 
     def evaluate(self) -> Decision:
         """Judge the rollout's checks now and act on the verdicts; return the decision.
@@ -1132,7 +1152,9 @@ class Router:
         """
         self._need_rollout()
         with self._eval_lock:
-            return self._evaluate(self._last_eval[0])
+            decision = self._evaluate(self._last_eval[0])
+        assert decision is not None  # (waited for the rollout)
+        return decision
 
     def promote(self, *, full: bool = False) -> Decision:
         """Move the candidate to the next step now (``full=True``: to 100% and done).

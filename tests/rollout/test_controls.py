@@ -237,6 +237,18 @@ def test_canary_config_errors() -> None:
             ss.Canary("a", "b", **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("limits", "shown"),
+    [({"above": float("nan")}, "nan"), ({"above": "0.2"}, "'0.2'"), ({"below": True}, "True")],
+)
+def test_guardrail_limits_must_be_finite_numbers(limits: dict[str, Any], shown: str) -> None:
+    """A NaN limit is never crossed (the guardrail held at a 100% error rate) and a str one
+    raised at every evaluation: both are refused when the guardrail is made."""
+    with pytest.raises(ss.ConfigError, match=f"must be a finite number or None, got {shown}"):
+        ss.Guardrail(metric="error_rate", **limits)
+    assert ss.Guardrail(metric="error_rate", above=np.float64(0.2)).above == 0.2
+
+
 def test_policy_config_errors() -> None:
     """Policies and checks reject bad options."""
     with pytest.raises(ss.ConfigError, match="alpha"):
@@ -439,3 +451,43 @@ def test_errors_served_before_a_weight_change_are_not_judged_at_the_new_weights(
     d = router.evaluate()
     assert d.action is not ss.Action.ROLLBACK, d.reason
     assert router.status().phase is ss.Phase.PROGRESSING
+
+
+def test_set_weights_is_refused_outside_canary_steps(clock: Clock) -> None:
+    """After rollback() or abort(), in a shadow phase and in a blue/green rollout, weights set
+    by hand would send users to a version the status says nobody sees (it was accepted: v2
+    served half of the users after a rollback): refused, and the weights stay."""
+    router = make(clock)
+    router.rollback()
+    with pytest.raises(ss.TransitionError, match="rolled_back"):
+        router.set_weights({"v1": 50.0, "v2": 50.0})
+    assert router.weights == {"v1": 100.0, "v2": 0.0}
+    router.retry()
+    router.abort()
+    with pytest.raises(ss.TransitionError, match="aborted"):
+        router.set_weights({"v1": 50.0, "v2": 50.0})
+    shadow = ss.Router(
+        {"v1": lambda x: 1, "v2": lambda x: 1},
+        strategy=ss.Pipeline([ss.Shadow("v1", "v2"), ss.Canary("v1", "v2")]),
+        clock=clock,
+        name="shadowed",
+    )
+    with pytest.raises(ss.TransitionError, match="shadow"):
+        shadow.set_weights({"v2": 5.0})
+    shadow.pause()
+    with pytest.raises(ss.TransitionError, match="shadow phase"):
+        shadow.set_weights({"v2": 5.0})
+    assert shadow.weights["v2"] == 0.0
+    shadow.close()
+    bluegreen = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 1},
+        strategy=ss.BlueGreen("blue", "green"),
+        clock=clock,
+        name="bg",
+    )
+    with pytest.raises(ss.TransitionError, match="pending"):
+        bluegreen.set_weights({"green": 50.0})
+    bluegreen.promote()
+    with pytest.raises(ss.TransitionError, match="blue/green"):
+        bluegreen.set_weights({"green": 50.0})
+    assert bluegreen.weights["green"] == 100.0

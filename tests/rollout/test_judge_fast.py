@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -404,3 +405,40 @@ def test_constant_arms_differing_by_a_rounding_do_not_decide_a_regression() -> N
     # A real difference of constants still decides at once.
     worse = _constant_arms(0.31, 0.3, relative=False)
     assert worse.verdict_code[0] == 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_holm_does_not_fail_an_error_increase_below_the_harm_threshold(seed: int) -> None:
+    """ErrorRate(harm=0.01) with Holm's correction: errors rising from 0% to 0.4% are below the
+    harm threshold and must not fail. The rare-error test's p-value is against "no increase",
+    not this check's hypothesis, so it takes no part in Holm (it failed every such run)."""
+    rng = np.random.default_rng(seed)
+
+    def candidate(x: Any) -> float:
+        if rng.random() < 0.004:
+            raise RuntimeError("rare")
+        return 0.0
+
+    clock = Clock()
+    router = ss.Router(
+        {"v1": lambda x: 0.0, "v2": candidate},
+        strategy=ss.Canary(
+            "v1",
+            "v2",
+            steps=(50, 100),
+            min_duration=1e9,
+            min_samples=100,
+            evaluate_every=10**9,
+            evaluate_interval=1e12,
+            deadline=None,
+        ),
+        policy=ss.Policy([ss.ErrorRate(harm=0.01, margin=0.02)], correction="holm"),
+        clock=clock,
+        name=f"holm-{seed}",
+    )
+    for look in range(20):
+        for i in range(500):
+            router.route(0.0, key=f"u{look}-{i}")
+        clock.t += 1.0
+        d = router.evaluate()
+        assert d.action is not ss.Action.ROLLBACK, d.reason

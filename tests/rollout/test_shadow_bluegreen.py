@@ -757,14 +757,16 @@ def test_promote_during_the_watch_must_say_full_to_end_it() -> None:
     assert d.manual
 
 
-def test_keep_old_releases_the_old_version() -> None:
-    """After keep_old past the promotion, the old version is released and rollback refuses."""
+def released(green: Any = None, **options: Any) -> ss.Router:
+    """A blue/green router taken through its switch and promotion until keep_old released
+    blue (``green``: the new version's model; ``options``: more router options)."""
     clock = Clock()
     router = ss.Router(
-        {"blue": lambda x: 1, "green": lambda x: 2},
+        {"blue": lambda x: 1, "green": green or (lambda x: 2)},
         strategy=ss.BlueGreen("blue", "green", watch=0.0, min_samples=0, keep_old=30.0),
         policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.5)]),
         clock=clock,
+        **options,
     )
     router.evaluate()  # validate + switch
     for i in range(50):
@@ -772,7 +774,13 @@ def test_keep_old_releases_the_old_version() -> None:
     router.evaluate()  # watch over, guardrail holds: promoted
     assert router.status().phase is ss.Phase.PROMOTED
     clock.t += 31.0
-    router.evaluate()
+    router.evaluate()  # keep_old is over: blue is released
+    return router
+
+
+def test_keep_old_releases_the_old_version() -> None:
+    """After keep_old past the promotion, the old version is released and rollback refuses."""
+    router = released()
     with pytest.raises(ss.TransitionError, match="released"):
         router.rollback()
 
@@ -781,7 +789,6 @@ def test_after_keep_old_the_new_versions_failures_reach_the_caller_as_they_are()
     """Once the old version is released there is nothing to fall back to: an exception of
     the new version propagates itself, as a baseline's does, and is counted; before, the
     caller got a TransitionError saying that the old version was released."""
-    clock = Clock()
 
     def green(x: Any) -> Any:
         rows = x if isinstance(x, list) else [x]  # one input, or a batch
@@ -789,18 +796,7 @@ def test_after_keep_old_the_new_versions_failures_reach_the_caller_as_they_are()
             raise KeyError(f"unknown input {min(rows)}")
         return [2] * len(rows) if isinstance(x, list) else 2
 
-    router = ss.Router(
-        {"blue": lambda x: 1, "green": green},
-        strategy=ss.BlueGreen("blue", "green", watch=0.0, min_samples=0, keep_old=30.0),
-        policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.5)]),
-        clock=clock,
-    )
-    router.evaluate()  # validate + switch
-    for i in range(50):
-        router.predict(0, key=i)
-    router.evaluate()  # promoted
-    clock.t += 31.0
-    router.evaluate()  # keep_old is over: blue is released
+    router = released(green)
     assert router.predict(1, key=1) == 2
     with pytest.raises(KeyError, match="unknown input -1"):
         router.predict(-1, key=1)
@@ -900,3 +896,89 @@ def test_pipeline_config_errors() -> None:
         ss.Shadow("a", "b", sample=0)
     with pytest.raises(ss.ConfigError, match="differ"):
         ss.BlueGreen("a", "a")
+
+
+def test_keys_forced_to_the_released_version_go_to_the_new_one() -> None:
+    """After keep_old, keys forced to the released old version (by name or by predicate) are
+    served by the new one, as everyone else (a TransitionError about the released model
+    reached the caller)."""
+    router = released(
+        overrides={"pinned": "blue"},
+        override=lambda key, x: "blue" if key == "by-predicate" else None,
+    )
+    for key in ("pinned", "by-predicate", "anyone"):
+        assert router.route(0, key=key).variant == "green"
+
+
+@pytest.mark.parametrize("how", ["rollback", "failed validation"])
+def test_a_rollback_before_the_switch_blocks_forced_keys_and_a_retry_restores_them(
+    how: str,
+) -> None:
+    """Before the switch the preview's weight is already 0: a rollback changes no weight, but
+    forced keys must stop reaching the preview at once (they went on being served by it), and
+    come back with retry()."""
+    clock = Clock()
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen(
+            "blue",
+            "green",
+            validation=(lambda model: how != "failed validation"),
+            auto_promote=False,
+        ),
+        clock=clock,
+        overrides={"qa": "green"},
+    )
+    assert router.route(0, key="qa").variant == "green"
+    if how == "rollback":
+        router.rollback()
+    else:
+        router.evaluate()  # runs the validation, which fails: rolled back
+    assert router.status().phase is ss.Phase.ROLLED_BACK
+    assert router.route(0, key="qa").variant == "blue"
+    router.retry()
+    assert router.route(0, key="qa").variant == "green"
+
+
+def test_requests_do_not_wait_for_a_validation_run_by_promote() -> None:
+    """promote() runs the blue/green validation and holds the rollout meanwhile; requests that
+    fall due for an automatic evaluation skip it rather than wait (one waited 2.7 s behind a
+    3 s validation). Bounded: the validation is released after the requests or after 30 s."""
+    started, release = threading.Event(), threading.Event()
+
+    def validation(model: Any) -> bool:
+        started.set()
+        release.wait(60)
+        return True
+
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen(
+            "blue",
+            "green",
+            validation=validation,
+            auto_promote=False,
+            evaluate_every=1,
+            evaluate_interval=1e12,
+        ),
+        clock=Clock(),
+    )
+    served: list[Any] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        served.extend(router.predict(0, key=f"u{i}") for i in range(20))  # each falls due
+        done.set()
+
+    promoting = threading.Thread(target=router.promote)
+    promoting.start()
+    try:
+        assert started.wait(30)
+        threading.Thread(target=serve, daemon=True).start()
+        served_meanwhile = done.wait(20)  # (a bound for a request that would wait)
+    finally:
+        release.set()
+        promoting.join(60)
+    assert served_meanwhile, "the requests waited for the validation"
+    assert served == [1] * 20
+    assert router.weights["green"] == 100.0

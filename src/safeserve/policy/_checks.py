@@ -40,6 +40,19 @@ def _nonneg(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ConfigError(f"{attribute.name} must be finite, got {value!r}")
 
 
+def _limit(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """None or a finite real number (a NaN limit is never crossed: the guardrail would hold
+    whatever the value)."""
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.integer | np.floating)
+        or not math.isfinite(value)
+    ):
+        raise ConfigError(f"{attribute.name} must be a finite number or None, got {value!r}")
+
+
 def _name(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{attribute.name} must be a non-empty str, got {value!r}")
@@ -282,7 +295,9 @@ class ErrorRate(Check):
             "estimate": est,
             "lower": None,
             "upper": up_c - lo_b,
-            "p_value": rare.p_value,
+            # The rare-error test's p-value is against "no increase"; with a harm threshold it
+            # is not this check's FAIL hypothesis (Holm would have failed increases below it).
+            "p_value": rare.p_value if self.harm == 0.0 else None,
             "margin": self.margin,
             "n_candidate": c.requests,
             "n_baseline": b.requests,
@@ -541,8 +556,8 @@ class Guardrail(Check):
     """
 
     metric: Metric | Callable[[VariantMetrics], float] = "error_rate"
-    above: float | None = None
-    below: float | None = None
+    above: float | None = attrs.field(default=None, validator=_limit)
+    below: float | None = attrs.field(default=None, validator=_limit)
     min_requests: int = attrs.field(default=20, validator=_count)
     variant: Literal["candidate", "baseline"] = "candidate"
     name: str = attrs.field(validator=_name)
