@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+import warnings
 
 import numpy as np
+import pytest
 
 import safeserve as ss
 
@@ -103,3 +107,56 @@ def test_every_request_served_by_an_allowed_variant_while_weights_change() -> No
     assert v1 == int(np.sum(variant == 0))
     assert v2 == int(np.sum(variant == 1))
     assert v1 + v2 == THREADS * PER_THREAD
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_other_threads_hold_the_routers_locks_works() -> None:
+    """Another thread holds the router's flush and evaluation locks, the recorder's lock and
+    the rollout's lock (a flush, an evaluation and a transition under way) when the process
+    forks: the child serves, flushes, evaluates and reads its status (it hung for ever on
+    the locks that no thread of its own would release). The child ends itself after 20 s
+    if it hangs; the parent waits for it at most 30 s."""
+    router = ss.Router(
+        {"v1": lambda x: 1, "v2": lambda x: 2},
+        strategy=ss.Canary("v1", "v2", evaluate_every=1),
+        name="forked",
+    )
+    rollout = router._rollout
+    assert rollout is not None
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        locks = (router._flush_lock, router._eval_lock, router._recorder._lock, rollout.lock)
+        with locks[0], locks[1], locks[2], locks[3], rollout.changing():
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(30)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pid = os.fork()
+        if pid == 0:  # the child: report through the exit code, never return into pytest
+            code = 1
+            try:
+                signal.alarm(20)
+                served = [router.predict(0, key=f"u{i}") for i in range(50)]
+                router.flush()
+                router.evaluate()
+                status = router.status()
+                code = 0 if set(served) <= {1, 2} and status.metrics.records == 50 else 3
+            finally:
+                os._exit(code)
+    finally:
+        release.set()
+        holder.join(30)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the router's locks")
+    assert os.waitstatus_to_exitcode(done[1]) == 0

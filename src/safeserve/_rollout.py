@@ -168,6 +168,7 @@ class Rollout:
         self.drift_confirmations = drift_confirmations
         self.drift_resume_after = drift_resume_after
         self._drift_streak = 0
+        self._drift_mark = (0, 0)  # the drift monitor's rows_added() at the last confirmation
         self._drift_clear_since: float | None = None
         self.paused_by: str | None = None
         self._paused_from = Phase.PROGRESSING
@@ -185,6 +186,14 @@ class Rollout:
         self.release_at: float | None = None
         self.released = False
         self._enter_first_stage(now)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock, and no change under way (the thread making it
+        is not here; status() would wait for it)."""
+        self.lock = threading.RLock()
+        self._changing_depth = 0
+        if self.changes % 2:
+            self.changes += 1
 
     @contextlib.contextmanager
     def changing(self) -> Iterator[None]:
@@ -717,7 +726,17 @@ class Rollout:
         report = self.drift.evaluate()
         result = _drift_result(report)
         if report.drifted:
-            self._drift_streak += 1
+            # A confirmation counts only on rows the last one did not judge (a window of new
+            # rows in an arm): consecutive evaluations of overlapping windows agree by
+            # construction, and paused a third of drift-free runs with two confirmations.
+            added = self.drift.rows_added()
+            if (
+                self._drift_streak == 0
+                or max(a - m for a, m in zip(added, self._drift_mark, strict=True))
+                >= self.drift.window_rows
+            ):
+                self._drift_streak += 1
+                self._drift_mark = added
             self._drift_clear_since = None
         else:
             self._drift_streak = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
 import threading
 import time
@@ -284,6 +285,7 @@ class Router:
         # mirror holds the models, which may hold the router (a service's bound methods).
         self._mirror_box: list[weakref.ref[ShadowMirror] | None] = [None]
         weakref.finalize(self, _close_left_open, self._mirror_box).atexit = False
+        _ROUTERS.add(self)  # for the at-fork reset of its locks
         self._unmirrored: ShadowMirror | None = None  # the mirror a warning named (batches)
         self._snapshot = self._build(allocation, version=1)
         stages = _stages(strategy)
@@ -424,6 +426,24 @@ class Router:
         """
         if self._mirror is not None:
             self._mirror.close(timeout=1.0)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the threads that may have held this router's locks (a flush,
+        an evaluation, a transition) do not exist here, so every lock starts afresh; what
+        they were doing is left as far as it got (the parent's data, which a child only
+        inherits). The shadow mirror resets itself (see :mod:`safeserve._shadow`)."""
+        self._rows_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._keyless_lock = threading.Lock()
+        self._eval_lock = threading.Lock()
+        if self._due_at == math.inf and self._rollout is not None and self._rollout.auto:
+            self._due_at = self._clock() + self._evaluate_interval  # an evaluation's claim
+        self._recorder._after_fork()
+        if self._rollout is not None:
+            self._rollout._after_fork()
+        if self._drift is not None:
+            self._drift._lock = threading.Lock()
 
     def __enter__(self) -> Router:
         return self
@@ -1331,6 +1351,18 @@ def _stages(strategy: object) -> tuple[Shadow | None, Canary | None, BlueGreen |
         assert isinstance(second, BlueGreen)
         return first, None, second
     return None
+
+
+_ROUTERS: weakref.WeakSet[Router] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for router in list(_ROUTERS):
+        router._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _released(name: str) -> Model:

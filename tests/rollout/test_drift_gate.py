@@ -73,7 +73,7 @@ def test_shared_drift_pauses_as_traffic_changed_then_resumes(clock: Clock) -> No
     rng = np.random.default_rng(1)
     feed(router, clock, rng, batches=6)
     assert router.status().phase is ss.Phase.PROGRESSING
-    feed(router, clock, rng, batches=8, shift=1.0)
+    feed(router, clock, rng, batches=16, shift=1.0)  # two confirmations a window (8 batches) apart
     st = router.status()
     assert st.phase is ss.Phase.PAUSED
     pause = [d for d in st.decisions if d.action is ss.Action.PAUSE][-1]
@@ -112,7 +112,7 @@ def test_manual_resume_after_drift(clock: Clock) -> None:
     """A rollout paused by drift can be resumed by hand (no automatic resume configured)."""
     router, _ = setup(clock, drift_resume_after=None)
     rng = np.random.default_rng(4)
-    feed(router, clock, rng, batches=8, shift=1.0)
+    feed(router, clock, rng, batches=16, shift=1.0)
     assert router.status().phase is ss.Phase.PAUSED
     feed(router, clock, rng, batches=20)
     assert router.status().phase is ss.Phase.PAUSED
@@ -133,7 +133,7 @@ def test_a_guardrail_breach_while_paused_by_drift_rolls_back(clock: Clock) -> No
 
     router, _ = setup(clock, candidate, drift_resume_after=None)
     rng = np.random.default_rng(4)
-    feed(router, clock, rng, batches=8, shift=1.0)
+    feed(router, clock, rng, batches=16, shift=1.0)
     assert router.status().phase is ss.Phase.PAUSED
     feed(router, clock, rng, batches=2, shift=1.0)
     assert router.status().phase is ss.Phase.PAUSED  # a paused rollout stays while all holds
@@ -144,6 +144,27 @@ def test_a_guardrail_breach_while_paused_by_drift_rolls_back(clock: Clock) -> No
     rollback = [d for d in st.decisions if d.action is ss.Action.ROLLBACK][-1]
     assert "guardrail breached" in rollback.reason
     assert rollback.phase_before == "paused"
+
+
+def test_drift_confirmations_are_a_window_of_new_rows_apart(clock: Clock) -> None:
+    """A drift flagged at every evaluation: the second confirmation waits until an arm's
+    window (2,000 rows; 250 per arm per batch here) holds only rows the first one did not
+    judge. Consecutive evaluations of overlapping windows paused at the next one, and a
+    third of drift-free runs paused on such correlated flags."""
+    router, monitor = setup(clock)
+    rng = np.random.default_rng(5)
+    first: int | None = None
+    for batch in range(30):
+        feed(router, clock, rng, batches=1, shift=5.0)
+        d = router.status().decisions[-1]
+        flagged = any(c.name == "drift" and c.verdict.value == "fail" for c in d.checks)
+        if first is None and flagged:
+            first = batch
+        if router.status().phase is ss.Phase.PAUSED:
+            break
+    assert first is not None
+    assert router.status().phase is ss.Phase.PAUSED
+    assert batch - first >= monitor.window_rows // 250
 
 
 def test_single_requests_are_observed_too(clock: Clock) -> None:

@@ -426,6 +426,8 @@ class DriftMonitor:
         n_num = len(self._inputs.codec.num_pos)
         n_cat = len(self._inputs.codec.cat_pos)
         self._rings = (Ring(window, n_num, n_cat), Ring(window, n_num, n_cat))
+        self.window_rows = window
+        """Rows kept per arm."""
         self._out_rings = tuple(
             None if st is None else Ring(window, len(st.codec.num_pos), len(st.codec.cat_pos))
             for st in self._outputs
@@ -666,6 +668,22 @@ class DriftMonitor:
         """
         self.flush()
         return self._rings[self._arm_slot(arm)].size
+
+    def rows_added(self) -> tuple[int, int]:
+        """Rows ever added to the baseline's and the candidate's input windows (after
+        flushing staged rows): two evaluations judged wholly different rows of an arm when
+        its count grew by ``window`` or more between them.
+
+        >>> import numpy as np
+        >>> from safeserve.drift import DriftMonitor, ReferenceProfile
+        >>> profile = ReferenceProfile.from_data(np.arange(100.0).reshape(-1, 1))
+        >>> monitor = DriftMonitor(profile, sample_rate=1.0, window=10, min_samples=5)
+        >>> monitor.observe_batch(np.ones((30, 1)), np.array([0] * 20 + [1] * 10))
+        >>> monitor.rows_added()
+        (20, 10)
+        """
+        self.flush()
+        return self._rings[0].added, self._rings[1].added
 
     def window(self, arm: Arm, *, outputs: bool = False) -> dict[str, NDArray[Any]]:
         """The rows of an arm's window, oldest first, one array per feature.

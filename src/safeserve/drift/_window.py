@@ -127,6 +127,7 @@ class Ring:
         self.cat = np.zeros((capacity, n_cat), dtype=np.int64)
         self.pos = 0
         self.size = 0
+        self.added = 0  # rows ever added (a clear does not undo them)
 
     def clear(self) -> None:
         self.pos = 0
@@ -136,6 +137,7 @@ class Ring:
         k = num.shape[0]
         if k == 0:
             return
+        self.added += k
         if k >= self.capacity:
             num = num[-self.capacity :]
             cat = cat[-self.capacity :]

@@ -1595,6 +1595,13 @@ class Recorder:
                 rejected=rejected_global,
             )
 
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks (a flush under way in the parent stays where it
+        got to, in the child's copy; nothing more is lost)."""
+        self._lock = threading.RLock()
+        self._count_lock = threading.Lock()
+        self._flushing = False
+
     def reset(self) -> dict[str, dict[str, int]]:
         """Clear every window (e.g. at a new rollout step); lifetime counters and the
         outcome ring stay. Buffered records are flushed into the old windows first.

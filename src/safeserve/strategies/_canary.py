@@ -117,8 +117,10 @@ class Canary:
         evaluate_interval: Seconds between two automatic evaluations (checked as requests
             arrive).
         drift_confirmations: With a drift monitor on the router, consecutive drifted
-            evaluations that pause the rollout (one evaluation alone flags drift with
-            probability about ``alpha`` even when nothing changed).
+            evaluations that pause the rollout, each counted only once an arm's window holds
+            rows the previous confirmation did not judge (one evaluation alone flags drift
+            with probability about ``alpha`` even when nothing changed, and evaluations of
+            overlapping windows agree by construction).
         drift_resume_after: Seconds of clear evaluations after which a rollout paused by drift
             resumes by itself (None: only :meth:`Router.resume`).
 
