@@ -4,8 +4,10 @@ and sinks that a worker process can unpickle (process isolation)."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,32 @@ def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.001)
+
+
+def forked(check: Callable[[], bool], before_exit: Callable[[], None] | None = None) -> int:
+    """Run ``check`` in a forked child and return the child's exit code (0: it returned
+    true, 1: false, 2: it raised). The child never returns into pytest, ends itself after
+    20 s (SIGALRM) if it hangs, and is killed if it has not ended within 30 s (-9)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:
+        code = 2
+        try:
+            signal.alarm(20)
+            code = 0 if check() else 1
+            if before_exit is not None:
+                before_exit()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30.0
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -9
+        time.sleep(0.02)
+    return os.waitstatus_to_exitcode(done[1])
 
 
 class ManualClock:

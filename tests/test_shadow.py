@@ -8,7 +8,6 @@ import math
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ from tests.shadow_support import (
     WAIT,
     ManualClock,
     check_identities,
+    forked,
     reports_on_call,
     wait_until,
 )
@@ -842,19 +842,13 @@ def test_workers_restart_in_a_forked_child(cleanup: list[Any]) -> None:
     cleanup.append(m)
     m.submit(1, labels(1), 0.0)
     assert m.wait_idle(WAIT)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-        pid = os.fork()
-    if pid == 0:  # the child: report through the exit code, never return into pytest
-        code = 1
-        try:
-            ok = m.state == "idle" and m.submit(2, labels(2), 0.0) and m.wait_idle(10.0)
-            r = m.report()
-            code = 0 if ok and r.compared == 2 and r.state == "running" else 1
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> bool:
+        ok = m.state == "idle" and m.submit(2, labels(2), 0.0) and m.wait_idle(10.0)
+        r = m.report()
+        return bool(ok) and r.compared == 2 and r.state == "running"
+
+    assert forked(child) == 0
     assert m.report().compared == 1
 
 

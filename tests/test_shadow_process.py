@@ -16,7 +16,6 @@ import socket
 import struct
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from safeserve._shadow_process import Ring, decode, encode, ring_geometry
 from safeserve.stats import Verdict
 from safeserve.testing import FakeClock
 from tests import shadow_support as sm
-from tests.shadow_support import WAIT, check_identities, reports_on_call, wait_until
+from tests.shadow_support import WAIT, check_identities, forked, reports_on_call, wait_until
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "AF_UNIX"), reason="process isolation needs Unix domain sockets"
@@ -944,17 +943,13 @@ def test_a_forked_child_unmaps_the_ring_and_starts_afresh(
 ) -> None:
     m = started(mirrors, sm.row_sum, margin=0.1, name="fork-ring")
     before = ring_mappings()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-        pid = os.fork()
-    if pid == 0:  # the child: check, then leave as a process that exits normally does
-        ok = m.state == "idle" and ring_mappings() == before - 1 and m.report().submitted == 0
-        # What multiprocessing runs at a normal exit: it terminates the daemonic children it
-        # knows of, which must not include the parent's worker.
-        multiprocessing.util._exit_function()  # type: ignore[attr-defined]
-        os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> bool:
+        return m.state == "idle" and ring_mappings() == before - 1 and m.report().submitted == 0
+
+    # The child leaves as a process that exits normally does: multiprocessing's exit function
+    # terminates the daemonic children it knows of, which must not include the parent's worker.
+    assert forked(child, multiprocessing.util._exit_function) == 0  # type: ignore[attr-defined]
     for i in range(5):  # the parent's ring is untouched
         assert m.submit(np.full(2, float(i)), 2.0 * i, 0.001, i)
     assert m.wait_idle(WAIT)

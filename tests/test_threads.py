@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
-import warnings
 
 import numpy as np
 import pytest
 
 import safeserve as ss
+from tests.shadow_support import forked
 
 THREADS = 8
 PER_THREAD = 50_000
@@ -134,29 +133,16 @@ def test_a_child_forked_while_other_threads_hold_the_routers_locks_works() -> No
     holder = threading.Thread(target=hold, daemon=True)
     holder.start()
     assert held.wait(30)
+
+    def child() -> bool:
+        served = [router.predict(0, key=f"u{i}") for i in range(50)]
+        router.flush()
+        router.evaluate()
+        return set(served) <= {1, 2} and router.status().metrics.records == 50
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-            pid = os.fork()
-        if pid == 0:  # the child: report through the exit code, never return into pytest
-            code = 1
-            try:
-                signal.alarm(20)
-                served = [router.predict(0, key=f"u{i}") for i in range(50)]
-                router.flush()
-                router.evaluate()
-                status = router.status()
-                code = 0 if set(served) <= {1, 2} and status.metrics.records == 50 else 3
-            finally:
-                os._exit(code)
+        code = forked(child)
     finally:
         release.set()
         holder.join(30)
-    deadline = time.monotonic() + 30
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if done[0] == 0:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child hung on the router's locks")
-    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert code == 0, "the forked child hung on the router's locks" if code == -9 else code

@@ -217,6 +217,10 @@ class Router:
         if strategy is None:
             baseline = next(iter(models))
         else:
+            if not all(hasattr(strategy, a) for a in ("baseline", "candidates", "initial_weights")):
+                raise ConfigError(
+                    f"strategy must be a strategy such as ss.Canary(...), got {strategy!r}"
+                )
             baseline, candidates = strategy.baseline, strategy.candidates
             weights = strategy.initial_weights()
         roles = [("baseline", baseline)] + [("candidate", c) for c in candidates]
@@ -275,6 +279,7 @@ class Router:
         self._last_eval = (0, self._clock())
         self._evaluate_every = FLUSH_EVERY
         self._evaluate_interval = math.inf
+        self._paces: tuple[tuple[int, float], ...] = ((FLUSH_EVERY, math.inf),)
         if drift is not None and not isinstance(drift, DriftMonitor):
             raise ConfigError(f"drift must be a safeserve.drift.DriftMonitor, got {drift!r}")
         self._drift = drift
@@ -293,6 +298,14 @@ class Router:
             shadow, canary, blue_green = stages
             first = shadow or blue_green or canary
             assert first is not None
+            # Each stage evaluates at its own pace: the shadow phase at the shadow's, the
+            # rest at the canary's or the blue/green's (see _pace).
+            after = canary or blue_green or first
+            self._paces = (
+                (first.evaluate_every, first.evaluate_interval),
+                (after.evaluate_every, after.evaluate_interval),
+            )
+            self._evaluate_every, self._evaluate_interval = self._paces[0]
             self._rollout = Rollout(
                 name=name,
                 baseline=allocation.baseline,
@@ -323,19 +336,13 @@ class Router:
                 snapshot=self._recorder.snapshot,
                 release=self._release_baseline,
             )
-            self._evaluate_every = min(
-                c.evaluate_every for c in (shadow, canary, blue_green) if c is not None
-            )
-            self._evaluate_interval = min(
-                c.evaluate_interval for c in (shadow, canary, blue_green) if c is not None
-            )
         elif policy is not None:
             raise ConfigError("a policy needs a rollout strategy such as ss.Canary")
         if drift is not None and self._rollout is None:
             raise ConfigError("a drift monitor needs a rollout strategy such as ss.Canary")
         # The request path checks for upkeep when the request id hits this mask, and at once
         # when an evaluation falls due by time (one float comparison per request).
-        every = min(256, self._evaluate_every)
+        every = min(256, *(pace[0] for pace in self._paces))
         self._mask = (1 << (every.bit_length() - 1)) - 1
         auto = self._rollout is not None and self._rollout.auto
         self._due_at = self._last_eval[1] + self._evaluate_interval if auto else math.inf
@@ -355,6 +362,16 @@ class Router:
             old = self._snapshot
             self._snapshot = self._build(old.allocation, version=old.version + 1)
 
+    def _pace(self, *, shadow: bool) -> None:
+        """Evaluate at the pace of the shadow phase (``shadow``) or of the stage after it
+        (a pipeline ran every phase at the fastest phase's pace)."""
+        every, interval = self._paces[0 if shadow else -1]
+        if (every, interval) == (self._evaluate_every, self._evaluate_interval):
+            return
+        self._evaluate_every, self._evaluate_interval = every, interval
+        if getattr(self, "_due_at", math.inf) != math.inf:  # armed (not claimed, not manual)
+            self._due_at = self._last_eval[1] + interval
+
     def _start_mirror(self, config: Shadow | None) -> ShadowMirror | None:
         """Start mirroring to the candidate (``config``) or stop it (``None``)."""
         old = self._mirror
@@ -367,6 +384,7 @@ class Router:
                 self._models[self._index[config.shadow]], clock=clock, **config.mirror_options()
             )
         self._mirror_box[0] = None if self._mirror is None else weakref.ref(self._mirror)
+        self._pace(shadow=config is not None)
         self._rebuild()
         if old is not None:
             # The routing table no longer names it, so nothing more reaches it. Closed off
@@ -559,7 +577,7 @@ class Router:
         if snap.plain:
             return snap.table[_xxh3(kb, snap.seed) % BUCKETS], False
         if snap.override_keys is not None:
-            forced_i = snap.override_keys.get(key)
+            forced_i = _forced_key(snap.override_keys, key)
             if forced_i is not None:
                 return forced_i, True
         if snap.override_fn is not None:
@@ -722,7 +740,7 @@ class Router:
             for i, k in enumerate(as_list):
                 forced: int | None = None
                 if k is not None and snap.override_keys is not None:
-                    forced = snap.override_keys.get(k)
+                    forced = _forced_key(snap.override_keys, k)
                 if forced is None and snap.override_fn is not None:
                     name = snap.override_fn(k, X[i])
                     forced = None if name is None else self._forced(name)
@@ -1290,6 +1308,15 @@ def _take(ys: Any, mask: NDArray[np.bool_]) -> Any:
     if isinstance(ys, np.ndarray):
         return ys[mask]
     return [y for y, m in zip(ys, mask.tolist(), strict=True) if m]
+
+
+def _forced_key(override_keys: Mapping[Hashable, int], key: Any) -> int | None:
+    """The variant a key is forced to, or None (a key that cannot be hashed, such as a
+    bytearray, is in no mapping: it routes by its bytes like any other)."""
+    try:
+        return override_keys.get(key)
+    except TypeError:
+        return None
 
 
 def _has_rows(ys: Any, m: int) -> bool:

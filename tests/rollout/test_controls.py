@@ -491,3 +491,43 @@ def test_set_weights_is_refused_outside_canary_steps(clock: Clock) -> None:
     with pytest.raises(ss.TransitionError, match="blue/green"):
         bluegreen.set_weights({"green": 50.0})
     assert bluegreen.weights["green"] == 100.0
+
+
+@pytest.mark.parametrize(
+    ("make_it", "match"),
+    [
+        (lambda: ss.Policy(ss.ErrorRate()), "a policy takes a list of checks"),  # type: ignore[arg-type]
+        (lambda: ss.Router({"v1": abs}, strategy="canary"), "strategy must be a strategy"),  # type: ignore[arg-type]
+        (lambda: ss.FixedSplit("v1", None), "weights must be a mapping"),  # type: ignore[arg-type]
+        (lambda: ss.Pipeline(ss.Shadow("v1", "v2")), "a Pipeline takes a list of phases"),  # type: ignore[arg-type]
+    ],
+)
+def test_misused_constructors_raise_config_errors(make_it: Any, match: str) -> None:
+    """A check where a list of them goes, a str strategy, no weights, a phase where a list of
+    them goes: a ConfigError naming the value (a TypeError or AttributeError before)."""
+    with pytest.raises(ss.ConfigError, match=match):
+        make_it()
+
+
+def test_numpy_steps_of_any_number_type_are_accepted() -> None:
+    """Steps given as a numpy array of ints work as floats do (np.int64(5) was "not a number
+    in [0, 100]")."""
+    canary = ss.Canary("v1", "v2", steps=np.array([5, 50, 100]))
+    assert [float(s) for s in canary.steps] == [5.0, 50.0, 100.0]
+
+
+def test_an_unhashable_key_routes_by_its_bytes_when_overrides_are_set() -> None:
+    """A bytearray key cannot be forced (no mapping holds it) and routes as its bytes do, with
+    or without overrides (with overrides it raised TypeError: unhashable)."""
+    plain = ss.Router(
+        {"v1": lambda x: 1, "v2": lambda x: 2}, strategy=ss.Canary("v1", "v2", weight=50)
+    )
+    forced = ss.Router(
+        {"v1": lambda x: 1, "v2": lambda x: 2},
+        strategy=ss.Canary("v1", "v2", weight=50),
+        overrides={"qa": "v2"},
+    )
+    for i in range(50):
+        key = bytearray(f"user-{i}".encode())
+        assert forced.route(0, key=key).variant == plain.route(0, key=key).variant
+        assert forced.route(0, key=key).variant == forced.route(0, key=bytes(key)).variant

@@ -154,6 +154,28 @@ def serve_through_the_shadow_phase(
             return
 
 
+def test_each_phase_of_a_pipeline_evaluates_at_its_own_pace() -> None:
+    """The shadow phase evaluates every 100 requests, the canary after it every 5,000 (and
+    every hour): 4,000 requests into the canary make no automatic evaluation (the whole
+    pipeline took the fastest phase's pace: about 40)."""
+    clock = Clock()
+    canary = ss.Canary(
+        "v1", "v2", min_duration=1e9, evaluate_every=5_000, evaluate_interval=3_600.0
+    )
+    router = identical_shadow_then(canary, clock)
+    rng = np.random.default_rng(2)
+    with router:
+        serve_through_the_shadow_phase(router, clock, rng)
+        rollout = router._rollout
+        assert rollout is not None
+        assert rollout.phase is ss.Phase.PROGRESSING
+        before = rollout.evaluations
+        for i in range(4_000):
+            clock.t += 0.1
+            router.route(float(rng.random()), key=100_000 + i)
+        assert rollout.evaluations == before
+
+
 def test_good_shadow_then_canary_promotes() -> None:
     """An identical candidate passes the shadow phase, then the canary starts at 5%."""
     clock = Clock()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -52,9 +52,13 @@ def default_checks() -> tuple[Check, ...]:
     )
 
 
-def _checks(value: Sequence[Check] | None) -> tuple[Check, ...]:
+def _checks(value: Any) -> tuple[Check, ...]:
     if value is None:
         return default_checks()
+    if isinstance(value, Check | str) or not isinstance(value, Iterable):
+        raise ConfigError(
+            f"a policy takes a list of checks, e.g. ss.Policy([ss.ErrorRate()]), got {value!r}"
+        )
     checks = tuple(value)
     for c in checks:
         if not isinstance(c, Check):

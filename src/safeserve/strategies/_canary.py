@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
+import numpy as np
 
 from .._errors import ConfigError
 
@@ -32,7 +34,7 @@ def _check_name(role: str, value: object) -> None:
 
 
 def _check_percent(role: str, value: object, *, zero_ok: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{role} must be a number in [0, 100], got {value!r}")
     v = float(value)
     low_ok = v >= 0.0 if zero_ok else v > 0.0
@@ -40,6 +42,15 @@ def _check_percent(role: str, value: object, *, zero_ok: bool) -> float:
         bounds = "[0, 100]" if zero_ok else "(0, 100]"
         raise ConfigError(f"{role} must be a number in {bounds}, got {value!r}")
     return v
+
+
+def _weights(value: Any) -> dict[str, float]:
+    try:
+        return dict(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"weights must be a mapping of candidate names to percents, got {value!r}"
+        ) from None
 
 
 def _validate_steps(
@@ -202,7 +213,7 @@ class FixedSplit:
     """
 
     baseline: str
-    weights: Mapping[str, float] = attrs.field(converter=dict)
+    weights: Mapping[str, float] = attrs.field(converter=_weights)
 
     def __attrs_post_init__(self) -> None:
         _check_name("baseline", self.baseline)

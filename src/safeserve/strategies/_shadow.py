@@ -149,6 +149,18 @@ Shadow.__module__ = "safeserve"
 Validation = Callable[[Callable[[Any], Any]], object]
 
 
+def _phases(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, Shadow | Canary | BlueGreen | str):
+        raise ConfigError(
+            f"a Pipeline takes a list of phases, e.g. [ss.Shadow(...), ss.Canary(...)], "
+            f"got {value!r}"
+        )
+    try:
+        return tuple(value)
+    except TypeError:
+        raise ConfigError(f"a Pipeline takes a list of phases, got {value!r}") from None
+
+
 @attrs.frozen
 class BlueGreen:
     """Two full versions, one active: validate the preview, switch 100% at once, watch, and
@@ -250,7 +262,7 @@ class Pipeline:
     ('v1', ('v2',))
     """
 
-    phases: tuple[Shadow | Canary | BlueGreen, ...] = attrs.field(converter=tuple)
+    phases: tuple[Shadow | Canary | BlueGreen, ...] = attrs.field(converter=_phases)
 
     def __attrs_post_init__(self) -> None:
         phases = self.phases
