@@ -531,3 +531,20 @@ def test_an_unhashable_key_routes_by_its_bytes_when_overrides_are_set() -> None:
         key = bytearray(f"user-{i}".encode())
         assert forced.route(0, key=key).variant == plain.route(0, key=key).variant
         assert forced.route(0, key=key).variant == forced.route(0, key=bytes(key)).variant
+
+
+def test_a_proportion_check_on_values_that_are_not_0_or_1_names_the_cause(clock: Clock) -> None:
+    """MetricCheck(kind="proportion") fed revenue-like values: the evaluation raises a
+    DataError that names the check, the arm and the mean, and says to use kind="mean" (it
+    said only that a variance was negative)."""
+    router = ss.Router(
+        {"v1": lambda x: 1, "v2": lambda x: 2},
+        strategy=ss.Canary("v1", "v2", weight=50, evaluate_every=10**9),
+        policy=ss.Policy([ss.MetricCheck(metric="revenue", min_samples=10)]),
+        clock=clock,
+    )
+    for i in range(400):
+        r = router.route(0, key=f"u{i}")
+        router.record_outcome(r.request_id, "revenue", 5.0)
+    with pytest.raises(ss.DataError, match=r"kind='proportion'.*'revenue' values average 5.0"):
+        router.evaluate()

@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 from numpy.typing import NDArray
 
-from .._errors import ConfigError
+from .._errors import ConfigError, DataError
 from ..metrics import VariantMetrics
 from ..metrics._summaries import quantile_from_cumulative
 from ..stats import Direction, RareErrorResult, RareErrorTest, Verdict
@@ -498,6 +498,13 @@ class MetricCheck(Check):
         if c is None or b is None:
             return None
         if self.kind == "proportion":
+            for arm, m in (("candidate", c), ("baseline", b)):
+                if m.n and not 0.0 <= m.mean <= 1.0:
+                    raise DataError(
+                        f"check {self.name!r} has kind='proportion', which needs 0/1 values, "
+                        f"but the {arm}'s {self.metric!r} values average {m.mean!r}; use "
+                        "kind='mean' for other values"
+                    )
             return _CS(
                 kind="proportion",
                 n_c=c.n,
