@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -115,6 +116,8 @@ def test_a_child_forked_while_other_threads_hold_the_routers_locks_works() -> No
     forks: the child serves, flushes, evaluates and reads its status (it hung for ever on
     the locks that no thread of its own would release). The child ends itself after 20 s
     if it hangs; the parent waits for it at most 30 s."""
+    with pytest.raises(ss.ConfigError) as half_built:  # kept: its frames keep that router
+        ss.Router({"v1": lambda x: 1}, policy=ss.Policy())
     router = ss.Router(
         {"v1": lambda x: 1, "v2": lambda x: 2},
         strategy=ss.Canary("v1", "v2", evaluate_every=1),
@@ -146,3 +149,64 @@ def test_a_child_forked_while_other_threads_hold_the_routers_locks_works() -> No
         release.set()
         holder.join(30)
     assert code == 0, "the forked child hung on the router's locks" if code == -9 else code
+    assert half_built.value is not None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_during_a_blue_green_validation_validates_on_its_own() -> None:
+    """A validation runs on a thread of the parent when the process forks: the child has no
+    such thread, runs its own validation at its next evaluation and switches (it rolled back:
+    "the validation thread ended without a result")."""
+    parent = os.getpid()
+    started, release = threading.Event(), threading.Event()
+
+    def validation(model: object) -> bool:
+        if os.getpid() == parent:
+            started.set()
+            release.wait(30)
+        return True
+
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen(
+            "blue", "green", validation=validation, evaluate_every=1, min_samples=0
+        ),
+        name="bg-fork",
+    )
+    try:
+        router.predict(0, key="u0")  # an automatic evaluation starts the validation thread
+        assert started.wait(30)
+
+        def child() -> bool:
+            router.evaluate()
+            return (
+                router.status().phase is not ss.Phase.ROLLED_BACK
+                and router.weights["green"] == 100.0
+            )
+
+        code = forked(child)
+    finally:
+        release.set()
+    assert code == 0
+
+
+def test_the_at_fork_reset_skips_a_router_that_failed_to_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A router whose construction raised (kept alive by the exception's frames) is not
+    registered for the at-fork reset, and a failing reset of one router never stops the
+    others' (the hook raised AttributeError on the half-built one and left the rest locked)."""
+    from safeserve import _router
+
+    # Only this test's routers: the reset replaces locks, which no other test's may see.
+    monkeypatch.setattr(_router, "_ROUTERS", weakref.WeakSet())
+    with pytest.raises(ss.ConfigError) as half_built:
+        ss.Router({"v1": lambda x: 1}, policy=ss.Policy())
+    healthy = [ss.Router({"v1": lambda x: 1, "v2": lambda x: 2}) for _ in range(5)]
+    broken = ss.Router({"v1": lambda x: 1})
+    del broken._recorder  # a reset that fails
+    before = [r._flush_lock for r in healthy]
+    _router._after_fork_in_child()
+    assert all(r._flush_lock is not lock for r, lock in zip(healthy, before, strict=True))
+    assert len(_router._ROUTERS) == 6  # the healthy ones and the broken one, not the half-built
+    assert half_built.value is not None

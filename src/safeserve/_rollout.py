@@ -194,6 +194,9 @@ class Rollout:
         self._changing_depth = 0
         if self.changes % 2:
             self.changes += 1
+        # A validation running on a thread of the parent has no thread here: the child
+        # starts its own at its next evaluation (it rolled back, "ended without a result").
+        self._validation_job = None
 
     @contextlib.contextmanager
     def changing(self) -> Iterator[None]:
@@ -849,10 +852,14 @@ class Rollout:
             j = self.judge.evaluate(snap, weights=self.weights(), frozen_baseline=frozen)
             keep = {"phase": self.phase, "weight": self.weight, "step": self.step}
             results = j.results
+            # Drift flagged but not confirmed yet: no promotion meanwhile (a fast rollout went
+            # to 100% on drifted traffic while the confirmation waited for new rows).
+            drift_flagged = False
             if self.drift is not None and self.auto:
                 drift_result, decision = self._judge_drift(now, results)
                 if decision is not None:
                     return decision
+                drift_flagged = drift_result.verdict is Verdict.FAIL
                 results = (*results, drift_result)
                 j = attrs.evolve(j, results=results)
             # Paused by input drift: comparisons may reflect the traffic rather than the
@@ -902,7 +909,7 @@ class Rollout:
             b = snap.variant(self.baseline).requests
             samples_ok = c >= self.min_samples and (self.weight >= 100.0 or b >= self.min_samples)
             baked = elapsed >= self.min_duration and samples_ok
-            if baked and j.all_pass and not j.failed:
+            if baked and j.all_pass and not j.failed and not drift_flagged:
                 if self.weight >= 100.0:
                     return self._finish(
                         now,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -290,7 +291,6 @@ class Router:
         # mirror holds the models, which may hold the router (a service's bound methods).
         self._mirror_box: list[weakref.ref[ShadowMirror] | None] = [None]
         weakref.finalize(self, _close_left_open, self._mirror_box).atexit = False
-        _ROUTERS.add(self)  # for the at-fork reset of its locks
         self._unmirrored: ShadowMirror | None = None  # the mirror a warning named (batches)
         self._snapshot = self._build(allocation, version=1)
         stages = _stages(strategy)
@@ -346,6 +346,7 @@ class Router:
         self._mask = (1 << (every.bit_length() - 1)) - 1
         auto = self._rollout is not None and self._rollout.auto
         self._due_at = self._last_eval[1] + self._evaluate_interval if auto else math.inf
+        _ROUTERS.add(self)  # for the at-fork reset of its locks (a router built in full)
         _log.info(
             "safeserve.router_created",
             rollout=name,
@@ -1385,7 +1386,9 @@ _ROUTERS: weakref.WeakSet[Router] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for router in list(_ROUTERS):
-        router._after_fork()
+        # One router's failure must not leave the others with their parent's locks.
+        with contextlib.suppress(Exception):
+            router._after_fork()
 
 
 if hasattr(os, "register_at_fork"):

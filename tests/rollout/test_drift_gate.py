@@ -167,6 +167,26 @@ def test_drift_confirmations_are_a_window_of_new_rows_apart(clock: Clock) -> Non
     assert batch - first >= monitor.window_rows // 250
 
 
+def test_flagged_drift_holds_promotion_until_it_is_confirmed(clock: Clock) -> None:
+    """Drift flagged at every evaluation, on a canary that would promote at each one (no
+    bake time once 600 requests per arm are in, a guardrail that holds; the monitor judges
+    from 500 per arm): the weight stays until the confirmation pauses it (while the
+    confirmation waited for a window of new rows, it promoted to 100%)."""
+    router, _ = setup(clock, min_duration=0.0, min_samples=600)
+    rng = np.random.default_rng(6)
+    start = router.weights["v2"]
+    for _ in range(30):
+        feed(router, clock, rng, batches=1, shift=5.0)
+        assert router.weights["v2"] == start
+        if router.status().phase is ss.Phase.PAUSED:
+            break
+    assert router.status().phase is ss.Phase.PAUSED
+    # Stationary traffic, for comparison: the same canary promotes.
+    other, _ = setup(Clock(), min_duration=0.0, min_samples=600)
+    feed(other, clock, np.random.default_rng(7), batches=4)
+    assert other.weights["v2"] > start
+
+
 def test_single_requests_are_observed_too(clock: Clock) -> None:
     """route() records sampled inputs for the monitor."""
     router, monitor = setup(clock)

@@ -442,3 +442,42 @@ def test_holm_does_not_fail_an_error_increase_below_the_harm_threshold(seed: int
         clock.t += 1.0
         d = router.evaluate()
         assert d.action is not ss.Action.ROLLBACK, d.reason
+
+
+def test_a_proportion_with_an_empty_arm_leaves_the_other_checks_minimums_alone() -> None:
+    """A mean check needing 1,000 per arm at 300 per arm stays inconclusive next to a
+    proportion check whose candidate arm is empty (that arm sent the whole evaluation down the
+    array path, with the smallest minimum of all checks: it decided)."""
+    from safeserve.policy._checks import _CS
+
+    judge = Judge(
+        ss.Policy([ss.Latency(min_samples=1000)]), baseline="a", candidate="b", comparative_steps=1
+    )
+    ctx = type("Ctx", (), {"alpha": 0.05, "tuning": 5000.0})()
+    mean = _CS(
+        kind="mean", n_c=300, x_c=1.0, v_c=0.01, n_b=300, x_b=0.0, v_b=0.01,
+        direction=Direction.HIGHER_IS_WORSE, relative=False, margin=0.1, harm=0.0,
+        min_samples=1000, min_events=0,
+    )  # fmt: skip
+    empty = _CS(
+        kind="proportion", n_c=0, x_c=0, v_c=0.0, n_b=500, x_b=50, v_b=0.0,
+        direction=Direction.LOWER_IS_WORSE, relative=True, margin=0.05, harm=0.0,
+        min_samples=100, min_events=30,
+    )  # fmt: skip
+    assert judge._run([mean], ctx)[0].verdict is Verdict.INCONCLUSIVE
+    together = judge._run([mean, empty], ctx)
+    assert [s.verdict for s in together] == [Verdict.INCONCLUSIVE, Verdict.INCONCLUSIVE]
+
+
+def test_an_older_snapshot_does_not_undo_a_change_of_weights() -> None:
+    """A snapshot taken before another thread changed the weights (and restarted the judge's
+    count there) is judged after it: the count must not move back, or the next evaluation
+    judges the requests served at the old weights at the new ones."""
+    snaps = _snapshots(3, requests=3000, every=1000)
+    judge = Judge(ss.Policy([ss.ErrorRate()]), baseline="v1", candidate="v2", comparative_steps=1)
+    judge.evaluate(snaps[0], weights={"v1": 50.0, "v2": 50.0})
+    judge.skip({v: snaps[1].variant(v).totals for v in ("v1", "v2")})  # weights changed here
+    judge.evaluate(snaps[0], weights={"v1": 95.0, "v2": 5.0})  # the older snapshot, late
+    c0, c1 = snaps[1].variant("v2").totals, snaps[2].variant("v2").totals
+    new = judge._new_counts(snaps[2])
+    assert new[0] == c1["requests"] - c0["requests"]

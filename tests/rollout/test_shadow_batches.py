@@ -3,7 +3,6 @@ rollout's automatic evaluations."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -23,13 +22,11 @@ def classes(shift: float = 0.0) -> Any:
 
 
 def drained(router: ss.Router) -> None:
-    """Wait (bounded) until the shadow has run every queued row."""
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline:
-        r = router.status().shadow
-        if r is None or (r.queued == 0 and r.running == 0):
-            return
-        time.sleep(0.005)
+    """Wait (bounded) until the shadow has run every queued row and the sink has had every
+    pair (the report's counts reach zero before the last pair's sink call ends)."""
+    mirror = router._mirror
+    if mirror is not None:
+        assert mirror.wait_idle(30.0)
 
 
 def test_batch_rows_are_mirrored_for_the_same_users_as_single_requests() -> None:

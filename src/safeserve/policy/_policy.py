@@ -162,10 +162,14 @@ def _scalar_inputs(r: _CS) -> tuple[int, float, float, int, float, float, int] |
         x_c, x_b = float(r.x_c), float(r.x_b)
         if not (math.isfinite(x_c) and math.isfinite(x_b)):
             return None
-        if n_c == 0 or n_b == 0:
-            return None  # the array path gives the empty arm a mean and variance of 0
-        mean_c, var_c, mean_b, var_b, pooled_events = _proportion_moments(n_c, x_c, n_b, x_b)
-        events = int(pooled_events)
+        if n_c > 0 and n_b > 0:
+            mean_c, var_c, mean_b, var_b, pooled = _proportion_moments(n_c, x_c, n_b, x_b)
+            events = int(pooled)
+        else:  # as the array path: the empty arm enters as 0, the other with its own p(1 - p)
+            mean_c = x_c / n_c if n_c > 0 else 0.0
+            mean_b = x_b / n_b if n_b > 0 else 0.0
+            var_c, var_b = mean_c * (1 - mean_c), mean_b * (1 - mean_b)
+            events = int(min(x_c + x_b, n_c - x_c + n_b - x_b))
     else:
         mean_c, var_c = (float(r.x_c), float(r.v_c)) if n_c > 0 else (0.0, 0.0)
         mean_b, var_b = (float(r.x_b), float(r.v_b)) if n_b > 0 else (0.0, 0.0)
@@ -237,7 +241,9 @@ class Judge:
         """Requests and errors per arm since the last evaluation, from lifetime totals."""
         now = self._totals({v: snap.variant(v).totals for v in (self.candidate, self.baseline)})
         last = self._last_totals or (0, 0, 0, 0)
-        self._last_totals = now
+        # Never backwards: a snapshot taken before a change of weights (another thread's) is
+        # older than the mark that change set (see skip), and must not undo it.
+        self._last_totals = tuple(max(a, z) for a, z in zip(now, last, strict=True))  # type: ignore[assignment]
         return tuple(max(0, a - z) for a, z in zip(now, last, strict=True))  # type: ignore[return-value]
 
     def evaluate(
@@ -375,6 +381,7 @@ class Judge:
                 rho2_two=rho2_two,
                 min_samples=min_samples,
                 min_events=min_events,
+                floor=r.kind != "proportion",
             )
             if seq is None:
                 slow.append(i)
@@ -426,6 +433,7 @@ class Judge:
                 tuning=ctx.tuning,
                 min_samples=min_samples,
                 min_events=int(min_events),
+                floor=~prop,
             )
         )
 

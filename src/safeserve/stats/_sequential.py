@@ -386,7 +386,10 @@ def _sequence_core(
     tuning: float,
     min_samples: int,
     min_events: int,
+    floor: ArrayLike = True,
 ) -> SequenceResults:
+    """The sequences behind every public form (``floor``: raise each arm's variance to the
+    pooled one, per element; proportions come floored by their pooled rate instead)."""
     alpha = check_alpha(alpha)
     tuning = check_positive(tuning, "tuning")
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
@@ -441,7 +444,7 @@ def _sequence_core(
         # Each arm's variance is at least the pooled one (see "Variances" in the module's
         # docs): a small arm's own estimate is noisy, and on skewed data it is low exactly
         # when its mean is (a 5% canary then looked precise when it looked worse).
-        pooled = (ncf * vc + nbf * vb) / n_total
+        pooled = np.where(floor, (ncf * vc + nbf * vb) / n_total, 0.0)
         vc = np.maximum(vc, pooled)
         vb = np.maximum(vb, pooled)
         d_abs = mc - mb
@@ -587,6 +590,7 @@ def _sequence_scalar(
     rho2_two: float,
     min_samples: int,
     min_events: int,
+    floor: bool = True,
 ) -> _ScalarSequence | None:
     """One element of :func:`_sequence_core` computed on Python floats.
 
@@ -607,9 +611,10 @@ def _sequence_scalar(
     try:
         ncf, nbf = float(n_c), float(n_b)
         n_total = ncf + nbf
-        pooled = (ncf * var_c + nbf * var_b) / n_total
-        var_c = max(var_c, pooled)
-        var_b = max(var_b, pooled)
+        if floor:
+            pooled = (ncf * var_c + nbf * var_b) / n_total
+            var_c = max(var_c, pooled)
+            var_b = max(var_b, pooled)
         if relative:
             est = mean_c / abs(mean_b) - (1.0 if mean_b > 0 else -1.0)
             se2 = var_b * mean_c * mean_c / (mean_b**4 * nbf) + var_c / (mean_b * mean_b * ncf)
@@ -923,6 +928,7 @@ def proportion_difference_cs_many(
         pb,
         vb,
         events=events.astype(np.int64),
+        floor=False,
         alpha=alpha,
         direction=direction,
         relative=relative,
@@ -977,7 +983,7 @@ def proportion_difference_cs(
     >>> from safeserve.stats import proportion_difference_cs
     >>> r = proportion_difference_cs(20000, 205, 20000, 200, margin=0.005)
     >>> r.verdict.value, r.reason
-    ('pass', 'upper bound 0.003224 < margin 0.005: non-inferior')
+    ('pass', 'upper bound 0.00322 < margin 0.005: non-inferior')
     """
     return proportion_difference_cs_many(
         n_candidate,
