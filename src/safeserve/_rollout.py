@@ -786,6 +786,10 @@ class Rollout:
         with self.lock:
             self._require("retry", _STOPPED)
             self.judge.restart()
+            # Drift confirmations start again too (a retried rollout paused at its first
+            # drifted look on the old streak).
+            self._drift_streak = 0
+            self.paused_by = None
             self.stable = self.baseline
             self.frozen_baseline = None
             self._validated = False

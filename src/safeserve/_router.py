@@ -1337,7 +1337,10 @@ def _describe_rows(ys: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # a model's odd output must not turn one error into another
+        return "unprintable"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -187,6 +187,19 @@ def test_flagged_drift_holds_promotion_until_it_is_confirmed(clock: Clock) -> No
     assert other.weights["v2"] > start
 
 
+def test_a_retry_counts_drift_confirmations_afresh(clock: Clock) -> None:
+    """Paused by drift, rolled back, retried: the first drifted evaluation after the retry
+    is one confirmation, not the third (it paused at once on the old streak)."""
+    router, _ = setup(clock, drift_resume_after=None)
+    rng = np.random.default_rng(8)
+    feed(router, clock, rng, batches=16, shift=1.0)
+    assert router.status().phase is ss.Phase.PAUSED
+    router.rollback()
+    router.retry()
+    feed(router, clock, rng, batches=1, shift=1.0)
+    assert router.status().phase is ss.Phase.PROGRESSING
+
+
 def test_single_requests_are_observed_too(clock: Clock) -> None:
     """route() records sampled inputs for the monitor."""
     router, monitor = setup(clock)
