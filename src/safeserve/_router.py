@@ -281,6 +281,8 @@ class Router:
         self._evaluate_every = FLUSH_EVERY
         self._evaluate_interval = math.inf
         self._paces: tuple[tuple[int, float], ...] = ((FLUSH_EVERY, math.inf),)
+        self._due_at = math.inf  # armed below, once the rollout exists
+        self._baseline_released = False  # blue/green after keep_old (see _release_baseline)
         if drift is not None and not isinstance(drift, DriftMonitor):
             raise ConfigError(f"drift must be a safeserve.drift.DriftMonitor, got {drift!r}")
         self._drift = drift
@@ -370,7 +372,7 @@ class Router:
         if (every, interval) == (self._evaluate_every, self._evaluate_interval):
             return
         self._evaluate_every, self._evaluate_interval = every, interval
-        if getattr(self, "_due_at", math.inf) != math.inf:  # armed (not claimed, not manual)
+        if self._due_at != math.inf:  # armed (not claimed, not manual)
             self._due_at = self._last_eval[1] + interval
 
     def _start_mirror(self, config: Shadow | None) -> ShadowMirror | None:
@@ -479,7 +481,7 @@ class Router:
         if rollout is not None and rollout.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
             # A rolled-back candidate serves nobody, not even forced keys, until retry().
             blocked.append(rollout.candidate)
-        if getattr(self, "_baseline_released", False):
+        if self._baseline_released:
             # Released after a blue/green switch (keep_old): nothing left to force keys to.
             blocked.append(self._all[0])
         for name in blocked:
@@ -578,7 +580,10 @@ class Router:
         if snap.plain:
             return snap.table[_xxh3(kb, snap.seed) % BUCKETS], False
         if snap.override_keys is not None:
-            forced_i = _forced_key(snap.override_keys, key)
+            try:  # inline: the request path (see _forced_key)
+                forced_i = snap.override_keys.get(key)
+            except TypeError:  # a key that cannot be hashed is in no mapping
+                forced_i = None
             if forced_i is not None:
                 return forced_i, True
         if snap.override_fn is not None:
