@@ -287,3 +287,25 @@ def test_state_is_plain_data(clock: Clock) -> None:
     d = router.evaluate()
     json.dumps(d.to_dict())
     assert structlog is not None
+
+
+def test_a_relative_outcome_check_rolls_back_a_candidate_against_a_clean_baseline(
+    clock: Clock,
+) -> None:
+    """A fraud-like label the stable model never produces and the candidate produces on 20%
+    of requests rolls the candidate back through a relative (the default) MetricCheck: the
+    relative effect has no bounded interval, but the candidate's rate is shown above the
+    baseline's (the delta method's interval was unbounded, and the check INCONCLUSIVE, for
+    ever)."""
+    policy = ss.Policy(
+        [ss.MetricCheck(metric="converted", kind="proportion", direction="higher_is_worse")]
+    )
+    v1 = Model(clock, seed=1, conversion=0.0)
+    v2 = Model(clock, seed=2, conversion=0.2)
+    router = canary(clock, v1, v2, policy, min_duration=600.0)
+    drive(router, clock, requests=100_000, outcome_delay=60.0, stop=ended)
+    st = router.status()
+    assert st.phase is ss.Phase.ROLLED_BACK
+    check = st.decisions[-1].check("converted")
+    assert check.verdict is ss.stats.Verdict.FAIL
+    assert "not told apart from 0" in check.reason

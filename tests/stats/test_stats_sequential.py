@@ -341,11 +341,119 @@ def test_minimum_samples_and_events_gate_the_decision() -> None:
     assert proportion_difference_cs(100_000, 20, 100_000, 0, min_events=10).verdict is Verdict.FAIL
 
 
-def test_zero_baseline_mean_makes_relative_inconclusive() -> None:
-    """A relative effect against a zero baseline mean is INCONCLUSIVE with a reason."""
-    r = mean_difference_cs(1000, 1.0, 1.0, 1000, 0.0, 1.0, relative=True)
+@pytest.mark.parametrize("baseline_events", [0, 1, 5])
+def test_a_relative_check_fails_a_candidate_against_a_baseline_with_few_or_no_events(
+    baseline_events: int,
+) -> None:
+    """40% errors against 0, 1 or 5 in 10,000: the relative effect has no bounded interval
+    (the baseline's rate is not told apart from 0), yet the candidate's rate is shown above
+    any multiple near 1 of it, so the check FAILs (the delta method's standard error grew
+    without bound as the baseline's rate neared 0: INCONCLUSIVE for ever)."""
+    r = proportion_difference_cs(10_000, 4_000, 10_000, baseline_events, relative=True)
+    assert r.verdict is Verdict.FAIL
+    assert (r.lower, r.upper) == (-math.inf, math.inf)
+    assert r.p_value <= 0.05
+    assert r.reason.startswith("the candidate's mean is above the baseline's")
+
+
+def test_a_relative_effect_against_a_zero_baseline_without_evidence_is_inconclusive() -> None:
+    """A candidate's mean not told apart from a baseline's mean of 0 decides nothing."""
+    r = mean_difference_cs(1000, 0.01, 1.0, 1000, 0.0, 1.0, relative=True)
     assert r.verdict is Verdict.INCONCLUSIVE
-    assert "baseline mean is 0" in r.reason
+    assert (r.lower, r.upper) == (-math.inf, math.inf)
+    assert "not told apart from 0" in r.reason
+    both_zero = mean_difference_cs(1000, 0.0, 0.0, 1000, 0.0, 0.0, relative=True, margin=0.1)
+    assert both_zero.verdict is Verdict.INCONCLUSIVE
+
+
+def test_a_mean_that_fails_relative_to_a_negative_baseline_near_0_fails_either_way() -> None:
+    """Higher is worse, baseline mean -0.001 (not told apart from 0), candidate 1.0: whatever
+    the baseline's true sign, the candidate is far above it in the relative sense, so FAIL;
+    lower is worse it is far from lower, so not FAIL."""
+    up = mean_difference_cs(2000, 1.0, 1.0, 2000, -0.001, 1.0, relative=True)
+    assert up.verdict is Verdict.FAIL
+    down = mean_difference_cs(
+        2000, 1.0, 1.0, 2000, -0.001, 1.0, relative=True, direction="lower_is_worse"
+    )
+    assert down.verdict is Verdict.INCONCLUSIVE
+
+
+def rare_split_runs(
+    pc: float, pb: float, runs: int, looks: int, seed: int, share: float = 0.5
+) -> tuple[np.ndarray, ...]:
+    """Cumulative (n_c, x_c, n_b, x_b) after each batch of 200 requests, ``share`` of them to
+    the candidate, for conversion rates ``pc`` and ``pb``."""
+    rng = np.random.default_rng(seed)
+    kc = round(2 * BATCH * share)
+    kb = 2 * BATCH - kc
+    xc = np.cumsum(rng.binomial(kc, pc, size=(runs, looks)), axis=1)
+    xb = np.cumsum(rng.binomial(kb, pb, size=(runs, looks)), axis=1)
+    steps = np.arange(1, looks + 1) * np.ones((runs, 1))
+    return (steps * kc).ravel(), xc.ravel(), (steps * kb).ravel(), xb.ravel()
+
+
+@pytest.mark.parametrize("direction", ["lower_is_worse", "higher_is_worse"])
+def test_aa_relative_rare_proportions_on_an_even_split_stay_below_alpha(direction: str) -> None:
+    """A/A at a 1% rate, 50/50, 2,000 runs with a look every 200 requests up to 40,000: the
+    relative check's false FAILs stay within the simulation interval of alpha in both
+    directions (the delta method failed 6.8% of runs lower-is-worse and 0.05% higher-is-worse,
+    its interval skewed by the ratio's curvature)."""
+    runs, looks, alpha = 2000, 200, 0.05
+    res = proportion_difference_cs_many(
+        *rare_split_runs(0.01, 0.01, runs, looks, seed=3),
+        alpha=alpha,
+        direction=direction,
+        relative=True,
+    )
+    rate = float((res.verdict_code == 2).reshape(runs, looks).any(axis=1).mean())
+    assert rate <= sim_limit(alpha, runs)
+
+
+def test_relative_harm_at_its_threshold_on_a_rare_rate_stays_below_alpha() -> None:
+    """The candidate's rate exactly 1.5 times a 0.2% baseline's, harm_threshold 0.5 (the edge
+    of the null): false FAILs within the simulation interval of alpha."""
+    runs, looks, alpha = 2000, 200, 0.05
+    res = proportion_difference_cs_many(
+        *rare_split_runs(0.003, 0.002, runs, looks, seed=4),
+        alpha=alpha,
+        relative=True,
+        harm_threshold=0.5,
+    )
+    rate = float((res.verdict_code == 2).reshape(runs, looks).any(axis=1).mean())
+    assert rate <= sim_limit(alpha, runs)
+
+
+def test_a_doubled_rare_rate_fails_a_relative_check() -> None:
+    """Power: a 0.2% rate doubled fails by 40,000 requests in more than 60% of 1,000 runs
+    (simulated: 78%; the delta method never failed it)."""
+    runs, looks = 1000, 200
+    res = proportion_difference_cs_many(
+        *rare_split_runs(0.004, 0.002, runs, looks, seed=5), relative=True
+    )
+    power = float((res.verdict_code == 2).reshape(runs, looks).any(axis=1).mean())
+    assert power > 0.6
+
+
+def test_relative_interval_covers_the_true_ratio_when_the_baseline_mean_is_small() -> None:
+    """Normal data, baseline mean 0.2 and candidate 0.26 (sd 1, a relative effect of 0.3),
+    1,000 runs with a look every 100 per arm: the two-sided relative sequence ever misses 0.3
+    in at most alpha of runs (within the simulation interval)."""
+    runs, looks, alpha = 1000, 100, 0.05
+    rng = np.random.default_rng(9)
+
+    def moments(mu: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = rng.normal(mu, 1.0, size=(runs, looks, BATCH))
+        s, s2 = np.cumsum(x.sum(axis=2), axis=1), np.cumsum((x * x).sum(axis=2), axis=1)
+        n = np.arange(1, looks + 1) * BATCH * np.ones((runs, 1))
+        mean = s / n
+        return n.ravel(), mean.ravel(), ((s2 - s * mean) / (n - 1)).ravel()
+
+    res = mean_difference_cs_many(
+        *moments(0.26), *moments(0.2), alpha=alpha, relative=True, direction="either"
+    )
+    lower, upper = res.lower.reshape(runs, looks), res.upper.reshape(runs, looks)
+    missed = float(((lower > 0.3) | (upper < 0.3)).any(axis=1).mean())
+    assert missed <= sim_limit(alpha, runs)
 
 
 def test_result_serializes_to_json() -> None:

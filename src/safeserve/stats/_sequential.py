@@ -181,11 +181,21 @@ def _reason_text(
     if gate == _GATE_EVENTS:
         return f"too few events: {events} over both arms, need {min_events}"
     if gate == _GATE_ZERO_BASE:
-        return "baseline mean is 0: the relative effect is undefined"
+        return "baseline mean is not told apart from 0: the relative effect has no bounded interval"
     lo, hi = fmt(lower), fmt(upper)
     m, h = margin, harm
     direction = _DIRECTIONS[direction_code]
     code = verdict_code
+    if code == _FAIL and math.isinf(lower) and math.isinf(upper):
+        # A relative effect whose baseline's mean is not told apart from 0 (see _ratio).
+        ratios = (
+            f"{fmt(1.0 - h)} and {fmt(1.0 + h)} times the baseline's" if h else "the baseline's"
+        )
+        if direction is Direction.HIGHER_IS_WORSE:
+            return f"the candidate's mean is above {ratios} (which is not told apart from 0)"
+        if direction is Direction.LOWER_IS_WORSE:
+            return f"the candidate's mean is below {ratios} (which is not told apart from 0)"
+        return f"the candidate's mean lies beyond {ratios} (which is not told apart from 0)"
     if direction is Direction.HIGHER_IS_WORSE:
         if code == _FAIL:
             return f"lower bound {lo} > {fmt(h)}: the candidate is higher (worse)"
@@ -269,7 +279,8 @@ class SequenceResults:
         direction_code: index into ``(HIGHER_IS_WORSE, LOWER_IS_WORSE, EITHER)``.
         relative, margin, harm_threshold: per-check options after broadcasting.
         gate: 0 = may decide; 1 = too few samples; 2 = too few events (3 is not used);
-            4 = baseline mean 0 for a relative effect.
+            4 = a relative effect with no bounded interval (the baseline's mean is not told
+            apart from 0) that does not fail.
         alpha, min_samples, min_events: the shared options.
 
     >>> from safeserve.stats import mean_difference_cs_many
@@ -369,6 +380,65 @@ def _direction_codes(direction: Any) -> NDArray[np.int8]:
 _DIRECTION_CODE = {d: i for i, d in enumerate(_DIRECTIONS)}
 
 
+class _Ratio(NamedTuple):
+    """A relative effect's bounds and the contrasts that decide it (arrays or floats)."""
+
+    lower: Any
+    upper: Any
+    bounded: Any
+    up: Any  # mean_c - (1 + h) mean_b
+    se_up: Any
+    down: Any  # mean_c - (1 - h) mean_b
+    se_down: Any
+    pass_up: Any  # mean_c - (1 + s m) mean_b, s the sign of mean_b (+1 for 0)
+    se_pass_up: Any
+    pass_down: Any  # mean_c - (1 - s m) mean_b
+    se_pass_down: Any
+
+
+def _ratio(mc: Any, mb: Any, ua: Any, ub: Any, c: Any, h: Any, m: Any, s: Any) -> _Ratio:
+    """Fieller's bounds of a relative effect and its deciding contrasts.
+
+    ``ua`` and ``ub`` are the arms' squared standard errors (variance / n), ``c`` the
+    sequence's half-width per unit of standard error, ``s`` the sign of ``mb`` (+1 for 0). The
+    bounds are the effects ``r`` whose ratio ``t = 1 + s r`` the sequence keeps: ``(mc - t
+    mb)^2 <= c^2 (ua + t^2 ub)``, a bounded interval when ``mb^2 > c^2 ub`` (the baseline's
+    mean is told apart from 0), else none (``bounded`` False: the caller reports ``-inf, inf``).
+    Takes numpy arrays or Python floats, and runs the same operations in the same order on
+    both (a float division by zero raises, as ``/`` does).
+    """
+    if type(mc) is float:
+        sqrt: Any = math.sqrt
+        root = sqrt(max(c * c * (mb * mb * ua + mc * mc * ub - c * c * ub * ua), 0.0))
+    else:
+        sqrt = np.sqrt
+        root = sqrt(np.maximum(c * c * (mb * mb * ua + mc * mc * ub - c * c * ub * ua), 0.0))
+    a = mb * mb - c * c * ub
+    b = mc * mb
+    t1 = (b - root) / a
+    t2 = (b + root) / a
+    # r = s (t - 1): the order of the ends flips with the sign of the baseline's mean.
+    if type(mc) is float:
+        lower, upper = (t1 - 1.0, t2 - 1.0) if s > 0 else (1.0 - t2, 1.0 - t1)
+    else:
+        lower = np.where(s > 0, t1 - 1.0, 1.0 - t2)
+        upper = np.where(s > 0, t2 - 1.0, 1.0 - t1)
+    t_up, t_down, t_pu, t_pd = 1.0 + h, 1.0 - h, 1.0 + s * m, 1.0 - s * m
+    return _Ratio(
+        lower=lower,
+        upper=upper,
+        bounded=a > 0.0,
+        up=mc - t_up * mb,
+        se_up=sqrt(ua + t_up * t_up * ub),
+        down=mc - t_down * mb,
+        se_down=sqrt(ua + t_down * t_down * ub),
+        pass_up=mc - t_pu * mb,
+        se_pass_up=sqrt(ua + t_pu * t_pu * ub),
+        pass_down=mc - t_pd * mb,
+        se_pass_down=sqrt(ua + t_pd * t_pd * ub),
+    )
+
+
 def _sequence_core(
     n_c: ArrayLike,
     mean_c: ArrayLike,
@@ -451,12 +521,15 @@ def _sequence_core(
         se2_abs = vc / ncf + vb / nbf
         # Relative to the baseline's magnitude: a lower-is-worse metric with negative values
         # (a log-likelihood) must not change the sign of the harm.
+        # Its bounds and decisions come from Fieller's contrasts below (see _ratio); the
+        # delta method's standard error blew up as the baseline's mean neared 0, so that a
+        # candidate failing 40% of requests against a baseline with no failures was never
+        # failed by a relative check.
         d_rel = mc / np.abs(mb) - np.sign(mb)
-        se2_rel = vb * mc * mc / (mb**4 * nbf) + vc / (mb * mb * ncf)
         est = np.where(rel, d_rel, d_abs)
-        se = np.sqrt(np.where(rel, se2_rel, se2_abs))
+        se = np.sqrt(np.where(rel, np.nan, se2_abs))
         # No variance in either arm: the exact difference decides, but not a float rounding.
-        same = (se == 0) & (np.abs(d_abs) <= _ROUNDING * np.maximum(np.abs(mc), np.abs(mb)))
+        same = (se2_abs == 0) & (np.abs(d_abs) <= _ROUNDING * np.maximum(np.abs(mc), np.abs(mb)))
         est = np.where(same, 0.0, est)
 
         hw1 = _halfwidth(se, n_total, alpha, tuning, one_sided=True)
@@ -496,9 +569,60 @@ def _sequence_core(
             upper < marg,
             np.where(lower_worse, lower > -marg, (lower > -marg) & (upper < marg)),
         )
+        # Relative effects with no bounded interval (the baseline's mean is not told apart
+        # from 0) that do not fail either: inconclusive, with their own reason.
+        unbounded = np.zeros(est.shape, dtype=np.bool_)
+        if rel.any():
+            unit = np.ones_like(est)
+            c = np.where(
+                two,
+                _halfwidth(unit, n_total, alpha, tuning, one_sided=False),
+                _halfwidth(unit, n_total, alpha, tuning, one_sided=True),
+            )
+            sign_b = np.where(mb < 0, -1.0, 1.0)
+            r = _ratio(np.where(same, mb, mc), mb, vc / ncf, vb / nbf, c, harm, marg, sign_b)
+
+            def pv(x: NDArray[np.float64], s: NDArray[np.float64]) -> NDArray[np.float64]:
+                return np.where(
+                    two,
+                    _p_beyond(x, s, n_total, alpha, tuning, one_sided=False),
+                    _p_beyond(x, s, n_total, alpha, tuning, one_sided=True),
+                )
+
+            # FAIL needs the harm shown whatever the sign of the baseline's true mean (both
+            # contrasts); with that mean told apart from 0 it is Fieller's bound beyond harm.
+            fail_up = (r.up > c * r.se_up) & (r.down > c * r.se_down)
+            fail_down = (r.up < -(c * r.se_up)) & (r.down < -(c * r.se_down))
+            pass_up = r.bounded & (r.pass_up + c * r.se_pass_up < 0)
+            pass_down = r.bounded & (r.pass_down - c * r.se_pass_down > 0)
+            p_up = np.maximum(pv(r.up, r.se_up), pv(r.down, r.se_down))
+            p_down = np.maximum(pv(-r.up, r.se_up), pv(-r.down, r.se_down))
+            ni_up = np.where(r.bounded, pv(-r.pass_up, r.se_pass_up), 1.0)
+            ni_down = np.where(r.bounded, pv(r.pass_down, r.se_pass_down), 1.0)
+            r_fail = np.where(
+                higher, fail_up, np.where(lower_worse, fail_down, fail_up | fail_down)
+            )
+            r_pass = np.where(
+                higher, pass_up, np.where(lower_worse, pass_down, pass_up & pass_down)
+            )
+            fail = np.where(rel, r_fail, fail)
+            pas = np.where(rel, r_pass, pas)
+            lower = np.where(rel, np.where(r.bounded, r.lower, -np.inf), lower)
+            upper = np.where(rel, np.where(r.bounded, r.upper, np.inf), upper)
+            p_harm = np.where(
+                rel,
+                np.where(higher, p_up, np.where(lower_worse, p_down, np.minimum(p_up, p_down))),
+                p_harm,
+            )
+            p_ni = np.where(
+                rel,
+                np.where(higher, ni_up, np.where(lower_worse, ni_down, np.maximum(ni_up, ni_down))),
+                p_ni,
+            )
+            unbounded = rel & ~r.bounded & ~r_fail
 
     gate = np.full(est.shape, _GATE_OK, dtype=np.int8)
-    gate = np.where(rel & (mb == 0), _GATE_ZERO_BASE, gate)
+    gate = np.where(unbounded, _GATE_ZERO_BASE, gate)
     # No variance in either arm (e.g. a constant metric): the interval collapses to the exact
     # difference, which decides on its own.
     if ev is not None:
@@ -605,37 +729,49 @@ def _sequence_scalar(
     one). Keep it in step with :func:`_sequence_core`.
 
     Returns None where Python would raise and numpy returns ``inf`` or ``nan`` (an empty arm,
-    a zero baseline mean for a relative effect, an overflow): the caller then runs
-    :func:`_sequence_core` for that element.
+    a zero baseline mean for a relative effect, an overflow), and for a relative effect with
+    no bounded interval: the caller then runs :func:`_sequence_core` for that element.
     """
     try:
+        mean_c, mean_b = float(mean_c), float(mean_b)
         ncf, nbf = float(n_c), float(n_b)
         n_total = ncf + nbf
         if floor:
             pooled = (ncf * var_c + nbf * var_b) / n_total
             var_c = max(var_c, pooled)
             var_b = max(var_b, pooled)
-        if relative:
-            est = mean_c / abs(mean_b) - (1.0 if mean_b > 0 else -1.0)
-            se2 = var_b * mean_c * mean_c / (mean_b**4 * nbf) + var_c / (mean_b * mean_b * ncf)
-        else:
-            est = mean_c - mean_b
-            se2 = var_c / ncf + var_b / nbf
-        se = math.sqrt(se2)
-        if se == 0.0 and abs(mean_c - mean_b) <= _ROUNDING * max(abs(mean_c), abs(mean_b)):
-            est = 0.0  # as in _sequence_core: no variance, and the means differ by a rounding
+        se2 = var_c / ncf + var_b / nbf
+        # As in _sequence_core: no variance, and the means differ by a rounding.
+        same = se2 == 0.0 and abs(mean_c - mean_b) <= _ROUNDING * max(abs(mean_c), abs(mean_b))
         two = direction_code == 2
         rho2 = rho2_two if two else rho2_one
         k = n_total * rho2 + 1.0
         sqrt_k = math.sqrt(k)
         log_term = math.log(sqrt_k / alpha) if two else math.log1p(sqrt_k / (2.0 * alpha))
-        hw = se * math.sqrt(2.0 * k * log_term / (n_total * rho2))
+        c = math.sqrt(2.0 * k * log_term / (n_total * rho2))
+        if relative:
+            return _relative_scalar(
+                mean_c,
+                mean_b,
+                var_c / ncf,
+                var_b / nbf,
+                same=same,
+                c=c,
+                n=(n_total, k, sqrt_k, rho2),
+                direction_code=direction_code,
+                harm=harm,
+                margin=margin,
+                counts=(int(ncf), int(nbf), events, min_samples, min_events),
+            )
+        est = 0.0 if same else mean_c - mean_b
+        se = math.sqrt(se2)
+        hw = se * c
         lower = est - hw
         upper = est + hw
         if two:
             p_a = _p_scalar(est - harm, se, n_total, k, sqrt_k, rho2, two=True)
             p_b = _p_scalar(-harm - est, se, n_total, k, sqrt_k, rho2, two=True)
-            p = math.nan if math.isnan(p_a) or math.isnan(p_b) else min(p_a, p_b)
+            p = _nan_or(min, p_a, p_b)
         else:
             sign = 1.0 if direction_code == 0 else -1.0
             p = _p_scalar(sign * est - harm, se, n_total, k, sqrt_k, rho2, two=False)
@@ -648,14 +784,88 @@ def _sequence_scalar(
     else:
         fail = lower > harm or upper < -harm
         pas = lower > -margin and upper < margin
-    # (A zero baseline mean for a relative effect divided by zero above: never reached here.)
+    return _scalar_result(
+        est,
+        lower,
+        upper,
+        p,
+        fail,
+        pas,
+        direction_code,
+        harm,
+        margin,
+        (int(ncf), int(nbf), events, min_samples, min_events),
+    )
+
+
+def _nan_or(f: Any, a: float, b: float) -> float:
+    """``f(a, b)`` (min or max) that gives nan when either is nan, as numpy's does."""
+    return math.nan if math.isnan(a) or math.isnan(b) else float(f(a, b))
+
+
+def _relative_scalar(
+    mean_c: float,
+    mean_b: float,
+    ua: float,
+    ub: float,
+    *,
+    same: bool,
+    c: float,
+    n: tuple[float, float, float, float],
+    direction_code: int,
+    harm: float,
+    margin: float,
+    counts: tuple[int, int, int, int, int],
+) -> _ScalarSequence | None:
+    """:func:`_sequence_scalar` for a relative effect (the branch under ``rel`` in
+    :func:`_sequence_core`); None when its interval is not bounded."""
+    r = _ratio(
+        mean_b if same else mean_c, mean_b, ua, ub, c, harm, margin, -1.0 if mean_b < 0 else 1.0
+    )
+    if not r.bounded:
+        return None
+    est = 0.0 if same else mean_c / abs(mean_b) - (1.0 if mean_b > 0 else -1.0)
+    n_total, k, sqrt_k, rho2 = n
+    two = direction_code == 2
+
+    def pv(x: float, s: float) -> float:
+        return _p_scalar(x, s, n_total, k, sqrt_k, rho2, two=two)
+
+    fail_up = r.up > c * r.se_up and r.down > c * r.se_down
+    fail_down = r.up < -(c * r.se_up) and r.down < -(c * r.se_down)
+    pass_up = r.pass_up + c * r.se_pass_up < 0
+    pass_down = r.pass_down - c * r.se_pass_down > 0
+    p_up = _nan_or(max, pv(r.up, r.se_up), pv(r.down, r.se_down))
+    p_down = _nan_or(max, pv(-r.up, r.se_up), pv(-r.down, r.se_down))
+    if direction_code == 0:
+        fail, pas, p = fail_up, pass_up, p_up
+    elif direction_code == 1:
+        fail, pas, p = fail_down, pass_down, p_down
+    else:
+        fail, pas, p = fail_up or fail_down, pass_up and pass_down, _nan_or(min, p_up, p_down)
+    return _scalar_result(est, r.lower, r.upper, p, fail, pas, direction_code, harm, margin, counts)
+
+
+def _scalar_result(
+    est: float,
+    lower: float,
+    upper: float,
+    p: float,
+    fail: bool,
+    pas: bool,
+    direction_code: int,
+    harm: float,
+    margin: float,
+    counts: tuple[int, int, int, int, int],
+) -> _ScalarSequence:
+    """The verdict, gates and reason of one scalar sequence."""
+    nc, nb, events, min_samples, min_events = counts
     gate = _GATE_OK
     if events < min_events:
         gate = _GATE_EVENTS
-    if ncf < min_samples or nbf < min_samples:
+    if nc < min_samples or nb < min_samples:
         gate = _GATE_FEW
     code = _INCONCLUSIVE if gate != _GATE_OK else _FAIL if fail else _PASS if pas else _INCONCLUSIVE
-    nc, nb = int(ncf), int(nbf)
     return _ScalarSequence(
         verdict=_VERDICTS[code],
         estimate=est,
@@ -718,7 +928,8 @@ def mean_difference_cs_many(
         mean_baseline: Baseline means.
         var_baseline: Baseline variances (``ddof=1``).
         direction: Which change is harm, one for all or one per metric.
-        relative: Test ``mean_c / mean_b - 1`` (delta method) instead of ``mean_c - mean_b``.
+        relative: Test ``mean_c / |mean_b| - sign(mean_b)`` (Fieller's interval) instead of
+            ``mean_c - mean_b``.
         margin: Non-inferiority margin, a magnitude >= 0 in the harm direction.
         harm_threshold: FAIL needs the sequence wholly beyond this magnitude (0: any harm).
         alpha: Level of each bound, valid over all looks.
@@ -786,7 +997,7 @@ def mean_difference_cs(
         mean_baseline: Baseline mean.
         var_baseline: Baseline variance (``ddof=1``).
         direction: Which change is harm.
-        relative: Test the relative difference (delta method).
+        relative: Test the relative difference (Fieller's interval).
         margin: Non-inferiority margin (>= 0).
         harm_threshold: FAIL needs the sequence wholly beyond this magnitude.
         alpha: Level of each bound.
@@ -882,7 +1093,7 @@ def proportion_difference_cs_many(
         n_baseline: Baseline trials.
         events_baseline: Baseline events.
         direction: Which change is harm, one for all or one per metric.
-        relative: Test ``p_c / p_b - 1`` (delta method) instead of ``p_c - p_b``.
+        relative: Test ``p_c / p_b - 1`` (Fieller's interval) instead of ``p_c - p_b``.
         margin: Non-inferiority margin (>= 0).
         harm_threshold: FAIL needs the sequence wholly beyond this magnitude.
         alpha: Level of each bound.
@@ -965,7 +1176,7 @@ def proportion_difference_cs(
         n_baseline: Baseline trials.
         events_baseline: Baseline events.
         direction: Which change is harm.
-        relative: Test the relative difference (delta method).
+        relative: Test the relative difference (Fieller's interval).
         margin: Non-inferiority margin (>= 0).
         harm_threshold: FAIL needs the sequence wholly beyond this magnitude.
         alpha: Level of each bound.
