@@ -662,3 +662,48 @@ def test_a_baseline_answering_the_wrong_number_of_rows_is_a_typed_error() -> Non
     snap = router.recorder.snapshot()
     assert snap.variant("v1").requests + snap.variant("v2").requests == 400
     assert snap.variant("v1").errors == snap.variant("v1").requests
+
+
+@pytest.mark.parametrize("strategy", [None, "fixed_split", "pinned_canary"])
+def test_an_outcome_past_its_ttl_is_late_however_long_its_request_waited_for_a_flush(
+    strategy: str | None,
+) -> None:
+    """Routers that flush only every few thousand requests (no strategy, a fixed split, a
+    canary pinned by hand) kept a quiet service's records unflushed for hours; the outcome's
+    own flush then stamped the request with the outcome's time, and a label hours after its
+    request was ACCEPTED against a 1 h time to live. Each request now carries its time."""
+    clock = FakeClock()
+    models = {"v1": lambda x: np.full(len(x), 0.1), "v2": lambda x: np.full(len(x), 0.2)}
+
+    def make() -> ss.Router:
+        kinds: dict[str | None, Any] = {
+            None: None,
+            "fixed_split": ss.FixedSplit("v1", {"v2": 50}),
+            "pinned_canary": ss.Canary("v1", "v2", weight=50),
+        }
+        return ss.Router(models, strategy=kinds[strategy], clock=clock)
+
+    router = make()
+    batch = router.route_batch(np.ones((5, 1)), keys=list(range(10, 15))).request_ids
+    old = [router.route([1.0], key=k).request_id for k in range(10)]  # not flushed
+    clock.now += 3.5 * 3600.0
+    assert [router.record_outcome(i, "converted", 1.0).name for i in old] == ["LATE"] * 10
+    assert {router.record_outcome(int(i), "converted", 1.0).name for i in batch} == {"LATE"}
+    assert router.status().metrics.outcome_reasons == {"late:expired": 15}
+    # Within the time to live, counted from each request's own time: accepted.
+    router = make()
+    batch = router.route_batch(np.ones((5, 1)), keys=list(range(10, 15))).request_ids
+    ids = [router.route([1.0], key=k).request_id for k in range(10)]
+    clock.now += 3000.0
+    assert {router.record_outcome(i, "converted", 1.0).name for i in ids} == {"ACCEPTED"}
+    assert {router.record_outcome(int(i), "converted", 1.0).name for i in batch} == {"ACCEPTED"}
+    # A request after a quiet stretch flushes what waited before its own record goes in, so
+    # that its own is not taken for one made with them: its outcome half an hour later is
+    # accepted, the earlier request's (2 h old) is late.
+    router = make()
+    first = router.route([1.0], key=1).request_id
+    clock.now += 2 * 3600.0
+    second = router.route([1.0], key=2).request_id
+    clock.now += 1800.0
+    assert router.record_outcome(second, "converted", 1.0).name == "ACCEPTED"
+    assert router.record_outcome(first, "converted", 1.0).name == "LATE"

@@ -40,6 +40,9 @@ _OK, _ERROR, _INVALID = 0, 1, 2
 
 #: How many requests go by between two automatic flushes of the metric buffer.
 FLUSH_EVERY = 4096
+#: Most seconds the router leaves a record in the metric buffer past its request (fewer for
+#: an outcome_ttl under 100 s: a hundredth of it).
+FLUSH_SECONDS = 1.0
 
 Model = Callable[[Any], Any]
 Validator = Callable[[Any], bool]
@@ -262,6 +265,13 @@ class Router:
             window = TimeWindow(length=86_400.0, slices=48) if rollout else None
             recorder = Recorder(self._all, clock=self._clock, window=window)
         self._recorder = recorder
+        # A request made _flush_every after the last flush flushes first, so that a record
+        # waits in the buffer no longer than that past its request (an outcome's time to live
+        # counts from within it, however quiet the service; see Recorder.flush_within).
+        self._flush_every = min(FLUSH_SECONDS, recorder.outcome_ttl / 100.0)
+        recorder.flush_within = self._flush_every
+        self._flush_due = recorder._flushed_at + self._flush_every
+        self._due_at = self._flush_due
         # Every record the router makes is a 4-tuple: the recorder's flat buffer takes it.
         self._append = self._recorder._extend
         self._ids = itertools.count(1)
@@ -281,7 +291,11 @@ class Router:
         self._evaluate_every = FLUSH_EVERY
         self._evaluate_interval = math.inf
         self._paces: tuple[tuple[int, float], ...] = ((FLUSH_EVERY, math.inf),)
-        self._due_at = math.inf  # armed below, once the rollout exists
+        # The request path's one look at the time (_due_at): upkeep is due when an
+        # evaluation falls due by time (_eval_due; math.inf while one is claimed, or for a
+        # manual rollout) or when the metric buffer has waited _flush_every since the last
+        # flush (_flush_due), which keeps the recorder's promise (see Recorder.flush_within).
+        self._eval_due = math.inf  # armed below, once the rollout exists
         self._baseline_released = False  # blue/green after keep_old (see _release_baseline)
         if drift is not None and not isinstance(drift, DriftMonitor):
             raise ConfigError(f"drift must be a safeserve.drift.DriftMonitor, got {drift!r}")
@@ -347,7 +361,8 @@ class Router:
         every = min(256, *(pace[0] for pace in self._paces))
         self._mask = (1 << (every.bit_length() - 1)) - 1
         auto = self._rollout is not None and self._rollout.auto
-        self._due_at = self._last_eval[1] + self._evaluate_interval if auto else math.inf
+        self._eval_due = self._last_eval[1] + self._evaluate_interval if auto else math.inf
+        self._due_at = min(self._eval_due, self._flush_due)
         _ROUTERS.add(self)  # for the at-fork reset of its locks (a router built in full)
         _log.info(
             "safeserve.router_created",
@@ -372,8 +387,9 @@ class Router:
         if (every, interval) == (self._evaluate_every, self._evaluate_interval):
             return
         self._evaluate_every, self._evaluate_interval = every, interval
-        if self._due_at != math.inf:  # armed (not claimed, not manual)
-            self._due_at = self._last_eval[1] + interval
+        if self._eval_due != math.inf:  # armed (not claimed, not manual)
+            self._eval_due = self._last_eval[1] + interval
+            self._due_at = min(self._eval_due, self._flush_due)
 
     def _start_mirror(self, config: Shadow | None) -> ShadowMirror | None:
         """Start mirroring to the candidate (``config``) or stop it (``None``)."""
@@ -458,8 +474,9 @@ class Router:
         self._flush_lock = threading.Lock()
         self._keyless_lock = threading.Lock()
         self._eval_lock = threading.Lock()
-        if self._due_at == math.inf and self._rollout is not None and self._rollout.auto:
-            self._due_at = self._clock() + self._evaluate_interval  # an evaluation's claim
+        if self._eval_due == math.inf and self._rollout is not None and self._rollout.auto:
+            self._eval_due = self._clock() + self._evaluate_interval  # an evaluation's claim
+            self._due_at = min(self._eval_due, self._flush_due)
         self._recorder._after_fork()
         if self._rollout is not None:
             self._rollout._after_fork()
@@ -688,6 +705,10 @@ class Router:
         rec_id = rid if full else -1
         clock = self._clock
         t0 = clock()
+        if t0 >= self._due_at:
+            # Before this request's record goes in: the flush then takes only records made
+            # within _flush_every of the last one (see Recorder.flush_within).
+            self._maintain(rid)
         try:
             y = snap.models[vi](x)
         except Exception:
@@ -712,7 +733,7 @@ class Router:
                     snap.observe(x, vi)
                 if snap.mirror is not None and not override:
                     self._mirror_one(snap, x, key, y, latency, rid)
-                if not rid & self._mask or t1 >= self._due_at:
+                if not rid & self._mask:
                     self._maintain(rid)
                 fell_back = False
         if full:
@@ -1039,23 +1060,28 @@ class Router:
             rollout = self._rollout
             due = False
             served = rid + self._rows
+            now = self._clock()
             # A manual (pinned) canary is judged only when asked, on router.evaluate().
             if rollout is not None and rollout.auto:
-                now = self._clock()
-                if self._due_at == math.inf and not self._eval_lock.locked():
+                if self._eval_due == math.inf and not self._eval_lock.locked():
                     # Automatic again after a manual stretch (a retry() after a pinned
                     # canary): the evaluation interval counts from now.
-                    self._due_at = now + self._evaluate_interval
-                due = served - self._last_eval[0] >= self._evaluate_every or now >= self._due_at
+                    self._eval_due = now + self._evaluate_interval
+                    self._due_at = min(self._eval_due, self._flush_due)
+                due = served - self._last_eval[0] >= self._evaluate_every or now >= self._eval_due
                 if due:
                     # Claimed: other requests stop calling in until this evaluation is done.
-                    self._due_at = math.inf
+                    self._eval_due = math.inf
+                    self._due_at = min(self._eval_due, self._flush_due)
             elif rollout is not None:
                 # Manual now (a pinned canary after a shadow phase): no time is due, so that
                 # requests stop calling in (an evaluation by hand sets it again if needed).
-                self._due_at = math.inf
-            if due or flush or self._recorder.pending() >= FLUSH_EVERY:
+                self._eval_due = math.inf
+                self._due_at = min(self._eval_due, self._flush_due)
+            if due or flush or now >= self._flush_due or self._recorder.pending() >= FLUSH_EVERY:
                 self._recorder.flush()
+                self._flush_due = now + self._flush_every
+                self._due_at = min(self._eval_due, self._flush_due)
         finally:
             self._flush_lock.release()
         if due and self._eval_lock.acquire(blocking=False):
@@ -1067,8 +1093,9 @@ class Router:
                 _log.exception("safeserve.evaluation_failed", rollout=self.name)
             finally:
                 self._eval_lock.release()
-                if self._due_at == math.inf:
-                    self._due_at = self._clock() + self._evaluate_interval
+                if self._eval_due == math.inf:
+                    self._eval_due = self._clock() + self._evaluate_interval
+                    self._due_at = min(self._eval_due, self._flush_due)
 
     def flush(self) -> int:
         """Move buffered request records into the metric windows now; return how many."""
@@ -1175,7 +1202,8 @@ class Router:
         now = self._clock()
         self._last_eval = (rid, now)
         if self._rollout is not None and self._rollout.auto:
-            self._due_at = now + self._evaluate_interval
+            self._eval_due = now + self._evaluate_interval
+            self._due_at = min(self._eval_due, self._flush_due)
         if wait:
             return rollout.evaluate(self._recorder.snapshot(), wait=True)
         if not rollout.lock.acquire(blocking=False):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from safeserve.metrics import OutcomeResult, Recorder
+from safeserve.metrics import OutcomeResult, Recorder, record_code
 from safeserve.metrics._outcomes import _OutcomeRing
 
 R = OutcomeResult
@@ -84,6 +84,50 @@ def test_outcome_after_the_ttl_is_late():
     assert snap.outcome_reasons == {"late:expired": 1}
     assert snap.variant("v1").outcome_results == {"late": 1}
     assert snap.variant("v1").outcomes == {}
+
+
+def test_a_batch_given_its_request_time_is_judged_from_it():
+    """A batch's rows given a request_time are judged from it, however late they are
+    flushed; rows and records without one, from the flush."""
+    rec, clock = make(outcome_ttl=60.0)
+    rec.append_batch([0, 1], [0, 1], 0.01, 0, False, None, False, request_time=0.0)
+    rec.append_batch([2, 3], [0, 1], 0.01, 0, False, None, False, request_time=100.0)
+    rec.append_batch([4], [0], 0.01, 0, False, None, False)
+    rec.append((5, record_code(1), 0.01, 0.5))
+    clock.t = 120.0
+    # The outcome's own flush runs now: ids 0 and 1 are 120 s old, 2 and 3 only 20 s.
+    assert [rec.record_outcome(i, "y", 1.0) for i in range(6)] == [
+        R.LATE,
+        R.LATE,
+        R.ACCEPTED,
+        R.ACCEPTED,
+        R.ACCEPTED,
+        R.ACCEPTED,
+    ]
+
+
+@pytest.mark.parametrize("flush_within", [10.0, math.inf])
+def test_the_flush_promise_bounds_when_buffered_requests_were_made(flush_within: float):
+    """With ``flush_within`` (the router's promise to flush at least that often), requests
+    still buffered when an outcome arrives count as made at most that long after the last
+    flush: 120 s later they are LATE against a 60 s time to live. Without the promise they
+    count from the flush (the outcome's own), as before."""
+    rec, clock = make(outcome_ttl=60.0)
+    rec.flush_within = flush_within
+    clock.t = 5.0
+    rec.flush()  # the last flush: 5 s
+    clock.t = 8.0
+    for i in range(4):
+        rec.append((i, record_code(i % 2), 0.01, 0.5))
+    clock.t = 128.0
+    want = R.LATE if flush_within == 10.0 else R.ACCEPTED
+    assert [rec.record_outcome(i, "y", 1.0) for i in range(4)] == [want] * 4
+    # Stamped no later than the flush itself: 60 s after a flush at 130 s, accepted.
+    clock.t = 130.0
+    rec.append((4, record_code(0), 0.01, 0.5))
+    rec.flush()
+    clock.t = 189.0
+    assert rec.record_outcome(4, "y", 1.0) is R.ACCEPTED
 
 
 def test_outcome_whose_slot_was_reused_is_late():

@@ -863,3 +863,20 @@ def test_consecutive_ids_wrapping_the_outcome_ring():
     rec.append((21, 0, 0.01, 0, False, 0.5, False))  # an id seen before: not newer, kept out
     rec.flush()
     assert rec.record_outcome(21, "y", 1.0).name == "ACCEPTED"
+
+
+def test_a_negative_code_reads_alike_on_every_path():
+    """A negative int code (a caller's bug) is decoded by the column paths; the record by
+    record path decodes it the same way (it left the status at -1), and every path rejects
+    the record for its negative variant."""
+    rows = [(0, record_code(0), 0.0, 0.0), (1, -3, 0.0, 0.0)]
+    fast = recorder_module._columns_fast(list(rows))
+    slow = recorder_module._columns_slow(list(rows))
+    assert fast is not None
+    for name in ("rid", "var", "st", "fb", "ov"):
+        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
+    rec, _ = make(("v1",))
+    for r in rows:
+        rec.append(r)
+    rec.flush()
+    assert rec.snapshot().rejected == {"record:bad_variant": 1}

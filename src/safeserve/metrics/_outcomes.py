@@ -72,12 +72,16 @@ class _OutcomeRing:
         ids: NDArray[np.int64],
         variant: NDArray[np.int64],
         override: NDArray[np.bool_],
-        now: float,
+        now: float | NDArray[np.float64],
     ) -> None:
-        """Remember non-negative request ids (vectorized); a newer id owns a shared slot."""
+        """Remember non-negative request ids (vectorized); a newer id owns a shared slot.
+
+        ``now`` is when the requests were made: one time for all, or one per id.
+        """
         n = ids.size
         if n == 0:
             return
+        when = now if isinstance(now, np.ndarray) else np.full(n, now)
         first = int(ids[0])
         if (
             first > self.newest
@@ -95,7 +99,7 @@ class _OutcomeRing:
                     self.ids[dst] = ids[lo:hi]
                     self.variant[dst] = variant[lo:hi]
                     self.override[dst] = override[lo:hi]
-                    self.time[dst] = now
+                    self.time[dst] = when[lo:hi]
                     for seen in self.seen.values():
                         seen[dst] = False
             self.newest = first + n - 1
@@ -103,16 +107,18 @@ class _OutcomeRing:
         if n > self.capacity:
             order = np.argsort(ids, kind="stable")  # so that the newest id is written last
             ids, variant, override = ids[order], variant[order], override[order]
+            when = when[order]
         slots = ids % self.capacity if int(ids.max()) >= self.capacity else ids
         keep = ids > self.ids[slots]
         if not keep.all():
             if not keep.any():
                 return
             ids, variant, override, slots = ids[keep], variant[keep], override[keep], slots[keep]
+            when = when[keep]
         self.ids[slots] = ids
         self.variant[slots] = variant
         self.override[slots] = override
-        self.time[slots] = now
+        self.time[slots] = when
         for seen in self.seen.values():
             seen[slots] = False
         if ids.size:

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from itertools import compress
 from operator import itemgetter
-from typing import Any, Literal, NamedTuple, Self, TypeVar
+from typing import Any, Final, Literal, NamedTuple, Self, TypeVar
 
 import numpy as np
 import structlog
@@ -179,6 +179,7 @@ class _Columns:
         "ov",
         "rid",
         "st",
+        "t",
         "timed_once",
         "var",
     )
@@ -195,9 +196,12 @@ class _Columns:
         lat_type: NDArray[np.bool_] | None = None,
         timed_once: bool = False,
         out_none: NDArray[np.bool_] | None = None,
+        t: NDArray[np.float64] | None = None,
     ) -> None:
         self.rid, self.var, self.lat, self.st, self.fb = rid, var, lat, st, fb
         self.out, self.ov, self.lat_type, self.out_none = out, ov, lat_type, out_none
+        # When each request was made (a batch given its time), or None: see Recorder.flush.
+        self.t = t
         # One model call of one variant timed once (a batch slice): one latency observation.
         self.timed_once = timed_once
 
@@ -223,6 +227,7 @@ class _Columns:
             lt,
             self.timed_once,
             on,
+            None if self.t is None else self.t[mask],
         )
 
     def rows(self, start: int, stop: int) -> _Columns:
@@ -243,6 +248,7 @@ class _Columns:
             lt,
             self.timed_once,
             on,
+            None if self.t is None else self.t[start:stop],
         )
 
     def outputs_list(self) -> list[Any]:
@@ -420,6 +426,10 @@ def _to_columns(chunk: list[Any], marshal_path: bool = True) -> _Columns:
     return _columns_slow(chunk) if cols is None else cols
 
 
+#: What _int_or gives for a value that is no int64 (no int64 equals it).
+_NO_INT: Final = 2**63
+
+
 def _int_or(x: object, default: int) -> int:
     if isinstance(x, bool) or not isinstance(x, int | np.integer):
         return default
@@ -448,8 +458,10 @@ def _columns_slow(chunk: list[Any]) -> _Columns:
             continue
         if len(rec) == 4:
             r, code, la, o = rec
-            c = _int_or(code, -1)
-            if c >= 0:
+            c = _int_or(code, _NO_INT)
+            # Any int64 code is decoded, as the column paths do (a negative one gives a
+            # negative variant, rejected by the ingest).
+            if c != _NO_INT:
                 var[i] = c >> _VARIANT_SHIFT
                 st[i] = (c >> _STATUS_SHIFT) & 3
                 fb[i] = bool(c & _FALLBACK_BIT)
@@ -742,6 +754,13 @@ class Recorder:
         self.variants: tuple[str, ...] = names
         self.window: WindowSpec = window
         self.outcome_ttl = float(outcome_ttl)
+        #: Seconds within which whoever appends also flushes (math.inf: no such promise). A
+        #: record carries no time, so a flush stamps the buffered requests as made at the
+        #: latest at the previous flush plus this (at the latest now): an outcome's time to
+        #: live then counts from within this of its request. The router sets it and keeps the
+        #: promise: a request made this long after the last flush flushes first.
+        self.flush_within = math.inf
+        self._flushed_at = float(clock())
         self.outputs: OutputKind = outputs
         self._clock = clock
         self._nv = len(names)
@@ -804,6 +823,8 @@ class Recorder:
         fallback: ArrayLike,
         outputs: ArrayLike | Sequence[Any] | None,
         override: ArrayLike,
+        *,
+        request_time: float | None = None,
     ) -> None:
         """Buffer the records of a batch call at once (one row per input row).
 
@@ -817,6 +838,9 @@ class Recorder:
             fallback: Whether the baseline answered in place of the variant, per row.
             outputs: A 1-D float array, a sequence of outputs, or ``None`` when not kept.
             override: Whether the row was forced by an override.
+            request_time: When the batch's requests were made, on the recorder's clock (an
+                outcome's time to live counts from it); None: as for single records (see
+                :meth:`flush`).
 
         With a scalar ``variant_index`` and a scalar ``latency_s`` the batch is one timed
         call of one variant (a slice of ``predict_batch``): it counts one latency observation
@@ -872,6 +896,7 @@ class Recorder:
                 out,
                 _spread(ov, n),
                 timed_once=once,
+                t=None if request_time is None else np.full(n, float(request_time)),
             )
         )
 
@@ -994,6 +1019,10 @@ class Recorder:
         deleted (appends only go to the end), and flushes are serialized by a lock. A flush
         started on the thread of a flush under way (from a signal handler that takes a
         snapshot, say) returns 0 at once: the one under way takes everything in.
+
+        For delayed outcomes, the requests taken in count as made no later than the previous
+        flush plus :attr:`flush_within`, and no later than now (a batch given its
+        ``request_time``: then).
         """
         with self._lock:
             if self._flushing:
@@ -1007,6 +1036,9 @@ class Recorder:
     def _flush(self) -> int:
         """:meth:`flush` itself (the lock held, no other flush under way on this thread)."""
         now = float(self._clock())  # before draining: a failing clock loses nothing
+        # The latest time the buffered requests can have been made (see "flush_within").
+        made = min(now, self._flushed_at + self.flush_within)
+        self._flushed_at = now
         buf = self._buf
         n = len(buf)
         f = self._flat
@@ -1019,7 +1051,7 @@ class Recorder:
         c = len(cb)
         customs = cb[:c]
         del cb[:c]
-        rows = self._ingest_prefix(f, k, True, now) + self._ingest_prefix(buf, n, False, now)
+        rows = self._ingest_prefix(f, k, True, made) + self._ingest_prefix(buf, n, False, made)
         # Batches go in one by one: a batch slice usually holds one variant with one
         # latency, which the ingest summarizes without a pass per row.
         for part in batches:
@@ -1099,11 +1131,14 @@ class Recorder:
             if len(cols) == 0:
                 return
         rid = cols.rid
+        # When the requests were made: the batch's own time, else the flush's bound.
+        when: Any = now if cols.t is None else cols.t
         if _MIN(rid) >= 0:
-            self._ring.store(rid, cols.var, cols.ov, now)
+            self._ring.store(rid, cols.var, cols.ov, when)
         elif _MAX(rid) >= 0:
             has_id = rid >= 0
-            self._ring.store(rid[has_id], cols.var[has_id], cols.ov[has_id], now)
+            at = when if cols.t is None else when[has_id]
+            self._ring.store(rid[has_id], cols.var[has_id], cols.ov[has_id], at)
         if cols.ov.any():
             per = np.bincount(cols.var[cols.ov], minlength=nv)
             for v in np.flatnonzero(per).tolist():

@@ -946,7 +946,7 @@ def run_drill(
     >>> from safeserve.testing import DrillFault, Scenario, run_drill
     >>> report = run_drill(Scenario(fault=DrillFault(kind="latency", seconds=0.005, start=60)))
     >>> report.rolled_back, report.failing_checks, report.requests_to_rollback
-    (True, ('latency',), 929)
+    (True, ('latency',), 930)
     """
     return Drill(scenario).run(on_tick=on_tick)
 
