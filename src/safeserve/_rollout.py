@@ -16,7 +16,7 @@ import structlog
 
 from ._errors import TransitionError
 from ._shadow import ShadowMirror
-from .drift import DriftMonitor, DriftReport
+from .drift import DriftMonitor, DriftReport, DriftScope
 from .metrics import MetricsSnapshot, VariantMetrics
 from .policy._decision import Action, CheckResult, Decision
 from .policy._policy import Judge, Policy
@@ -167,8 +167,10 @@ class Rollout:
         self.drift = drift
         self.drift_confirmations = drift_confirmations
         self.drift_resume_after = drift_resume_after
-        self._drift_streak = 0
-        self._drift_mark = (0, 0)  # the drift monitor's rows_added() at the last confirmation
+        # Consecutive confirmations of a drift in the baseline's rows (the traffic) and in the
+        # candidate's, and each arm's rows_added() at its last confirmation.
+        self._drift_streak = [0, 0]
+        self._drift_mark = [0, 0]
         self._drift_clear_since: float | None = None
         self.paused_by: str | None = None
         self._paused_from = Phase.PROGRESSING
@@ -707,7 +709,7 @@ class Rollout:
             self._require("resume", (Phase.PAUSED,))
             self.judge.reset_srm()
             self.paused_by = None
-            self._drift_streak = 0
+            self._drift_streak = [0, 0]
             self._resumed_at = self._clock()  # a full deadline again (see _since_deadline)
             return self._transition(
                 Action.RESUME,
@@ -728,28 +730,33 @@ class Rollout:
         assert self.drift is not None
         report = self.drift.evaluate()
         result = _drift_result(report)
-        if report.drifted:
-            # A confirmation counts only on rows the last one did not judge (a window of new
-            # rows in an arm): consecutive evaluations of overlapping windows agree by
-            # construction, and paused a third of drift-free runs with two confirmations.
-            added = self.drift.rows_added()
-            if (
-                self._drift_streak == 0
-                or max(a - m for a, m in zip(added, self._drift_mark, strict=True))
-                >= self.drift.window_rows
+        # Confirmed apart for each arm a drift is seen in (the baseline's rows: the traffic
+        # changed; the candidate's: they differ from the baseline's or, unattributed, from the
+        # reference), each only on rows its last confirmation did not judge (a window of new
+        # rows of that arm): consecutive evaluations of overlapping windows agree by
+        # construction (a third of drift-free runs paused with two confirmations), and new
+        # baseline rows do not confirm a drift of the candidate's (a 5% canary adds 19 to
+        # each of the candidate's).
+        seen = (report.traffic_changed, report.drifted and report.scope is not DriftScope.TRAFFIC)
+        added = self.drift.rows_added() if report.drifted else (0, 0)
+        for arm in (0, 1):
+            if not seen[arm]:
+                self._drift_streak[arm] = 0
+            elif (
+                self._drift_streak[arm] == 0
+                or added[arm] - self._drift_mark[arm] >= self.drift.window_rows
             ):
-                self._drift_streak += 1
-                self._drift_mark = added
+                self._drift_streak[arm] += 1
+                self._drift_mark[arm] = added[arm]
+        if report.drifted:
             self._drift_clear_since = None
-        else:
-            self._drift_streak = 0
-            if self._drift_clear_since is None:
-                self._drift_clear_since = now
+        elif self._drift_clear_since is None:
+            self._drift_clear_since = now
         checks = (*results, result)
         if (
             self.phase is Phase.PROGRESSING
             and report.drifted
-            and self._drift_streak >= self.drift_confirmations
+            and max(self._drift_streak) >= self.drift_confirmations
         ):
             decision = self.pause(f"input drift: {result.reason}", manual=False, checks=checks)
             self.paused_by = "drift"
@@ -788,7 +795,7 @@ class Rollout:
             self.judge.restart()
             # Drift confirmations start again too (a retried rollout paused at its first
             # drifted look on the old streak).
-            self._drift_streak = 0
+            self._drift_streak = [0, 0]
             self.paused_by = None
             self.stable = self.baseline
             self.frozen_baseline = None

@@ -33,9 +33,10 @@ def setup(
         "drift_resume_after": 300.0,
     }
     options.update(canary)
+    options.setdefault("weight", 50)
     router = ss.Router(
         {"v1": lambda X: np.zeros(len(X)), "v2": candidate or (lambda X: np.zeros(len(X)))},
-        strategy=ss.Canary("v1", "v2", weight=50, auto=True, **options),  # type: ignore[arg-type]
+        strategy=ss.Canary("v1", "v2", auto=True, **options),  # type: ignore[arg-type]
         policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.5)]),
         clock=clock,
         drift=monitor,
@@ -165,6 +166,29 @@ def test_drift_confirmations_are_a_window_of_new_rows_apart(clock: Clock) -> Non
     assert first is not None
     assert router.status().phase is ss.Phase.PAUSED
     assert batch - first >= monitor.window_rows // 250
+
+
+def test_a_candidate_drift_is_confirmed_on_new_candidate_rows(clock: Clock) -> None:
+    """Drift only in the candidate's traffic of a 5% canary: the second confirmation waits
+    for a window of new candidate rows. New baseline rows (19 times as many per batch) used to
+    count, so the same candidate window was confirmed twice (about 1 drift-free run in 100
+    paused at 5%)."""
+    router, monitor = setup(clock, weight=5)
+    rng = np.random.default_rng(6)
+    first: tuple[int, int] | None = None
+    for _ in range(400):
+        feed(router, clock, rng, batches=1, shift=1.5, candidate_only=True)
+        d = router.status().decisions[-1]
+        flagged = any(c.name == "drift" and c.verdict.value == "fail" for c in d.checks)
+        if first is None and flagged:
+            first = monitor.rows_added()
+        if router.status().phase is ss.Phase.PAUSED:
+            break
+    assert first is not None
+    assert router.status().phase is ss.Phase.PAUSED
+    pause = [x for x in router.status().decisions if x.action is ss.Action.PAUSE][-1]
+    assert "candidate's traffic" in pause.reason
+    assert monitor.rows_added()[1] - first[1] >= monitor.window_rows
 
 
 def test_flagged_drift_holds_promotion_until_it_is_confirmed(clock: Clock) -> None:

@@ -128,7 +128,8 @@ class Canary:
         evaluate_interval: Seconds between two automatic evaluations (checked as requests
             arrive).
         drift_confirmations: With a drift monitor on the router, consecutive drifted
-            evaluations that pause the rollout, each counted only once an arm's window holds
+            evaluations that pause the rollout, counted apart for a drift of the baseline's
+            rows (the traffic) and of the candidate's, each only once that arm's window holds
             rows the previous confirmation did not judge (one evaluation alone flags drift
             with probability about ``alpha`` even when nothing changed, and evaluations of
             overlapping windows agree by construction).
