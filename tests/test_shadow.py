@@ -769,6 +769,86 @@ def test_vector_outputs_use_the_l1_distance(cleanup: list[Any]) -> None:
     assert r.difference_variance == pytest.approx(d.var(ddof=1))
 
 
+def _rare_runs(p: float, runs: int, blocks: int, size: int, seed: int) -> np.ndarray:
+    """Values in {0, 1}, 1 with probability ``p``: runs x blocks x size."""
+    return (np.random.default_rng(seed).random((runs, blocks, size)) < p).astype(np.float64)
+
+
+@pytest.mark.parametrize("p", [0.025, 0.005])
+def test_the_bounded_sequence_keeps_its_level_on_rare_large_values(p: float) -> None:
+    """Values of 1 with probability p, else 0 (a shadow wrong on a few rows by the most it
+    can be), 1,000 runs with a look every 50 values from 100 to 2,000: the upper bound falls
+    below the true mean, and the lower bound rises above it, in at most alpha of runs
+    (within the 95% simulation interval). The normal-mixture sequence on the same values,
+    whose sample variance is 0 until the first 1, misses far more often: the test tells them
+    apart."""
+    runs, blocks, size, alpha = 1000, 40, 50, 0.05
+    x = _rare_runs(p, runs, blocks, size, seed=11)
+    low = high = normal = 0
+    n = np.arange(1, blocks + 1) * size
+    for run in x:
+        b = shadow_module._BoundedMean(alpha)
+        bounds = []
+        for block in run:
+            b.update(block)
+            bounds.append(b.bounds())
+        lo, hi = np.array(bounds).T
+        looks = n >= 100
+        low += bool((hi[looks] < p).any())
+        high += bool((lo[looks] > p).any())
+        s = np.cumsum(run.sum(axis=1))
+        mean = s / n
+        var = (s - s * mean) / (n - 1)  # values are 0/1: the sum of squares is the sum
+        hw = shadow_module._halfwidth(
+            np.sqrt(var / n), n.astype(np.float64), alpha, shadow_module.TUNING, one_sided=True
+        )
+        normal += bool((mean + hw < p)[looks].any())
+    limit = sps.binom.ppf(0.975, runs, alpha)
+    assert low <= limit
+    assert high <= limit
+    assert normal > limit
+
+
+def _vector_mirror(wrong: Callable[[int], bool], pairs: int) -> list[ShadowReport]:
+    """Probability vectors: the shadow answers the primary's exactly, except on rows where
+    ``wrong(i)``, where it puts all mass on the other class (an L1 distance of 2). A report
+    every 50 pairs, margin 0.05."""
+
+    def primary(i: int) -> np.ndarray:
+        return np.array([0.9, 0.1]) if i % 2 else np.array([0.2, 0.8])
+
+    def shadow(i: int) -> np.ndarray:
+        return np.array([0.0, 1.0]) if wrong(i) and i % 2 else primary(i)
+
+    m = ShadowMirror(shadow, workers=1, margin=0.05, name="vec-rare")
+    reports = []
+    try:
+        for start in range(0, pairs, 50):
+            for i in range(start, min(start + 50, pairs)):
+                m.submit(i, primary(i), 0.0)
+            assert m.wait_idle(WAIT)
+            reports.append(m.report())
+    finally:
+        m.close(timeout=5.0)
+    return reports
+
+
+def test_a_vector_shadow_wrong_on_rare_rows_does_not_pass_on_a_few_clean_pairs() -> None:
+    """A shadow wrong (L1 distance 2) on 1 row in 40 (a mean distance of 0.05, the margin)
+    whose first 150 pairs happen to be clean: not PASS at 100 or 150 pairs (the sample
+    variance was 0, and the normal-mixture sequence passed it at the first allowed look), and
+    with its wrong rows it never PASSes; an exact copy PASSes once enough pairs rule out rare
+    wrong rows."""
+    late = _vector_mirror(lambda i: i >= 150 and i % 40 == 1, 1000)
+    assert [r.numeric_verdict for r in late[1:3]] == [Verdict.INCONCLUSIVE] * 2
+    assert all(r.numeric_verdict is not Verdict.PASS for r in late)
+    assert late[-1].difference_upper is not None
+    assert late[-1].difference_upper > 0.05
+    exact = _vector_mirror(lambda i: False, 600)
+    assert exact[-1].numeric_verdict is Verdict.PASS
+    assert exact[-1].p_difference == 1.0
+
+
 def test_paired_latency_quantiles_match_numpy(cleanup: list[Any]) -> None:
     """Latency differences (shadow - primary) have numpy's quantiles within 1% and the exact
     mean; the shadow's latency is read on the injected clock."""
