@@ -707,3 +707,109 @@ def test_an_outcome_past_its_ttl_is_late_however_long_its_request_waited_for_a_f
     clock.now += 1800.0
     assert router.record_outcome(second, "converted", 1.0).name == "ACCEPTED"
     assert router.record_outcome(first, "converted", 1.0).name == "LATE"
+
+
+def test_a_batch_whose_flush_was_put_off_keeps_its_time_for_outcomes() -> None:
+    """A batch whose own flush found another flush under way waits in the buffer; its rows
+    still count from the batch's time: outcomes 3.5 h later are LATE (they were stamped at
+    the later flush, and ACCEPTED)."""
+    clock = FakeClock()
+    router = ss.Router({"v1": lambda X: np.zeros(len(X))}, clock=clock)
+    with router._flush_lock:  # another thread's flush, as the batch ends
+        ids = router.route_batch(np.ones((4, 1)), keys=list(range(4))).request_ids
+    assert router._recorder.pending() == 1
+    clock.now += 3.5 * 3600.0
+    assert {router.record_outcome(int(i), "converted", 1.0).name for i in ids} == {"LATE"}
+
+
+def test_the_upkeep_a_request_runs_first_is_not_counted_in_its_latency() -> None:
+    """A request that finds the flush due runs it before its model call: the latency it
+    records is the model's alone (it counted the flush's time too)."""
+    clock = FakeClock()
+
+    def model(x: float) -> float:
+        clock.now += 0.25
+        return x
+
+    router = ss.Router({"v1": model}, clock=clock)
+    flush = router._recorder.flush
+
+    def slow_flush() -> int:
+        clock.now += 1.0
+        return flush()
+
+    router._recorder.flush = slow_flush  # type: ignore[method-assign]
+    router.predict(1.0, key="a")
+    clock.now += 5.0  # past the flush's second
+    router.predict(1.0, key="b")
+    lat = router.status().metrics.variant("v1").latency_moments
+    assert (lat.n, lat.mean) == (2, 0.25)
+
+
+def test_a_request_that_runs_a_rollback_is_served_by_the_baseline() -> None:
+    """The request that finds an evaluation due runs it before its model call, and is routed
+    again if the evaluation moved traffic: after a rollback it is the baseline's."""
+    clock = FakeClock()
+
+    def broken(x: float) -> float:
+        raise RuntimeError("candidate down")
+
+    router = ss.Router(
+        {"v1": lambda x: 1.0, "v2": broken},
+        strategy=ss.Canary(
+            "v1", "v2", weight=50, auto=True, evaluate_every=10**9, evaluate_interval=10.0
+        ),
+        policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.1)]),
+        clock=clock,
+    )
+    candidate_keys = [k for k in range(400) if router.route(1.0, key=k).variant == "v2"]
+    assert candidate_keys
+    clock.now += 20.0  # the evaluation is due
+    r = router.route(1.0, key=candidate_keys[0])
+    st = router.status()
+    assert st.phase is ss.Phase.ROLLED_BACK
+    assert (r.variant, r.fallback) == ("v1", False)
+
+
+def test_a_request_after_a_quiet_spell_waits_for_a_flush_under_way() -> None:
+    """A flush under way (another thread's, which began before this request) when a request
+    finds the flush due by time: the request waits for it rather than add its record to that
+    flush, which would stamp it as made a second after the previous flush, hours before it was:
+    its outcome 30 min later is accepted."""
+    import threading
+
+    clock = FakeClock()
+    router = ss.Router({"v1": lambda x: x}, clock=clock)
+    router.route(1.0, key="early")
+    clock.now += 2 * 3600.0  # a quiet spell
+    got: list[int] = []
+    with router._flush_lock:  # another thread's flush, begun before the request
+        a = threading.Thread(target=lambda: got.append(router.route(1.0, key="a").request_id))
+        a.start()
+        a.join(timeout=0.5)
+        waited = a.is_alive()
+        router._recorder.flush()  # that flush takes what was there before the request
+    a.join(timeout=30)
+    assert waited
+    assert got
+    clock.now += 1800.0
+    assert router.record_outcome(got[0], "converted", 1.0).name == "ACCEPTED"
+
+
+def test_a_recorder_on_its_own_clock_is_flushed_on_the_routers_time() -> None:
+    """A recorder passed in whose clock reads another epoch (wall time, say) than the
+    router's: the router's flushes still fall due on its own clock, so a request after a
+    quiet spell flushes what waited before it, and its outcome 30 min later is accepted (the
+    flush deadline was set on the recorder's epoch, and never came)."""
+    clock = FakeClock()
+    wall = FakeClock()
+    wall.now = 1.7e9
+    recorder = ss.metrics.Recorder(["v1"], clock=wall)
+    router = ss.Router({"v1": lambda x: x}, clock=clock, recorder=recorder)
+    router.route(1.0, key="early")
+    for c in (clock, wall):
+        c.now += 2 * 3600.0
+    rid = router.route(1.0, key="late").request_id
+    for c in (clock, wall):
+        c.now += 1800.0
+    assert router.record_outcome(rid, "converted", 1.0).name == "ACCEPTED"

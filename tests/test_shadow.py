@@ -702,20 +702,28 @@ def test_shadow_at_the_threshold_rarely_fails_through_the_mirror_large() -> None
     assert _aa_noisy_labels(200, 600, seed=6) <= 200 * (0.05 + 3 * math.sqrt(0.05 * 0.95 / 200))
 
 
-def _numeric_mirror(offset: float, margin: float, pairs: int, seed: int) -> list[ShadowReport]:
-    rng = np.random.default_rng(seed)
-    noise = rng.normal(offset, 1.0, size=pairs)
-    m = ShadowMirror(lambda i: float(i) + noise[i], workers=1, margin=margin, name="num")
+def _looks(
+    m: ShadowMirror, primary: Callable[[int], Any], pairs: int, every: int
+) -> list[ShadowReport]:
+    """Submit requests 0..pairs-1 with the primary's answers; a report after every ``every``
+    once the mirror is idle; the mirror closed at the end."""
     reports = []
     try:
-        for start in range(0, pairs, 100):
-            for i in range(start, min(start + 100, pairs)):
-                m.submit(i, float(i), 0.0)
+        for start in range(0, pairs, every):
+            for i in range(start, min(start + every, pairs)):
+                m.submit(i, primary(i), 0.0)
             assert m.wait_idle(WAIT)
             reports.append(m.report())
     finally:
         m.close(timeout=5.0)
     return reports
+
+
+def _numeric_mirror(offset: float, margin: float, pairs: int, seed: int) -> list[ShadowReport]:
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(offset, 1.0, size=pairs)
+    m = ShadowMirror(lambda i: float(i) + noise[i], workers=1, margin=margin, name="num")
+    return _looks(m, float, pairs, 100)
 
 
 def test_numeric_moments_match_numpy_on_the_paired_differences() -> None:
@@ -820,17 +828,7 @@ def _vector_mirror(wrong: Callable[[int], bool], pairs: int) -> list[ShadowRepor
     def shadow(i: int) -> np.ndarray:
         return np.array([0.0, 1.0]) if wrong(i) and i % 2 else primary(i)
 
-    m = ShadowMirror(shadow, workers=1, margin=0.05, name="vec-rare")
-    reports = []
-    try:
-        for start in range(0, pairs, 50):
-            for i in range(start, min(start + 50, pairs)):
-                m.submit(i, primary(i), 0.0)
-            assert m.wait_idle(WAIT)
-            reports.append(m.report())
-    finally:
-        m.close(timeout=5.0)
-    return reports
+    return _looks(ShadowMirror(shadow, workers=1, margin=0.05, name="vec-rare"), primary, pairs, 50)
 
 
 def test_a_vector_shadow_wrong_on_rare_rows_does_not_pass_on_a_few_clean_pairs() -> None:

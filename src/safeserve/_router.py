@@ -151,8 +151,10 @@ class Router:
             (``predict_batch``) and returning the output.
         strategy: How traffic is split, e.g. :class:`safeserve.Canary`. Without one, every
             request goes to the first model.
-        clock: A callable returning seconds; ``time.perf_counter`` by default. Inject a fake
-            clock to make tests deterministic.
+        clock: A callable returning seconds that never go back; ``time.perf_counter`` by
+            default. Inject a fake clock to make tests deterministic. A recorder passed in is
+            flushed when the router is made, and then flushed on this clock's time (see
+            :attr:`~safeserve.metrics.Recorder.flush_within`).
         name: The rollout's name (in logs and status).
         salt: The hash salt; by default ``name``. Changing it reshuffles every user.
         fallback: When a candidate raises or its output fails validation, answer with the
@@ -270,7 +272,8 @@ class Router:
         # counts from within it, however quiet the service; see Recorder.flush_within).
         self._flush_every = min(FLUSH_SECONDS, recorder.outcome_ttl / 100.0)
         recorder.flush_within = self._flush_every
-        self._flush_due = recorder._flushed_at + self._flush_every
+        recorder.flush()  # (a recorder of the caller's may hold records: they count from now)
+        self._flush_due = self._clock() + self._flush_every
         self._due_at = self._flush_due
         # Every record the router makes is a 4-tuple: the recorder's flat buffer takes it.
         self._append = self._recorder._extend
@@ -575,6 +578,16 @@ class Router:
 
     # -- the request path ----------------------------------------------------------------
 
+    def _route_again(self, x: Any, key: Key | None) -> tuple[_Snapshot, int, bool]:
+        """Route a request again on the current snapshot (an evaluation run by the request
+        itself changed it); a keyless request is still counted once."""
+        snap = self._snapshot
+        vi, override = self._pick(snap, x, key)
+        if key is None and not override:  # (its random bucket was counted again)
+            with self._keyless_lock:
+                self._keyless -= 1
+        return snap, vi, override
+
     def _keyless_bucket(self) -> int:
         with self._keyless_lock:
             self._keyless += 1
@@ -707,8 +720,13 @@ class Router:
         t0 = clock()
         if t0 >= self._due_at:
             # Before this request's record goes in: the flush then takes only records made
-            # within _flush_every of the last one (see Recorder.flush_within).
-            self._maintain(rid)
+            # within _flush_every of the last one (see Recorder.flush_within). Then this
+            # request is routed again (an evaluation may have moved the weights or rolled
+            # back) and timed from here (the upkeep is not the model's latency).
+            self._maintain(rid, wait=True)
+            if self._snapshot is not snap:
+                snap, vi, override = self._route_again(x, key)
+            t0 = clock()
         try:
             y = snap.models[vi](x)
         except Exception:
@@ -860,6 +878,7 @@ class Router:
         fallback = np.zeros(n, dtype=bool)
         parts: list[tuple[NDArray[np.intp] | None, Any]] = []
         clock = self._clock
+        start = clock()  # when the batch's requests were made (for their outcomes)
         # One pass per variant (a handful) beats a sort of the whole batch; a variant with
         # every row gets the batch itself (idx None), not a copy.
         groups: list[tuple[int, NDArray[np.intp] | None]] = []
@@ -942,7 +961,9 @@ class Router:
                 fb = bool(fallback[0 if idx is None else idx[0]])  # the whole slice, or none
             elif redo:
                 fb = fallback if idx is None else fallback[idx]
-            self._record_slice(ids, j, idx, n, latency, status, fb, own, override, any_override)
+            self._record_slice(
+                ids, j, idx, n, latency, status, fb, own, override, any_override, start
+            )
         if failure is not None:
             raise failure
         for idx in redo:
@@ -1029,15 +1050,19 @@ class Router:
         outputs: Any,
         override: NDArray[np.bool_],
         any_override: bool = True,
+        when: float | None = None,
     ) -> None:
         """Buffer the record batch of one slice; columns that are the same on every row of
-        the slice go as scalars (the recorder then keeps a summary only)."""
+        the slice go as scalars (the recorder then keeps a summary only). ``when``: the
+        batch's time."""
         m = n if idx is None else len(idx)
         rid: Any = -1 if ids is None else ids if idx is None else ids[idx]
         ov: Any = (override if idx is None else override[idx]) if any_override else False
         if outputs is None and np.ndim(rid) == 0 and np.ndim(status) == 0:
             fallback = np.full(m, fallback, dtype=bool)  # gives the slice its length
-        self._recorder.append_batch(rid, j, latency, status, fallback, outputs, ov)
+        self._recorder.append_batch(
+            rid, j, latency, status, fallback, outputs, ov, request_time=when
+        )
 
     # -- metrics, outcomes and status ------------------------------------------------------
 
@@ -1047,14 +1072,17 @@ class Router:
         if not rid & self._mask or self._clock() >= self._due_at:
             self._maintain(rid)
 
-    def _maintain(self, rid: int, *, flush: bool = False) -> None:
+    def _maintain(self, rid: int, *, flush: bool = False, wait: bool = False) -> None:
         """Upkeep on the request path: flush the metric buffer and, when due, evaluate.
 
         ``rid`` is the request's id; with the rows that batches added, it counts the requests
-        served (``flush``: flush now, as after a batch). Never blocks: if another thread is
-        already at it, this one returns at once.
+        served (``flush``: flush now, as after a batch). Never blocks (if another thread is
+        already at it, this one returns at once) unless ``wait``: a request that finds the
+        flush due by time waits for a flush under way (one flush long, once a second at most),
+        so that its record cannot join a flush that began before the request was made, which
+        would stamp it as made before it was (see Recorder.flush_within).
         """
-        if not self._flush_lock.acquire(blocking=False):
+        if not self._flush_lock.acquire(blocking=wait):
             return
         try:
             rollout = self._rollout
@@ -1078,7 +1106,13 @@ class Router:
                 # requests stop calling in (an evaluation by hand sets it again if needed).
                 self._eval_due = math.inf
                 self._due_at = min(self._eval_due, self._flush_due)
-            if due or flush or now >= self._flush_due or self._recorder.pending() >= FLUSH_EVERY:
+            if (
+                due
+                or flush
+                or now >= self._flush_due
+                or now < self._flush_due - self._flush_every  # an injected clock went back
+                or self._recorder.pending() >= FLUSH_EVERY
+            ):
                 self._recorder.flush()
                 self._flush_due = now + self._flush_every
                 self._due_at = min(self._eval_due, self._flush_due)

@@ -534,3 +534,31 @@ def test_always_valid_p_one_sided_and_errors() -> None:
         always_valid_p(1.0, 0.1, 1000, alternative="up")
     with pytest.raises(DataError, match="std_error"):
         always_valid_p(1.0, -0.1, 1000)
+
+
+@pytest.mark.parametrize("scale", [1e-140, 1.0, 1e160])
+def test_a_relative_check_reads_the_same_at_any_scale(scale: float) -> None:
+    """Means 10% apart (a spread of 1e-10 of the mean) judged relative to each other give
+    the same verdict and bounds at any scale of the metric, in the array code and in the
+    scalar one (squares of means past 1e154 or below 1e-154 leave float range: the bounds were
+    NaN, or the interval unbounded)."""
+
+    def judge(s: float) -> tuple[SequenceResult, SequenceResult]:
+        var = (1e-10 * s) ** 2
+        one = mean_difference_cs(4000, 1.1 * s, var, 4000, s, var, relative=True)
+        many = mean_difference_cs_many(
+            [4000, 4000],
+            [1.1 * s, 1.0],
+            [var, 0.04],
+            [4000, 4000],
+            [s, 1.0],
+            [var, 0.04],
+            relative=True,
+        )
+        return one, many[0]
+
+    ref, _ = judge(1.0)
+    for r in judge(scale):
+        assert r.verdict is ref.verdict is Verdict.FAIL
+        assert r.lower == pytest.approx(ref.lower, rel=1e-9)
+        assert r.upper == pytest.approx(ref.upper, rel=1e-9)

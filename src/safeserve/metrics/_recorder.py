@@ -1059,7 +1059,7 @@ class Recorder:
             if isinstance(part, _Slice):
                 self._ingest_slice(part)
             else:
-                self._ingest(part, now)
+                self._ingest(part, made)
         self._records += rows
         if customs:
             self._ingest_custom(customs)

@@ -407,6 +407,14 @@ def _ratio(mc: Any, mb: Any, ua: Any, ub: Any, c: Any, h: Any, m: Any, s: Any) -
     Takes numpy arrays or Python floats, and runs the same operations in the same order on
     both (a float division by zero raises, as ``/`` does).
     """
+    # In units of the larger mean (ratios, and each contrast against its standard error, do
+    # not change): squares of means past 1e154, or below 1e-154, leave float range.
+    if type(mc) is float:
+        scale = max(abs(mc), abs(mb)) or 1.0
+    else:
+        scale = np.maximum(np.abs(mc), np.abs(mb))
+        scale = np.where(scale > 0, scale, 1.0)
+    mc, mb, ua, ub = mc / scale, mb / scale, ua / scale / scale, ub / scale / scale
     if type(mc) is float:
         sqrt: Any = math.sqrt
         root = sqrt(max(c * c * (mb * mb * ua + mc * mc * ub - c * c * ub * ua), 0.0))
