@@ -813,3 +813,67 @@ def test_a_recorder_on_its_own_clock_is_flushed_on_the_routers_time() -> None:
     for c in (clock, wall):
         c.now += 1800.0
     assert router.record_outcome(rid, "converted", 1.0).name == "ACCEPTED"
+
+
+def test_a_keyless_request_routed_again_after_its_own_evaluation_is_counted_once() -> None:
+    """A keyless request whose own evaluation promotes the canary is routed again on the new
+    weights; it is counted once among keyless requests, whether an override forced its first
+    routing or not."""
+    clock = FakeClock()
+    forced = {"on": True}
+
+    def override(key: object, x: object) -> str | None:
+        return "v2" if x == "qa" and forced["on"] and router.weights["v2"] < 25 else None
+
+    router = ss.Router(
+        {"v1": lambda x: 0.0, "v2": lambda x: 0.0},
+        strategy=ss.Canary(
+            "v1",
+            "v2",
+            auto=True,
+            min_duration=1.0,
+            min_samples=1,
+            evaluate_every=10**9,
+            evaluate_interval=5.0,
+        ),
+        policy=ss.Policy([]),
+        clock=clock,
+        override=override,
+    )
+    for i in range(400):
+        router.predict(i, key=str(i))
+        clock.now += 0.001
+    clock.now += 10.0  # the next request finds the evaluation due, and promotes
+    router.route("qa")  # forced at 5%, not at 25%: its second routing draws a bucket
+    assert router.weights["v2"] == 25.0
+    assert router.status().keyless == 1
+    clock.now += 10.0
+    forced["on"] = False
+    router.route("plain")
+    assert router.status().keyless == 2
+
+
+def test_a_request_made_inside_the_upkeep_on_its_own_thread_goes_on() -> None:
+    """A clock that serves a request while the flush lock is held by its own thread (a
+    signal handler or a log processor would): the inner request waits a bounded time for the
+    lock, then goes on without the flush (it waited for ever)."""
+    import threading
+
+    state = {"t": 0.0, "reenter": False, "done": False}
+
+    def clock() -> float:
+        if state["reenter"] and router._flush_lock.locked():
+            state["reenter"] = False
+            router.predict(1.0, key="inner")
+            state["done"] = True
+        return float(state["t"])
+
+    router = ss.Router({"v1": lambda x: 0.0}, clock=clock)
+    router.predict(0.0, key="a")
+    state["t"] = 5.0  # the flush is due
+    state["reenter"] = True
+    outer = threading.Thread(target=router.predict, args=(0.0,), kwargs={"key": "b"})
+    outer.start()
+    outer.join(timeout=30)
+    assert not outer.is_alive()
+    assert state["done"]

@@ -817,12 +817,16 @@ def test_the_bounded_sequence_keeps_its_level_on_rare_large_values(p: float) -> 
     assert normal > limit
 
 
-def _vector_mirror(wrong: Callable[[int], bool], pairs: int) -> list[ShadowReport]:
+def _vector_mirror(
+    wrong: Callable[[int], bool], pairs: int, first: np.ndarray | None = None
+) -> list[ShadowReport]:
     """Probability vectors: the shadow answers the primary's exactly, except on rows where
     ``wrong(i)``, where it puts all mass on the other class (an L1 distance of 2). A report
-    every 50 pairs, margin 0.05."""
+    every 50 pairs, margin 0.05. ``first``: the primary's first answer instead."""
 
     def primary(i: int) -> np.ndarray:
+        if i == 0 and first is not None:
+            return first
         return np.array([0.9, 0.1]) if i % 2 else np.array([0.2, 0.8])
 
     def shadow(i: int) -> np.ndarray:
@@ -845,6 +849,29 @@ def test_a_vector_shadow_wrong_on_rare_rows_does_not_pass_on_a_few_clean_pairs()
     exact = _vector_mirror(lambda i: False, 600)
     assert exact[-1].numeric_verdict is Verdict.PASS
     assert exact[-1].p_difference == 1.0
+
+
+def test_one_vector_that_is_no_distribution_does_not_let_rare_wrong_rows_pass() -> None:
+    """The first pair is not two probability vectors (its primary answer sums to 1.2): the
+    normal-mixture sequence judges every pair, and the shadow wrong on 1 row in 60 from row
+    150 (a mean distance of about 0.028, below the margin but found only by rare rows) is
+    never PASSed on the clean pairs the bounded sequence held back (it latched PASS at 100
+    pairs, on a sample variance of 0)."""
+    reports = _vector_mirror(lambda i: i >= 150 and i % 30 == 1, 1000, np.array([0.5, 0.7]))
+    assert all(r.numeric_verdict is not Verdict.PASS for r in reports)
+
+
+def test_a_float16_softmax_counts_as_a_distribution() -> None:
+    """Class probabilities computed in float16 sum to 1 only within a few thousandths: they
+    still count as probability vectors (1 in 4 did, with a 1e-4 tolerance)."""
+    rng = np.random.default_rng(7)
+    for classes in (3, 10, 100, 1000):
+        z = rng.normal(size=(200, classes)).astype(np.float16)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        probs = (e / e.sum(axis=1, keepdims=True)).astype(np.float64)
+        assert all(shadow_module._is_distribution(p) for p in probs)
+    assert not shadow_module._is_distribution(np.array([0.5, 0.7]))
+    assert not shadow_module._is_distribution(np.array([1.2, -0.2]))
 
 
 def test_paired_latency_quantiles_match_numpy(cleanup: list[Any]) -> None:

@@ -578,12 +578,13 @@ class Router:
 
     # -- the request path ----------------------------------------------------------------
 
-    def _route_again(self, x: Any, key: Key | None) -> tuple[_Snapshot, int, bool]:
+    def _route_again(self, x: Any, key: Key | None, forced: bool) -> tuple[_Snapshot, int, bool]:
         """Route a request again on the current snapshot (an evaluation run by the request
-        itself changed it); a keyless request is still counted once."""
+        itself changed it; an override callable is asked again); a keyless request is still
+        counted once (``forced``: the first routing was an override's, and counted none)."""
         snap = self._snapshot
         vi, override = self._pick(snap, x, key)
-        if key is None and not override:  # (its random bucket was counted again)
+        if key is None and not override and not forced:  # its bucket was counted twice
             with self._keyless_lock:
                 self._keyless -= 1
         return snap, vi, override
@@ -725,7 +726,7 @@ class Router:
             # back) and timed from here (the upkeep is not the model's latency).
             self._maintain(rid, wait=True)
             if self._snapshot is not snap:
-                snap, vi, override = self._route_again(x, key)
+                snap, vi, override = self._route_again(x, key, override)
             t0 = clock()
         try:
             y = snap.models[vi](x)
@@ -1082,7 +1083,9 @@ class Router:
         so that its record cannot join a flush that began before the request was made, which
         would stamp it as made before it was (see Recorder.flush_within).
         """
-        if not self._flush_lock.acquire(blocking=wait):
+        # (A bounded wait: the thread that holds the lock may be this one, re-entering from a
+        # clock or a signal handler.)
+        if not self._flush_lock.acquire(timeout=self._flush_every if wait else 0):
             return
         try:
             rollout = self._rollout
