@@ -320,10 +320,9 @@ class _BoundedMean:
     [-0.0205, 0.0205]
     """
 
-    __slots__ = ("_log", "alpha", "n", "s_l", "s_lx", "s_sq", "s_vpsi", "s_x")
+    __slots__ = ("_log", "n", "s_l", "s_lx", "s_sq", "s_vpsi", "s_x")
 
     def __init__(self, alpha: float) -> None:
-        self.alpha = alpha
         self._log = math.log(1.0 / alpha)  # one-sided bounds, each at alpha
         self.n = 0
         self.s_x = 0.0  # sum of the values

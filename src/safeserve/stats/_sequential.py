@@ -409,24 +409,19 @@ def _ratio(mc: Any, mb: Any, ua: Any, ub: Any, c: Any, h: Any, m: Any, s: Any) -
     """
     # In units of the larger mean (ratios, and each contrast against its standard error, do
     # not change): squares of means past 1e154, or below 1e-154, leave float range.
-    if type(mc) is float:
-        scale = max(abs(mc), abs(mb)) or 1.0
-    else:
-        scale = np.maximum(np.abs(mc), np.abs(mb))
-        scale = np.where(scale > 0, scale, 1.0)
+    scalar = type(mc) is float
+    sqrt: Any = math.sqrt if scalar else np.sqrt
+    larger: Any = max if scalar else np.maximum
+    scale = larger(abs(mc), abs(mb))
+    scale = (scale or 1.0) if scalar else np.where(scale > 0, scale, 1.0)
     mc, mb, ua, ub = mc / scale, mb / scale, ua / scale / scale, ub / scale / scale
-    if type(mc) is float:
-        sqrt: Any = math.sqrt
-        root = sqrt(max(c * c * (mb * mb * ua + mc * mc * ub - c * c * ub * ua), 0.0))
-    else:
-        sqrt = np.sqrt
-        root = sqrt(np.maximum(c * c * (mb * mb * ua + mc * mc * ub - c * c * ub * ua), 0.0))
+    root = sqrt(larger(c * c * (mb * mb * ua + mc * mc * ub - c * c * ub * ua), 0.0))
     a = mb * mb - c * c * ub
     b = mc * mb
     t1 = (b - root) / a
     t2 = (b + root) / a
     # r = s (t - 1): the order of the ends flips with the sign of the baseline's mean.
-    if type(mc) is float:
+    if scalar:
         lower, upper = (t1 - 1.0, t2 - 1.0) if s > 0 else (1.0 - t2, 1.0 - t1)
     else:
         lower = np.where(s > 0, t1 - 1.0, 1.0 - t2)
