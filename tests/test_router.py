@@ -746,10 +746,9 @@ def test_the_upkeep_a_request_runs_first_is_not_counted_in_its_latency() -> None
     assert (lat.n, lat.mean) == (2, 0.25)
 
 
-def test_a_request_that_runs_a_rollback_is_served_by_the_baseline() -> None:
-    """The request that finds an evaluation due runs it before its model call, and is routed
-    again if the evaluation moved traffic: after a rollback it is the baseline's."""
-    clock = FakeClock()
+def _rolling_back_canary(clock: FakeClock, **router_kw: Any) -> tuple[ss.Router, list[int]]:
+    """A 50% canary whose candidate always raises, and the keys it sent to the candidate; its
+    next evaluation, 20 s of clock on, rolls back."""
 
     def broken(x: float) -> float:
         raise RuntimeError("candidate down")
@@ -761,10 +760,18 @@ def test_a_request_that_runs_a_rollback_is_served_by_the_baseline() -> None:
         ),
         policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.1)]),
         clock=clock,
+        **router_kw,
     )
     candidate_keys = [k for k in range(400) if router.route(1.0, key=k).variant == "v2"]
+    clock.now += 20.0
+    return router, candidate_keys
+
+
+def test_a_request_that_runs_a_rollback_is_served_by_the_baseline() -> None:
+    """The request that finds an evaluation due runs it before its model call, and is routed
+    again if the evaluation moved traffic: after a rollback it is the baseline's."""
+    router, candidate_keys = _rolling_back_canary(FakeClock())
     assert candidate_keys
-    clock.now += 20.0  # the evaluation is due
     r = router.route(1.0, key=candidate_keys[0])
     st = router.status()
     assert st.phase is ss.Phase.ROLLED_BACK
@@ -815,16 +822,8 @@ def test_a_recorder_on_its_own_clock_is_flushed_on_the_routers_time() -> None:
     assert router.record_outcome(rid, "converted", 1.0).name == "ACCEPTED"
 
 
-def test_a_keyless_request_routed_again_after_its_own_evaluation_is_counted_once() -> None:
-    """A keyless request whose own evaluation promotes the canary is routed again on the new
-    weights; it is counted once among keyless requests, whether an override forced its first
-    routing or not."""
-    clock = FakeClock()
-    forced = {"on": True}
-
-    def override(key: object, x: object) -> str | None:
-        return "v2" if x == "qa" and forced["on"] and router.weights["v2"] < 25 else None
-
+def _promoting_canary(clock: FakeClock, **router_kw: Any) -> ss.Router:
+    """A 5% canary whose next evaluation, 10 s of clock on, promotes it to 25%."""
     router = ss.Router(
         {"v1": lambda x: 0.0, "v2": lambda x: 0.0},
         strategy=ss.Canary(
@@ -838,19 +837,84 @@ def test_a_keyless_request_routed_again_after_its_own_evaluation_is_counted_once
         ),
         policy=ss.Policy([]),
         clock=clock,
-        override=override,
+        **router_kw,
     )
     for i in range(400):
         router.predict(i, key=str(i))
         clock.now += 0.001
     clock.now += 10.0  # the next request finds the evaluation due, and promotes
-    router.route("qa")  # forced at 5%, not at 25%: its second routing draws a bucket
+    return router
+
+
+def test_a_keyless_request_routed_again_after_its_own_evaluation_is_counted_once() -> None:
+    """A keyless request whose own evaluation promotes the canary is routed again on the new
+    weights and counted once among keyless requests; one that an override forced stays
+    forced, and counts none."""
+
+    def override(key: object, x: object) -> str | None:
+        return "v2" if x == "qa" else None
+
+    router = _promoting_canary(FakeClock(), override=override)
+    router.route("plain")
     assert router.weights["v2"] == 25.0
     assert router.status().keyless == 1
-    clock.now += 10.0
-    forced["on"] = False
-    router.route("plain")
-    assert router.status().keyless == 2
+    router = _promoting_canary(FakeClock(), override=override)
+    r = router.route("qa")
+    assert router.weights["v2"] == 25.0
+    assert (r.variant, router.status().keyless) == ("v2", 0)
+
+
+@pytest.mark.parametrize("key", [None, "user-7"])
+def test_a_request_routed_again_asks_the_override_callable_once(key: str | None) -> None:
+    """The request that runs an evaluation moving the weights is routed again, but its
+    override callable is asked once: a callable with side effects (a lookup, a count) sees
+    one call per request, and its answer (None here) stands."""
+    clock = FakeClock()
+    calls: list[object] = []
+
+    def override(k: object, x: object) -> str | None:
+        calls.append(x)
+        return None
+
+    router = _promoting_canary(clock, override=override)
+    calls.clear()
+    router.predict("the request", key=key)
+    assert router.weights["v2"] == 25.0
+    assert calls == ["the request"]
+
+
+def test_a_request_forced_to_the_candidate_that_its_own_evaluation_rolls_back() -> None:
+    """Forced to the candidate by the callable, the request that rolls it back is served by
+    the baseline (a rolled-back candidate serves nobody), and the callable was asked once."""
+    calls: list[object] = []
+
+    def override(key: object, x: object) -> str | None:
+        calls.append(key)
+        return "v2" if key == "tester" else None
+
+    router, _ = _rolling_back_canary(FakeClock(), override=override)
+    calls.clear()
+    r = router.route(1.0, key="tester")
+    assert router.status().phase is ss.Phase.ROLLED_BACK
+    assert (r.variant, r.fallback, calls) == ("v1", False, ["tester"])
+
+
+def test_a_key_forced_to_a_rolled_back_candidate_is_then_asked_of_the_callable() -> None:
+    """Forced to the candidate by the key map, the request that rolls it back is routed as
+    if the map had no entry for it: the callable, not asked at its first routing, is asked
+    once, and its answer is used."""
+    calls: list[object] = []
+
+    def override(key: object, x: object) -> str | None:
+        calls.append(key)
+        return "v1" if key == "tester" else None
+
+    router, _ = _rolling_back_canary(FakeClock(), overrides={"tester": "v2"}, override=override)
+    calls.clear()
+    r = router.route(1.0, key="tester")
+    assert router.status().phase is ss.Phase.ROLLED_BACK
+    assert (r.variant, calls) == ("v1", ["tester"])
+    assert router.status().metrics.variant("v1").overrides == 1
 
 
 def test_a_request_made_inside_the_upkeep_on_its_own_thread_goes_on() -> None:

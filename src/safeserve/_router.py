@@ -130,6 +130,8 @@ class _Snapshot:
     override_fn: OverrideFn | None
     observe: Callable[[Any, int], None] | None = None
     mirror: ShadowMirror | None = None
+    #: Variants that overrides may not force (a rolled-back candidate, a released baseline).
+    blocked: frozenset[int] = frozenset()
     plain: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -164,7 +166,9 @@ class Router:
         overrides: Key -> variant: these keys always get that variant (internal testers).
             Counted apart and kept out of the statistics.
         override: ``override(key, x) -> variant name or None``: a predicate form of
-            ``overrides``, consulted after the key map.
+            ``overrides``, consulted after the key map, at most once per request (also for
+            a request routed again because the evaluation it ran moved the weights). Neither
+            form forces a rolled-back candidate (the request then routes as if not forced).
         seed: Seed of the generator that buckets keyless requests.
         recorder: The metric recorder; one is built from ``clock`` when omitted.
 
@@ -523,6 +527,7 @@ class Router:
             override_fn=override_fn,
             observe=None if self._drift is None else self._drift.observe,
             mirror=self._mirror,
+            blocked=frozenset(self._index[name] for name in blocked),
         )
 
     def set_weights(self, weights: Mapping[str, float]) -> None:
@@ -578,16 +583,39 @@ class Router:
 
     # -- the request path ----------------------------------------------------------------
 
-    def _route_again(self, x: Any, key: Key | None, forced: bool) -> tuple[_Snapshot, int, bool]:
-        """Route a request again on the current snapshot (an evaluation run by the request
-        itself changed it; an override callable is asked again); a keyless request is still
-        counted once (``forced``: the first routing was an override's, and counted none)."""
+    def _route_again(
+        self, x: Any, key: Key | None, vi: int, forced: bool
+    ) -> tuple[_Snapshot, int, bool]:
+        """Route a request again on the current snapshot, which an evaluation run by the
+        request itself changed (``vi``, ``forced``: its first routing).
+
+        The override callable is not asked again: its first answer stands (None stays None;
+        a variant stays forced unless the new snapshot blocks it, as after a rollback, where
+        its answer counts as None). A keyless request is counted once.
+        """
         snap = self._snapshot
-        vi, override = self._pick(snap, x, key)
-        if key is None and not override and not forced:  # its bucket was counted twice
-            with self._keyless_lock:
-                self._keyless -= 1
-        return snap, vi, override
+        if forced:
+            if vi not in snap.blocked:
+                return snap, vi, True
+            # Forced to a variant blocked since. By the key map (consulted first), the
+            # callable was not asked yet: ask it now, once. By the callable: its answer now
+            # counts as None, as the blocking wrapper would make it.
+            original, fn = self._override_keys, snap.override_fn
+            if (
+                fn is not None
+                and key is not None
+                and original is not None
+                and _forced_key(original, key) == vi
+            ):
+                name = fn(key, x)
+                if name is not None:
+                    return snap, self._forced(name), True
+        if key is not None:
+            return snap, snap.table[_xxh3(key_bytes(key), snap.seed) % BUCKETS], False
+        if forced:  # its first routing counted no keyless request
+            return snap, snap.table[self._keyless_bucket()], False
+        with self._keyless_lock:  # counted at its first routing
+            return snap, snap.table[self._rng.randrange(BUCKETS)], False
 
     def _keyless_bucket(self) -> int:
         with self._keyless_lock:
@@ -726,7 +754,7 @@ class Router:
             # back) and timed from here (the upkeep is not the model's latency).
             self._maintain(rid, wait=True)
             if self._snapshot is not snap:
-                snap, vi, override = self._route_again(x, key, override)
+                snap, vi, override = self._route_again(x, key, vi, override)
             t0 = clock()
         try:
             y = snap.models[vi](x)
