@@ -861,6 +861,70 @@ def test_one_vector_that_is_no_distribution_does_not_let_rare_wrong_rows_pass() 
     assert all(r.numeric_verdict is not Verdict.PASS for r in reports)
 
 
+def _score_mirror(
+    wrong: Callable[[int], bool], pairs: int, margin: float, first: float | None = None
+) -> list[ShadowReport]:
+    """Scalar scores in [0, 1]: the shadow answers the primary's exactly, except on rows where
+    ``wrong(i)``, where it answers 1.0 for the primary's 0.0 (a difference of 1, the most two
+    scores can differ). A report every 50 pairs. ``first``: the primary's first answer
+    instead (the shadow answers it too)."""
+
+    def primary(i: int) -> float:
+        if i == 0 and first is not None:
+            return first
+        return 0.0 if i % 2 else 0.9
+
+    def shadow(i: int) -> float:
+        return 1.0 if wrong(i) and i % 2 else primary(i)
+
+    return _looks(ShadowMirror(shadow, workers=1, margin=margin, name="score"), primary, pairs, 50)
+
+
+def test_a_score_shadow_wrong_on_rare_rows_does_not_pass_on_a_few_clean_pairs() -> None:
+    """Scores (scalars in [0, 1]) with a shadow wrong by 1 on 1 row in 100 from row 150 (a
+    mean difference of about 0.0085, against a margin of 0.01): not PASS at 100 or 150 pairs
+    (the sample variance was 0, and the normal-mixture sequence passed it at the first allowed
+    look) nor later; an exact copy PASSes once enough pairs rule out rare wrong rows."""
+    late = _score_mirror(lambda i: i >= 150 and i % 100 == 1, 1000, margin=0.01)
+    assert [r.numeric_verdict for r in late[1:3]] == [Verdict.INCONCLUSIVE] * 2
+    assert all(r.numeric_verdict is not Verdict.PASS for r in late)
+    exact = _score_mirror(lambda i: False, 600, margin=0.05)
+    assert exact[-1].numeric_verdict is Verdict.PASS
+    assert exact[-1].p_difference == 1.0
+    assert exact[3].numeric_verdict is Verdict.INCONCLUSIVE  # 200 pairs: not yet
+
+
+def test_a_score_shadow_with_one_pair_outside_the_unit_interval_goes_back_to_normal() -> None:
+    """A first pair outside [0, 1] (a primary answer of 1.5, which the shadow gives too): the
+    scalar check is the normal-mixture sequence's again, which PASSes the exact copy at the
+    first allowed look (100 pairs) where the bounded one needs about 300. So a regression
+    model whose outputs fall in [0, 1] now and then is judged as before."""
+    reports = _score_mirror(lambda i: False, 150, margin=0.05, first=1.5)
+    assert reports[1].numeric_verdict is Verdict.PASS
+
+
+@pytest.mark.slow
+def test_scores_at_the_margin_pass_at_most_at_the_level() -> None:
+    """Scores wrong by 1 on a random 2% of the rows whose primary answer is 0.0 (half the rows):
+    a mean difference of 0.01, exactly the margin. Over 100 runs of 2,000 pairs with a look
+    every 50, PASS (upper bound below the margin, at alpha / 2) comes in at most alpha / 2 of
+    runs, within the 95% simulation interval; the normal-mixture sequence PASSed 42% of
+    such runs; a shadow four times as far off FAILs in each of 20 runs (twice as far off: 6
+    of 20 by 2,000 pairs, against 11 for the normal-mixture sequence)."""
+    runs, pairs, alpha = 100, 2000, 0.05
+    passed = failed_far = 0
+    for seed in range(runs):
+        wrong = np.random.default_rng(seed).random(pairs) < 0.02
+        reports = _score_mirror(lambda i, w=wrong: bool(w[i]), pairs, margin=0.01)
+        passed += any(r.numeric_verdict is Verdict.PASS for r in reports)
+        if seed < 20:
+            far = np.random.default_rng(seed).random(pairs) < 0.08
+            reports = _score_mirror(lambda i, w=far: bool(w[i]), pairs, margin=0.01)
+            failed_far += reports[-1].numeric_verdict is Verdict.FAIL
+    assert passed <= sps.binom.ppf(0.975, runs, alpha / 2)
+    assert failed_far == 20
+
+
 def test_a_float16_softmax_counts_as_a_distribution() -> None:
     """Class probabilities computed in float16 sum to 1 only within a few thousandths: they
     still count as probability vectors (1 in 4 did, with a 1e-4 tolerance)."""

@@ -365,6 +365,11 @@ class _BoundedMean:
         ``log(1 / alpha)`` exactly when the lower bound exceeds ``m``."""
         return self.s_lx - m * self.s_l - self.s_vpsi
 
+    def log_evidence_below(self, m: float) -> float:
+        """Log of the test supermartingale against "the mean is at least ``m``": above
+        ``log(1 / alpha)`` exactly when the upper bound is below ``m``."""
+        return m * self.s_l - self.s_lx - self.s_vpsi
+
 
 # -- output classification -------------------------------------------------------------
 
@@ -613,7 +618,8 @@ class ShadowMirror:
     - numbers: the paired difference ``shadow - primary``; vectors (e.g. class probabilities):
       the L1 distance ``sum(|shadow - primary|)`` (twice the total-variation distance between
       two probability vectors). With a ``margin``, a normal-mixture confidence sequence on the
-      mean (for probability vectors, one valid for bounded values: see ``_BoundedMean``):
+      mean (for probability vectors, and for scalars while every pair is in [0, 1], one valid
+      for bounded values: see ``_BoundedMean``):
       FAIL when it lies wholly beyond the margin (``|mean| > margin`` for differences),
       PASS when wholly within it, after at least 100 pairs;
     - always: paired latency (shadow - primary), and a sequential test that the shadow's error
@@ -768,10 +774,15 @@ class ShadowMirror:
         self._diff = Moments()
         self._diff_buf: list[float] = []
         # L1 distances between probability vectors lie in [0, 2]: halved, they feed a
-        # sequence valid for bounded values (see _BoundedMean); those of other vectors feed
-        # _other, judged by the normal-mixture sequence.
+        # sequence valid for bounded values (see _BoundedMean). Differences of two scalars in
+        # [0, 1] (scores, probabilities, 0/1 answers) lie in [-1, 1]: moved to [0, 1], they
+        # feed another, two-sided (alpha / 2 a side). Those of other vectors, or of other
+        # scalars, feed _other, judged by the normal-mixture sequence (a mirror compares one
+        # kind of output, so _other never holds both).
         self._bounded = _BoundedMean(self.alpha)
         self._bounded_buf: list[float] = []
+        self._unit = _BoundedMean(self.alpha / 2.0)
+        self._unit_buf: list[float] = []
         self._other = Moments()
         self._other_buf: list[float] = []
         self._lat = Moments()
@@ -1408,7 +1419,8 @@ class ShadowMirror:
         """Add compared (kind, shadow value, primary value) pairs, and one latency pair."""
         diffs: list[float] = []
         within: list[float] = []  # L1 distances of probability vectors
-        beyond: list[float] = []  # and of other vectors
+        unit: list[float] = []  # differences of two scalars in [0, 1]
+        beyond: list[float] = []  # distances of other vectors, differences of other scalars
         agree = disagree = 0
         for kind, value, pvalue in pairs:
             if kind == _LABEL:
@@ -1432,6 +1444,11 @@ class ShadowMirror:
                         beyond.append(d)
             else:
                 d = value - pvalue
+                if abs(d) <= _LIMIT:
+                    if 0.0 <= value <= 1.0 and 0.0 <= pvalue <= 1.0:
+                        unit.append(d)
+                    else:
+                        beyond.append(d)
             if abs(d) <= _LIMIT:  # what the summaries take (a NaN fails it too)
                 diffs.append(d)
         with self._stats_lock:
@@ -1439,6 +1456,7 @@ class ShadowMirror:
             self._disagree += disagree
             self._diff_buf.extend(diffs)
             self._bounded_buf.extend(within)
+            self._unit_buf.extend(unit)
             self._other_buf.extend(beyond)
             if (
                 isinstance(primary_latency, int | float)
@@ -1461,6 +1479,9 @@ class ShadowMirror:
             if self._bounded_buf:
                 half = np.asarray(self._bounded_buf, dtype=np.float64) / 2.0
                 self._bounded.update(np.minimum(half, 1.0))
+            if self._unit_buf:
+                moved = (np.asarray(self._unit_buf, dtype=np.float64) + 1.0) / 2.0
+                self._unit.update(np.clip(moved, 0.0, 1.0))
             if self._other_buf:
                 self._other.update_many(self._other_buf)
             if self._lat_buf:
@@ -1473,6 +1494,7 @@ class ShadowMirror:
         finally:
             self._diff_buf.clear()
             self._bounded_buf.clear()
+            self._unit_buf.clear()
             self._other_buf.clear()
             self._lat_buf.clear()
             self._primary_buf.clear()
@@ -1649,43 +1671,53 @@ class ShadowMirror:
         var = d.variance
         lower = upper = math.nan
         numeric_verdict: Verdict | None = None
-        # Probability vectors only so far: the bounded sequence's bounds, which need no sample
-        # variance. With other vectors too, the normal-mixture sequence on every pair gives
-        # the bounds and FAIL, and PASS needs the mean of each kind within the margin (the
-        # bounded sequence on the probability vectors', the normal one on the others'): the
-        # mean of all is then within it too, and a kind whose mean is beyond it passes with
-        # probability alpha at most. (The normal sequence on every pair passed the pairs the
-        # bounded one held back, on a sample variance of 0.)
+        # Probability vectors (or, for differences, scalars in [0, 1]) only so far: the
+        # bounded sequence's bounds, which need no sample variance. Vectors of both kinds: the
+        # normal-mixture sequence on every pair gives the bounds and FAIL, and PASS needs the
+        # mean of each kind within the margin (the bounded sequence on the probability
+        # vectors', the normal one on the others'): the mean of all is then within it too, and
+        # a kind whose mean is beyond it passes with probability alpha at most. (The normal
+        # sequence on every pair passed the pairs the bounded one held back, on a sample
+        # variance of 0.) Scalars of both kinds: the normal-mixture sequence alone, as before
+        # the first pair outside [0, 1]. A regression model's outputs fall in [0, 1] now and
+        # then, and a kind with few pairs would hold PASS back for long.
+        two_sided = metric == "difference"
         other = self._other
-        bounded = metric == "l1_distance" and self._bounded.n == d.n
-        mixed = metric == "l1_distance" and not bounded and self._bounded.n > 0
+
+        def other_within(m: float) -> bool:
+            if other.n < 2:
+                return False
+            lo, hi = self._difference_bounds(
+                other.n, other.mean, other.variance, two_sided=two_sided
+            )
+            return hi < m and (not two_sided or -m < lo)
+
+        seq = self._unit if two_sided else self._bounded
+        # Back from the bounded sequence's [0, 1]: d = 2z - 1 for differences, 2z for distances.
+        shift = 1.0 if two_sided else 0.0
+        bounded = metric is not None and seq.n == d.n
+        mixed = metric == "l1_distance" and not bounded and seq.n > 0
         if metric is not None and d.n >= 2:
             if bounded:
-                lower, upper = (2.0 * b for b in self._bounded.bounds())
+                lower, upper = (2.0 * b - shift for b in seq.bounds())
             else:
-                lower, upper = self._difference_bounds(
-                    d.n, mean, var, two_sided=metric == "difference"
-                )
+                lower, upper = self._difference_bounds(d.n, mean, var, two_sided=two_sided)
             if self.margin is not None and d.n >= MIN_PAIRS:
                 m = self.margin
-                if metric == "difference":
-                    fail = lower > m or upper < -m
-                    ok = -m < lower and upper < m
-                else:
-                    fail, ok = lower > m, upper < m
-                    if mixed:
-                        ok = (
-                            2.0 * self._bounded.bounds()[1] < m
-                            and other.n >= 2
-                            and self._difference_bounds(
-                                other.n, other.mean, other.variance, two_sided=False
-                            )[1]
-                            < m
-                        )
+                fail = lower > m or (two_sided and upper < -m)
+                ok = upper < m and (not two_sided or -m < lower)
+                if mixed:
+                    b_lo, b_hi = (2.0 * b - shift for b in seq.bounds())
+                    ok = b_hi < m and (not two_sided or -m < b_lo) and other_within(m)
                 self._numeric_fail |= fail
                 self._numeric_pass |= ok
-                if bounded:
-                    evidence = self._bounded.log_evidence(self.margin / 2.0)
+                if bounded and two_sided:
+                    evidence = max(
+                        seq.log_evidence((m + 1.0) / 2.0), seq.log_evidence_below((1.0 - m) / 2.0)
+                    )
+                    p = min(1.0, 2.0 * math.exp(-evidence))
+                elif bounded:
+                    evidence = seq.log_evidence(m / 2.0)
                     p = math.exp(-evidence) if evidence > 0 else 1.0
                 else:
                     p = self._p_beyond_margin(d.n, mean, var, metric)
