@@ -862,12 +862,16 @@ def test_one_vector_that_is_no_distribution_does_not_let_rare_wrong_rows_pass() 
 
 
 def _score_mirror(
-    wrong: Callable[[int], bool], pairs: int, margin: float, first: float | None = None
+    wrong: Callable[[int], bool],
+    pairs: int,
+    margin: float,
+    first: float | None = None,
+    shadow_first: float | None = None,
 ) -> list[ShadowReport]:
     """Scalar scores in [0, 1]: the shadow answers the primary's exactly, except on rows where
     ``wrong(i)``, where it answers 1.0 for the primary's 0.0 (a difference of 1, the most two
     scores can differ). A report every 50 pairs. ``first``: the primary's first answer
-    instead (the shadow answers it too)."""
+    instead (the shadow answers it too); ``shadow_first``: the shadow's first answer."""
 
     def primary(i: int) -> float:
         if i == 0 and first is not None:
@@ -875,6 +879,8 @@ def _score_mirror(
         return 0.0 if i % 2 else 0.9
 
     def shadow(i: int) -> float:
+        if i == 0 and shadow_first is not None:
+            return shadow_first
         return 1.0 if wrong(i) and i % 2 else primary(i)
 
     return _looks(ShadowMirror(shadow, workers=1, margin=margin, name="score"), primary, pairs, 50)
@@ -894,13 +900,44 @@ def test_a_score_shadow_wrong_on_rare_rows_does_not_pass_on_a_few_clean_pairs() 
     assert exact[3].numeric_verdict is Verdict.INCONCLUSIVE  # 200 pairs: not yet
 
 
-def test_a_score_shadow_with_one_pair_outside_the_unit_interval_goes_back_to_normal() -> None:
-    """A first pair outside [0, 1] (a primary answer of 1.5, which the shadow gives too): the
-    scalar check is the normal-mixture sequence's again, which PASSes the exact copy at the
-    first allowed look (100 pairs) where the bounded one needs about 300. So a regression
-    model whose outputs fall in [0, 1] now and then is judged as before."""
+def test_a_primary_output_outside_the_unit_interval_goes_back_to_normal() -> None:
+    """A primary answer outside [0, 1] (1.5, which the shadow gives too): the scalar check is
+    the normal-mixture sequence's again, which PASSes the exact copy at the first allowed look
+    (100 pairs) where the bounded one needs about 300. So a regression model whose outputs
+    fall in [0, 1] now and then is judged as before."""
     reports = _score_mirror(lambda i: False, 150, margin=0.05, first=1.5)
     assert reports[1].numeric_verdict is Verdict.PASS
+
+
+def test_a_shadow_output_outside_the_unit_interval_is_judged_apart() -> None:
+    """The shadow under test answers 1.05 once where the primary answers scores: that pair is
+    judged apart, and the rest stays with the bounded sequence. A shadow also wrong by 1 on 1
+    row in 100 from row 150 is never PASSed (the one odd answer handed every pair to the
+    normal-mixture sequence, which PASSed it at 100 pairs, on a sample variance of 0; 38% of
+    random such runs), and an exact copy is not PASSed on one odd pair either: the reason says
+    why. A float32 rounding a hair above 1 still counts as a score."""
+    late = _score_mirror(lambda i: i >= 150 and i % 100 == 1, 1000, 0.01, shadow_first=1.05)
+    assert all(r.numeric_verdict is not Verdict.PASS for r in late)
+    exact = _score_mirror(lambda i: False, 600, margin=0.05, shadow_first=1.05)
+    assert exact[-1].numeric_verdict is Verdict.INCONCLUSIVE
+    assert "1 pairs with a shadow output outside [0, 1] judged apart" in exact[-1].reason
+    hair = _score_mirror(lambda i: False, 600, margin=0.05, first=1.0, shadow_first=1.0000001)
+    assert hair[-1].numeric_verdict is Verdict.PASS
+
+
+def test_the_score_check_reports_on_a_shadow_far_within_the_margin(cleanup: list[Any]) -> None:
+    """20,000 identical scores at a 0.5 margin: the evidence against "beyond the margin" is so
+    negative that its exponential overflows; the report still comes, with PASS and a p-value
+    of 1 (report() raised OverflowError, and a router's status() and evaluate() with it)."""
+    m = ShadowMirror(lambda i: 0.25 if i % 2 else 0.75, workers=1, margin=0.5, name="far")
+    cleanup.append(m)
+    for start in range(0, 20_000, 1_000):
+        for i in range(start, start + 1_000):
+            m.submit(i, 0.25 if i % 2 else 0.75, 0.0)
+        assert m.wait_idle(WAIT)
+    r = m.report()
+    assert r.compared == 20_000
+    assert (r.numeric_verdict, r.p_difference) == (Verdict.PASS, 1.0)
 
 
 @pytest.mark.slow

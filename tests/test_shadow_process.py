@@ -99,6 +99,23 @@ def test_numeric_pairs_match_the_thread_mirror(mirrors: list[ShadowMirror]) -> N
     assert p.numeric_verdict is t.numeric_verdict is Verdict.PASS
 
 
+def test_a_score_shadow_far_within_the_margin_keeps_its_worker(
+    mirrors: list[ShadowMirror],
+) -> None:
+    """20,000 identical scores at a 0.5 margin in a worker process: the report's p-value no
+    longer overflows there (the worker process died in report(), and the mirror then reported
+    it failed: a perfect shadow was FAILed)."""
+    m = started(mirrors, float, margin=0.5, name="far")
+    for start in range(0, 20_000, 1_000):
+        for i in range(start, start + 1_000):
+            v = 0.25 if i % 2 else 0.75
+            m.submit(v, v, 0.001, i)
+        assert m.wait_idle(WAIT)
+    r = m.report()
+    assert (r.state, r.compared) == ("running", 20_000)
+    assert (r.numeric_verdict, r.p_difference) == (Verdict.PASS, 1.0)
+
+
 def test_requests_before_the_worker_is_ready_are_dropped_and_counted(
     mirrors: list[ShadowMirror],
 ) -> None:

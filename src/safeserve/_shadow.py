@@ -60,6 +60,11 @@ TUNING: Final = 5000.0
 MIN_PAIRS: Final = 100
 #: Buffered observations flushed into the moments and histograms at once.
 _FLUSH_AT: Final = 512
+#: What counts as a score in [0, 1]: float32 rounding may land a hair outside (the difference
+#: of such a pair is clipped to [-1, 1], a bias of 1e-6 at most).
+_UNIT_LOW: Final = -1e-6
+_UNIT_HIGH: Final = 1.0 + 1e-6
+_LOG2: Final = math.log(2.0)
 
 # Mirror states.
 _IDLE, _RUNNING, _SUSPENDED, _CLOSED = "idle", "running", "suspended", "closed"
@@ -618,8 +623,8 @@ class ShadowMirror:
     - numbers: the paired difference ``shadow - primary``; vectors (e.g. class probabilities):
       the L1 distance ``sum(|shadow - primary|)`` (twice the total-variation distance between
       two probability vectors). With a ``margin``, a normal-mixture confidence sequence on the
-      mean (for probability vectors, and for scalars while every pair is in [0, 1], one valid
-      for bounded values: see ``_BoundedMean``):
+      mean (for probability vectors, and for scalars while every primary output is in [0, 1],
+      one valid for bounded values: see ``_BoundedMean``):
       FAIL when it lies wholly beyond the margin (``|mean| > margin`` for differences),
       PASS when wholly within it, after at least 100 pairs;
     - always: paired latency (shadow - primary), and a sequential test that the shadow's error
@@ -778,11 +783,14 @@ class ShadowMirror:
         # [0, 1] (scores, probabilities, 0/1 answers) lie in [-1, 1]: moved to [0, 1], they
         # feed another, two-sided (alpha / 2 a side). Those of other vectors, or of other
         # scalars, feed _other, judged by the normal-mixture sequence (a mirror compares one
-        # kind of output, so _other never holds both).
+        # kind of output, so _other never holds both). _primary_wide counts the scalar pairs
+        # whose primary output was outside [0, 1]: the primary, not the shadow under test,
+        # decides whether the outputs are scores.
         self._bounded = _BoundedMean(self.alpha)
         self._bounded_buf: list[float] = []
         self._unit = _BoundedMean(self.alpha / 2.0)
         self._unit_buf: list[float] = []
+        self._primary_wide = 0
         self._other = Moments()
         self._other_buf: list[float] = []
         self._lat = Moments()
@@ -1421,7 +1429,7 @@ class ShadowMirror:
         within: list[float] = []  # L1 distances of probability vectors
         unit: list[float] = []  # differences of two scalars in [0, 1]
         beyond: list[float] = []  # distances of other vectors, differences of other scalars
-        agree = disagree = 0
+        agree = disagree = wide = 0
         for kind, value, pvalue in pairs:
             if kind == _LABEL:
                 if value == pvalue:
@@ -1445,7 +1453,10 @@ class ShadowMirror:
             else:
                 d = value - pvalue
                 if abs(d) <= _LIMIT:
-                    if 0.0 <= value <= 1.0 and 0.0 <= pvalue <= 1.0:
+                    if not _UNIT_LOW <= pvalue <= _UNIT_HIGH:
+                        wide += 1
+                        beyond.append(d)
+                    elif _UNIT_LOW <= value <= _UNIT_HIGH:
                         unit.append(d)
                     else:
                         beyond.append(d)
@@ -1458,6 +1469,7 @@ class ShadowMirror:
             self._bounded_buf.extend(within)
             self._unit_buf.extend(unit)
             self._other_buf.extend(beyond)
+            self._primary_wide += wide
             if (
                 isinstance(primary_latency, int | float)
                 and abs(primary_latency) <= _LIMIT
@@ -1678,9 +1690,10 @@ class ShadowMirror:
         # vectors', the normal one on the others'): the mean of all is then within it too, and
         # a kind whose mean is beyond it passes with probability alpha at most. (The normal
         # sequence on every pair passed the pairs the bounded one held back, on a sample
-        # variance of 0.) Scalars of both kinds: the normal-mixture sequence alone, as before
-        # the first pair outside [0, 1]. A regression model's outputs fall in [0, 1] now and
-        # then, and a kind with few pairs would hold PASS back for long.
+        # variance of 0.) Scalars: the same while every primary output is in [0, 1] (pairs
+        # whose shadow output is not are the other kind); once a primary output is outside,
+        # the normal-mixture sequence alone (a regression model's outputs fall in [0, 1] now
+        # and then, and a kind with few pairs would hold PASS back for long).
         two_sided = metric == "difference"
         other = self._other
 
@@ -1695,8 +1708,13 @@ class ShadowMirror:
         seq = self._unit if two_sided else self._bounded
         # Back from the bounded sequence's [0, 1]: d = 2z - 1 for differences, 2z for distances.
         shift = 1.0 if two_sided else 0.0
-        bounded = metric is not None and seq.n == d.n
-        mixed = metric == "l1_distance" and not bounded and seq.n > 0
+        if two_sided:
+            scores = self._primary_wide == 0  # every primary output so far in [0, 1]
+            bounded = scores and seq.n == d.n
+            mixed = scores and not bounded
+        else:
+            bounded = metric is not None and seq.n == d.n
+            mixed = metric is not None and not bounded and seq.n > 0
         if metric is not None and d.n >= 2:
             if bounded:
                 lower, upper = (2.0 * b - shift for b in seq.bounds())
@@ -1715,7 +1733,8 @@ class ShadowMirror:
                     evidence = max(
                         seq.log_evidence((m + 1.0) / 2.0), seq.log_evidence_below((1.0 - m) / 2.0)
                     )
-                    p = min(1.0, 2.0 * math.exp(-evidence))
+                    # (exp(-evidence) overflows for a shadow far within the margin.)
+                    p = 1.0 if evidence <= _LOG2 else 2.0 * math.exp(-evidence)
                 elif bounded:
                     evidence = seq.log_evidence(m / 2.0)
                     p = math.exp(-evidence) if evidence > 0 else 1.0
@@ -1733,6 +1752,17 @@ class ShadowMirror:
             reasons.append(
                 f"mean {metric} {_fmt(mean)} in [{_fmt(lower)}, {_fmt(upper)}] on {d.n} pairs "
                 f"vs margin {_fmt(self.margin)}: {numeric_verdict.value}"
+                + (
+                    f" ({other.n} pairs "
+                    + (
+                        "with a shadow output outside [0, 1]"
+                        if two_sided
+                        else "not of two distributions"
+                    )
+                    + " judged apart: PASS needs both kinds within the margin)"
+                    if mixed and numeric_verdict is not Verdict.FAIL
+                    else ""
+                )
             )
         elif metric is not None:
             reasons.append("no margin: numeric outputs are summarized, not judged")
