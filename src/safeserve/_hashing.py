@@ -73,6 +73,16 @@ def salt_seed(salt: str) -> int:
     return _xxh3(salt.encode("utf-8"))
 
 
+def _utf8(key: str) -> bytes:
+    """A str key's UTF-8 bytes (of its value, for a subclass)."""
+    try:
+        return str.encode(key, "utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKeyError(
+            f"str key {key!r} cannot be encoded as UTF-8 (a lone surrogate)"
+        ) from None
+
+
 def key_bytes(key: Key) -> bytes:
     """Encode a routing key the way hash contract v1 hashes it.
 
@@ -92,7 +102,7 @@ def key_bytes(key: Key) -> bytes:
     """
     kind = type(key)
     if kind is str:
-        return key.encode("utf-8")  # type: ignore[union-attr]
+        return _utf8(key)  # type: ignore[arg-type]
     if kind is bytes:
         return key  # type: ignore[return-value]
     if kind is int:
@@ -104,7 +114,7 @@ def key_bytes(key: Key) -> bytes:
     if isinstance(key, bool):
         raise InvalidKeyError(f"unsupported key type bool ({key!r}): use str, bytes or int")
     if isinstance(key, str):
-        return str.encode(key, "utf-8")
+        return _utf8(key)  # a str subclass: its value, as a str
     if isinstance(key, bytes | bytearray | memoryview):
         return bytes(key)
     if isinstance(key, int | np.integer):
@@ -258,7 +268,7 @@ def buckets_of(
         hashes = np.fromiter(
             map(_xxh3, map(str.encode, keys), itertools.repeat(seed)), dtype=np.uint64, count=n
         )
-    except TypeError:
+    except (TypeError, UnicodeEncodeError):  # key_bytes names the key it cannot take
         hashes = np.fromiter(
             map(_xxh3, map(key_bytes, keys), itertools.repeat(seed)), dtype=np.uint64, count=n
         )

@@ -626,7 +626,10 @@ class Router:
         """Return (variant index, overridden) for one request."""
         kind = type(key)
         if kind is str:
-            kb = key.encode()  # type: ignore[union-attr]
+            try:
+                kb = key.encode()  # type: ignore[union-attr]
+            except UnicodeEncodeError:
+                kb = key_bytes(key)  # type: ignore[arg-type]  # raises InvalidKeyError
         elif kind is int:
             try:
                 kb = key.to_bytes(8, "little", signed=True)  # type: ignore[union-attr]
@@ -641,7 +644,7 @@ class Router:
         if snap.override_keys is not None:
             try:  # inline: the request path (see _forced_key)
                 forced_i = snap.override_keys.get(key)
-            except TypeError:  # a key that cannot be hashed is in no mapping
+            except (TypeError, ValueError):  # a key that cannot be hashed is in no mapping
                 forced_i = None
             if forced_i is not None:
                 return forced_i, True
@@ -737,7 +740,11 @@ class Router:
         """
         snap = self._snapshot
         if snap.plain and type(key) is str:
-            vi = snap.table[_xxh3(key.encode(), snap.seed) % BUCKETS]
+            try:
+                vi = snap.table[_xxh3(key.encode(), snap.seed) % BUCKETS]
+            except UnicodeEncodeError:
+                key_bytes(key)  # raises InvalidKeyError (a lone surrogate)
+                raise
             override = False
         else:
             vi, override = self._pick(snap, x, key)
@@ -1411,10 +1418,11 @@ def _take(ys: Any, mask: NDArray[np.bool_]) -> Any:
 
 def _forced_key(override_keys: Mapping[Hashable, int], key: Any) -> int | None:
     """The variant a key is forced to, or None (a key that cannot be hashed, such as a
-    bytearray, is in no mapping: it routes by its bytes like any other)."""
+    bytearray or a writable memoryview, is in no mapping: it routes by its bytes like any
+    other)."""
     try:
         return override_keys.get(key)
-    except TypeError:
+    except (TypeError, ValueError):
         return None
 
 

@@ -531,6 +531,34 @@ def test_an_unhashable_key_routes_by_its_bytes_when_overrides_are_set() -> None:
         key = bytearray(f"user-{i}".encode())
         assert forced.route(0, key=key).variant == plain.route(0, key=key).variant
         assert forced.route(0, key=key).variant == forced.route(0, key=bytes(key)).variant
+    for i in range(50):  # a writable memoryview cannot be hashed either (ValueError)
+        view = memoryview(bytearray(f"user-{i}".encode()))
+        assert forced.route(0, key=view).variant == plain.route(0, key=view).variant
+        assert forced.route(0, key=view).variant == forced.route(0, key=bytes(view)).variant
+
+
+@pytest.mark.parametrize("overrides", [None, {"qa": "v2"}])
+def test_a_str_key_that_is_not_utf8_raises_invalid_key_error(overrides: Any) -> None:
+    """A str with a lone surrogate has no UTF-8 bytes to hash: InvalidKeyError, naming it,
+    before any model runs, on every path (it raised UnicodeEncodeError)."""
+
+    class Name(str):
+        pass
+
+    calls: list[object] = []
+    router = ss.Router(
+        {"v1": calls.append, "v2": calls.append},
+        strategy=ss.Canary("v1", "v2", weight=50),
+        overrides=overrides,
+    )
+    for bad in ("user-\ud800", Name("user-\udfff")):
+        with pytest.raises(ss.InvalidKeyError, match="lone surrogate"):
+            router.route(0, key=bad)
+        with pytest.raises(ss.InvalidKeyError, match="lone surrogate"):
+            router.predict_batch(np.zeros(2), keys=["fine", bad])
+        with pytest.raises(ss.InvalidKeyError, match="lone surrogate"):
+            ss.bucket_of(bad, salt="s")
+    assert calls == []
 
 
 def test_a_proportion_check_on_values_that_are_not_0_or_1_names_the_cause(clock: Clock) -> None:
