@@ -419,9 +419,10 @@ def bench_latency(n: int, blocks: int, title: str = "", target: bool = False) ->
     )
     print(
         "The submit's part compares each request's latency with its own model call: the "
-        "cost of the request path alone, free of the noise between blocks. The rest of "
-        '"p99 vs none" is what the configuration does to the model call itself (the '
-        "shadow's process on the other core), plus that noise."
+        "cost of the request path itself, free of the noise between blocks. The rest of "
+        '"p99 vs none" is what the configuration does to the model call (the shadow\'s '
+        "process on the other core, or the GIL for threads; the submit's after-effects on "
+        "the next call), plus that noise."
     )
     ratios.update({f"{k} [submit's part]": v for k, v in direct.items() if k in mirrors})
     return ratios
