@@ -925,6 +925,22 @@ def test_a_shadow_output_outside_the_unit_interval_is_judged_apart() -> None:
     assert hair[-1].numeric_verdict is Verdict.PASS
 
 
+def test_odd_pairs_count_towards_pass_only_once_there_are_enough() -> None:
+    """Scores, with the shadow answering 1.02 where the primary answers 1.0 (1 row in 10): the
+    odd pairs, all 0.02 off, count towards PASS only from 100 of them (on 2, the normal-mixture
+    sequence, blind to rare far-off values, let them pass), so PASS waits for 1,000 pairs."""
+
+    def primary(i: int) -> float:
+        return 1.0 if i % 10 == 0 else (0.0 if i % 2 else 0.9)
+
+    def shadow(i: int) -> float:
+        return 1.02 if i % 10 == 0 else primary(i)
+
+    reports = _looks(ShadowMirror(shadow, workers=1, margin=0.05, name="odd"), primary, 1100, 50)
+    assert all(r.numeric_verdict is Verdict.INCONCLUSIVE for r in reports[:19])  # to 950
+    assert reports[-1].numeric_verdict is Verdict.PASS
+
+
 def test_the_score_check_reports_on_a_shadow_far_within_the_margin(cleanup: list[Any]) -> None:
     """20,000 identical scores at a 0.5 margin: the evidence against "beyond the margin" is so
     negative that its exponential overflows; the report still comes, with PASS and a p-value
