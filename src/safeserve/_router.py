@@ -644,8 +644,8 @@ class Router:
         if snap.override_keys is not None:
             try:  # inline: the request path (see _forced_key)
                 forced_i = snap.override_keys.get(key)
-            except (TypeError, ValueError):  # a key that cannot be hashed is in no mapping
-                forced_i = None
+            except (TypeError, ValueError):  # a key that cannot be hashed
+                forced_i = _forced_key(snap.override_keys, key)
             if forced_i is not None:
                 return forced_i, True
         if snap.override_fn is not None:
@@ -1417,12 +1417,14 @@ def _take(ys: Any, mask: NDArray[np.bool_]) -> Any:
 
 
 def _forced_key(override_keys: Mapping[Hashable, int], key: Any) -> int | None:
-    """The variant a key is forced to, or None (a key that cannot be hashed, such as a
-    bytearray or a writable memoryview, is in no mapping: it routes by its bytes like any
-    other)."""
+    """The variant a key is forced to, or None. A key that cannot be hashed (a bytearray, a
+    writable memoryview) is looked up by its bytes, as it is hashed: by the hash contract it
+    is the same key as those bytes."""
     try:
         return override_keys.get(key)
     except (TypeError, ValueError):
+        if isinstance(key, bytearray | memoryview):
+            return override_keys.get(bytes(key))
         return None
 
 

@@ -517,8 +517,8 @@ def test_numpy_steps_of_any_number_type_are_accepted() -> None:
 
 
 def test_an_unhashable_key_routes_by_its_bytes_when_overrides_are_set() -> None:
-    """A bytearray key cannot be forced (no mapping holds it) and routes as its bytes do, with
-    or without overrides (with overrides it raised TypeError: unhashable)."""
+    """A bytearray key routes as its bytes do, with or without overrides (with overrides it
+    raised TypeError: unhashable)."""
     plain = ss.Router(
         {"v1": lambda x: 1, "v2": lambda x: 2}, strategy=ss.Canary("v1", "v2", weight=50)
     )
@@ -535,6 +535,24 @@ def test_an_unhashable_key_routes_by_its_bytes_when_overrides_are_set() -> None:
         view = memoryview(bytearray(f"user-{i}".encode()))
         assert forced.route(0, key=view).variant == plain.route(0, key=view).variant
         assert forced.route(0, key=view).variant == forced.route(0, key=bytes(view)).variant
+
+
+def test_a_key_of_the_same_bytes_as_an_override_key_is_forced_whatever_its_type() -> None:
+    """By the hash contract a bytearray or a memoryview is the same key as its bytes: an
+    override of b"qa" forces them all, one by one and in a batch (the bytearray and the
+    writable memoryview were not forced, as they cannot be hashed)."""
+    router = ss.Router(
+        {
+            "v1": lambda x: np.ones(len(np.atleast_1d(x))),
+            "v2": lambda x: np.ones(len(np.atleast_1d(x))),
+        },
+        strategy=ss.Canary("v1", "v2", weight=0),
+        overrides={b"qa": "v2"},
+    )
+    keys = [b"qa", memoryview(b"qa"), bytearray(b"qa"), memoryview(bytearray(b"qa"))]
+    assert [router.route(0, key=k).variant for k in keys] == ["v2"] * 4
+    batch = router.route_batch(np.zeros(4), keys=keys)
+    assert list(batch.variants) == ["v2"] * 4
 
 
 @pytest.mark.parametrize("overrides", [None, {"qa": "v2"}])
