@@ -1699,8 +1699,8 @@ class ShadowMirror:
 
         def other_within(m: float) -> bool:
             # As many pairs as the normal-mixture sequence needs anywhere: on 2 pairs it
-            # passed rare far-off values (an answer of 40 on 0.3% of rows, PASSed in 60% of
-            # runs at a 0.05 margin).
+            # passed rare far-off values (an answer of 40 on 0.3% of a score primary's 1.0
+            # rows, its mean beyond a 0.05 margin, PASSed in 60% of runs).
             if other.n < MIN_PAIRS:
                 return False
             lo, hi = self._difference_bounds(
