@@ -368,8 +368,7 @@ class Router:
         every = min(256, *(pace[0] for pace in self._paces))
         self._mask = (1 << (every.bit_length() - 1)) - 1
         auto = self._rollout is not None and self._rollout.auto
-        self._eval_due = self._last_eval[1] + self._evaluate_interval if auto else math.inf
-        self._due_at = min(self._eval_due, self._flush_due)
+        self._set_eval_due(self._last_eval[1] + self._evaluate_interval if auto else math.inf)
         _ROUTERS.add(self)  # for the at-fork reset of its locks (a router built in full)
         _log.info(
             "safeserve.router_created",
@@ -395,8 +394,7 @@ class Router:
             return
         self._evaluate_every, self._evaluate_interval = every, interval
         if self._eval_due != math.inf:  # armed (not claimed, not manual)
-            self._eval_due = self._last_eval[1] + interval
-            self._due_at = min(self._eval_due, self._flush_due)
+            self._set_eval_due(self._last_eval[1] + interval)
 
     def _start_mirror(self, config: Shadow | None) -> ShadowMirror | None:
         """Start mirroring to the candidate (``config``) or stop it (``None``)."""
@@ -482,8 +480,7 @@ class Router:
         self._keyless_lock = threading.Lock()
         self._eval_lock = threading.Lock()
         if self._eval_due == math.inf and self._rollout is not None and self._rollout.auto:
-            self._eval_due = self._clock() + self._evaluate_interval  # an evaluation's claim
-            self._due_at = min(self._eval_due, self._flush_due)
+            self._set_eval_due(self._clock() + self._evaluate_interval)  # an evaluation's claim
         self._recorder._after_fork()
         if self._rollout is not None:
             self._rollout._after_fork()
@@ -1108,6 +1105,12 @@ class Router:
         if not rid & self._mask or self._clock() >= self._due_at:
             self._maintain(rid)
 
+    def _set_eval_due(self, when: float) -> None:
+        """Set when an evaluation falls due by time (``math.inf``: claimed, or manual), and
+        the request path's one look at the time with it (the sooner of that and the flush)."""
+        self._eval_due = when
+        self._due_at = min(when, self._flush_due)
+
     def _maintain(self, rid: int, *, flush: bool = False, wait: bool = False) -> None:
         """Upkeep on the request path: flush the metric buffer and, when due, evaluate.
 
@@ -1132,18 +1135,15 @@ class Router:
                 if self._eval_due == math.inf and not self._eval_lock.locked():
                     # Automatic again after a manual stretch (a retry() after a pinned
                     # canary): the evaluation interval counts from now.
-                    self._eval_due = now + self._evaluate_interval
-                    self._due_at = min(self._eval_due, self._flush_due)
+                    self._set_eval_due(now + self._evaluate_interval)
                 due = served - self._last_eval[0] >= self._evaluate_every or now >= self._eval_due
                 if due:
                     # Claimed: other requests stop calling in until this evaluation is done.
-                    self._eval_due = math.inf
-                    self._due_at = min(self._eval_due, self._flush_due)
+                    self._set_eval_due(math.inf)
             elif rollout is not None:
                 # Manual now (a pinned canary after a shadow phase): no time is due, so that
                 # requests stop calling in (an evaluation by hand sets it again if needed).
-                self._eval_due = math.inf
-                self._due_at = min(self._eval_due, self._flush_due)
+                self._set_eval_due(math.inf)
             if (
                 due
                 or flush
@@ -1166,8 +1166,7 @@ class Router:
             finally:
                 self._eval_lock.release()
                 if self._eval_due == math.inf:
-                    self._eval_due = self._clock() + self._evaluate_interval
-                    self._due_at = min(self._eval_due, self._flush_due)
+                    self._set_eval_due(self._clock() + self._evaluate_interval)
 
     def flush(self) -> int:
         """Move buffered request records into the metric windows now; return how many."""
@@ -1274,8 +1273,7 @@ class Router:
         now = self._clock()
         self._last_eval = (rid, now)
         if self._rollout is not None and self._rollout.auto:
-            self._eval_due = now + self._evaluate_interval
-            self._due_at = min(self._eval_due, self._flush_due)
+            self._set_eval_due(now + self._evaluate_interval)
         if wait:
             return rollout.evaluate(self._recorder.snapshot(), wait=True)
         if not rollout.lock.acquire(blocking=False):
