@@ -21,19 +21,23 @@ latency benchmark five times and pools the runs, which is what a target should b
    resting three times as long as its calls), and, as the naive way, threads that hand each
    call to a ``ProcessPoolExecutor``.
    Configurations are interleaved in blocks, in an order that turns by one each round, so that
-   machine noise, and what ran just before, hit them alike. Two reference rows bound what can
-   be measured: "no shadow" run a second time (the noise of the p99 itself), and no shadow
-   beside a busy-looping process on the other core (what a saturated second core costs the
-   primary through the hardware both share, with no mirroring at all). Each p99 ratio comes
+   machine noise, and what ran just before, hit them alike. Three reference rows bound what can
+   be measured: "no shadow" run a second time (the noise of the p99 itself); no shadow beside
+   a busy-looping process on the other core (what a saturated second core costs the primary
+   through the hardware both share, with no mirroring at all); and no shadow beside a process
+   that runs the CPU-bound shadow's own work, the model in a loop (what that computation costs
+   the primary wherever it runs on this machine, with no mirroring at all). Each p99 ratio comes
    with a 90% bootstrap interval that resamples whole rounds (a round's blocks of both
    configurations ran one after the other), which says how far the machine's noise could
    move it, provided that noise is alike across rounds: the A/A row checks that (its interval
    should contain 0, and by chance misses it about one run in ten), and the run says so when
    it does not. Each row also gives the submit's part: the p99 of its requests' latency against
    the p99 of the same requests' model calls alone (the request path's own cost, free of the
-   noise between blocks). With ``--runs K``, a last table gives each ratio's mean over the K
-   runs and a 90% t-interval across them: the spread between runs also holds the machine's
-   drift from one run to the next, which no interval within a run can see.
+   noise between blocks), and how often another task took the serving thread's CPU from it
+   (involuntary context switches per 1,000 requests, on Linux). With ``--runs K``, a last
+   table gives each ratio's mean over the K runs and a 90% t-interval across them: the spread
+   between runs also holds the machine's drift from one run to the next, which no interval
+   within a run can see.
 3. Batches: ``Router.predict_batch`` of 256 rows with no shadow, and in a shadow phase that
    mirrors every row (one ``submit_batch`` per batch) to the CPU-bound shadow, on threads and
    in a worker process.
@@ -258,6 +262,19 @@ def serve(
     return out
 
 
+def preemptions() -> int | None:
+    """Involuntary context switches of the calling thread so far (Linux), else None: each is a
+    time another task took this thread's CPU from it."""
+    try:
+        with open("/proc/thread-self/status") as f:
+            for line in f:
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def pct(a: list[float], q: float) -> float:
     return float(np.quantile(np.asarray(a), q)) * 1e6
 
@@ -284,21 +301,51 @@ def p99_ratio_interval(
 AA = "no shadow, again (A/A: the p99's own noise)"
 
 
+# What a reference row runs in another process during its blocks (niced as the shadow's worker
+# process is; bounded to 60 s, and killed after the block): a bare Python loop, or the
+# CPU-bound shadow's own work (the model called in a loop) with no mirroring at all.
+_BUSY_LOOP = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
+_BUSY_MODEL = (
+    "import sys, time\n"
+    f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+    "from bench_shadow import make_model\n"
+    "model, x = make_model()\n"
+    "model(x)\n"
+    "print('ready', flush=True)\n"
+    "end = time.monotonic() + 60\n"
+    "while time.monotonic() < end: model(x)"
+)
+
+
 @contextlib.contextmanager
-def busy_process(on: bool) -> Iterator[None]:
-    """While the block runs (if ``on``), a process busy-looping on the other core, niced as the
-    shadow's worker process is; bounded to 60 s, and killed after the block."""
-    if not on:
+def busy_process(what: str | None) -> Iterator[None]:
+    """While the block runs (if ``what`` is "loop" or "model"), a process busy on the other
+    core: a Python loop, or the model called over and over (the CPU-bound shadow's work)."""
+    if what is None:
         yield
         return
-    loop = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
-    busy = subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", loop])
-    time.sleep(0.2)
+    busy = subprocess.Popen(
+        ["nice", "-n", "10", sys.executable, "-c", _BUSY_MODEL if what == "model" else _BUSY_LOOP],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
+        if what == "model":
+            assert busy.stdout is not None
+            busy.stdout.readline()  # the model is built and warm
+        time.sleep(0.2)
         yield
     finally:
         busy.kill()
         busy.wait()
+
+
+BUSY_LOOP = "no shadow, a busy process on the other core"
+BUSY_MODEL = "no shadow, the CPU-bound shadow's work in another process"
+
+
+def _busy_kind(config: str) -> str | None:
+    return {BUSY_LOOP: "loop", BUSY_MODEL: "model"}.get(config)
 
 
 def bench_latency(n: int, blocks: int, title: str = "", target: bool = False) -> dict[str, float]:
@@ -322,7 +369,8 @@ def bench_latency(n: int, blocks: int, title: str = "", target: bool = False) ->
     configs: dict[str, tuple[Callable[[Any], Any], str] | None] = {
         "no shadow": None,
         AA: None,
-        "no shadow, a busy process on the other core": None,
+        BUSY_LOOP: None,
+        BUSY_MODEL: None,
         "threads: shadow sleeps (GIL free)": (sleep_shadow, "thread"),
         "threads: shadow CPU-bound (GIL)": (cpu_shadow, "thread"),
         "threads: naive, a process pool call per mirror": (pooled_shadow, "thread"),
@@ -334,6 +382,7 @@ def bench_latency(n: int, blocks: int, title: str = "", target: bool = False) ->
         configs = {k: c for k, c in configs.items() if not k.startswith("threads")}
     lat: dict[str, list[float]] = {k: [] for k in configs}
     alone: dict[str, list[float]] = {k: [] for k in configs}  # the same requests' model calls
+    preempted: dict[str, int | None] = dict.fromkeys(configs, 0)
     reports: dict[str, Any] = {}
     mirrors = {
         k: ShadowMirror(
@@ -356,8 +405,15 @@ def bench_latency(n: int, blocks: int, title: str = "", target: bool = False) ->
         # one equally often (what ran just before can linger: caches, a worker's last pairs).
         for k in order[b % len(order) :] + order[: b % len(order)]:
             gc.collect()
-            with busy_process("busy process" in k):
+            with busy_process(_busy_kind(k)):
+                before = preemptions()
                 lat[k] += serve(primary, x, n // blocks, mirrors.get(k), alone[k])
+                after, so_far = preemptions(), preempted[k]
+                preempted[k] = (
+                    None
+                    if before is None or after is None or so_far is None
+                    else so_far + after - before
+                )
             if k in mirrors:
                 mirrors[k].wait_idle(30)  # the next block starts with an idle shadow
     for k, m in mirrors.items():
@@ -383,6 +439,7 @@ def bench_latency(n: int, blocks: int, title: str = "", target: bool = False) ->
                 f"{ratios[k]:+.1f}%",
                 f"{lo:+.1f}% .. {hi:+.1f}%",
                 f"{direct[k]:+.1f}%",
+                "-" if preempted[k] is None else f"{preempted[k] * 1000 / len(a):.1f}",
                 "-" if r is None else f"{r.mirrored}/{r.submitted}",
                 "-" if r is None else f"{r.dropped}",
                 "-" if r is None else f"{r.compared}",
@@ -400,6 +457,7 @@ def bench_latency(n: int, blocks: int, title: str = "", target: bool = False) ->
             "p99 vs none",
             "90% interval",
             "submit's part",
+            "preempted /1k",
             "mirrored",
             "dropped",
             "compared",
@@ -422,7 +480,9 @@ def bench_latency(n: int, blocks: int, title: str = "", target: bool = False) ->
         "cost of the request path itself, free of the noise between blocks. The rest of "
         '"p99 vs none" is what the configuration does to the model call (the shadow\'s '
         "process on the other core, or the GIL for threads; the submit's after-effects on "
-        "the next call), plus that noise."
+        "the next call), plus that noise. Preempted /1k: how often per 1,000 requests another "
+        "task took the serving thread's CPU (Linux); the rest of what a process on the other "
+        "core costs goes through the hardware both cores share."
     )
     ratios.update({f"{k} [submit's part]": v for k, v in direct.items() if k in mirrors})
     return ratios
@@ -516,7 +576,7 @@ def bench_batches(batches: int, rows: int = 256) -> None:
     cpu_shadow = Repeat(primary, 10)
     configs: dict[str, tuple[Any, str] | None] = {
         "no shadow": None,
-        "no shadow, a busy process on the other core": None,
+        BUSY_LOOP: None,
         "threads: shadow CPU-bound (GIL)": (cpu_shadow, "thread"),
         "process: shadow CPU-bound": (cpu_shadow, "process"),
     }
@@ -547,7 +607,7 @@ def bench_batches(batches: int, rows: int = 256) -> None:
         for name in names[b % len(names) :] + names[: b % len(names)]:
             router = routers[name]
             gc.collect()
-            with busy_process("busy process" in name):
+            with busy_process(_busy_kind(name)):
                 for _ in range(batches // blocks):
                     t0 = clock()
                     router.predict_batch(X, keys=keys)
