@@ -429,6 +429,7 @@ def bench_latency(n: int, blocks: int, title: str = "", target: bool = False) ->
     direct = {k: (pct(a, 0.99) / pct(alone[k], 0.99) - 1) * 100 for k, a in lat.items()}
     for k, a in lat.items():
         r = reports.get(k)
+        taken = preempted[k]
         lo, hi = p99_ratio_interval(a, ref, blocks) if a is not ref else (0.0, 0.0)
         rows.append(
             [
@@ -439,7 +440,7 @@ def bench_latency(n: int, blocks: int, title: str = "", target: bool = False) ->
                 f"{ratios[k]:+.1f}%",
                 f"{lo:+.1f}% .. {hi:+.1f}%",
                 f"{direct[k]:+.1f}%",
-                "-" if preempted[k] is None else f"{preempted[k] * 1000 / len(a):.1f}",
+                "-" if taken is None else f"{taken * 1000 / len(a):.1f}",
                 "-" if r is None else f"{r.mirrored}/{r.submitted}",
                 "-" if r is None else f"{r.dropped}",
                 "-" if r is None else f"{r.compared}",
