@@ -166,12 +166,13 @@ class ShadowReport:
         difference_lower: Lower end of the confidence sequence on the mean (two-sided for
             differences, a one-sided bound for distances). Where the outputs are of two kinds
             (scores with some shadow answers outside [0, 1], probability vectors with some
-            that are not), each kind's bounds weighted by its share of the pairs; None while
-            the odd kind has fewer than 2 pairs.
+            that are not), it bounds the mean of all pairs from three sequences (each kind's
+            mean, and the share of each kind), and is None while the odd kind has fewer than
+            100 pairs.
         difference_upper: Upper end.
         margin: The margin of the numeric check (None: no numeric check).
-        p_difference: Always-valid p-value against "the mean lies within the margin" (of
-            each kind, where there are two: the smaller of their p-values, times two).
+        p_difference: Always-valid p-value against "the mean lies within the margin" (where
+            the outputs are of two kinds: the smallest level at which the check FAILs).
         numeric_verdict: The numeric check (None without a margin or for labels).
         error_rate: ``(errors + timeouts) / (completed + errors + timeouts)``.
         max_error_rate: The error rate the error check tests against (None: no check).
@@ -301,10 +302,34 @@ def _p_from_log_bf(log_bf: float) -> float:
     return 1.0 if log_bf <= 0.0 else math.exp(-min(log_bf, 700.0))
 
 
-def _weigh(a: float, na: int, b: float, nb: int) -> float:
-    """The mean of ``a`` and ``b`` weighted by ``na`` and ``nb`` (a side with no weight does
-    not count, even where it is infinite)."""
-    return ((na * a if na else 0.0) + (nb * b if nb else 0.0)) / (na + nb)
+def _mix(q: float, a: float, b: float) -> float:
+    """``(1 - q) * a + q * b``, for a share ``q`` in [0, 1] (a side with no weight does not
+    count, even where it is infinite)."""
+    return ((1.0 - q) * a if q < 1.0 else 0.0) + (q * b if q > 0.0 else 0.0)
+
+
+def _smallest_level(fails: Callable[[float], bool], alpha: float, at_alpha: bool) -> float:
+    """The smallest level in (0, 1] at which ``fails`` (monotone: True from some level on)
+    holds, found by bisection on its logarithm to 0.1%; 1.0 if it never does. It is at most
+    ``alpha`` exactly when ``at_alpha`` (``fails(alpha)``, which the caller has), whatever
+    the rounding.
+
+    >>> round(_smallest_level(lambda level: level >= 0.01, 0.05, True), 4)
+    0.01
+    """
+    if at_alpha:
+        lo, hi = math.log(1e-300), math.log(alpha)
+    else:
+        if not fails(1.0):
+            return 1.0
+        lo, hi = math.log(alpha), 0.0
+    while hi - lo > 1e-3:
+        mid = (lo + hi) / 2.0
+        if fails(math.exp(mid)):
+            hi = mid
+        else:
+            lo = mid
+    return min(math.exp(hi), alpha) if at_alpha else max(math.exp(hi), math.nextafter(alpha, 1.0))
 
 
 def _fmt(x: float) -> str:
@@ -805,6 +830,11 @@ class ShadowMirror:
         self._primary_wide = 0
         self._other = Moments()
         self._other_buf: list[float] = []
+        # Where the pairs are of both kinds: the share of the other kind, 1 per such pair and
+        # 0 per pair of the bounded kind, in the order they came (two-sided, alpha / 6 a side:
+        # one of the three sequences that bound the mean of all pairs, see _report_locked).
+        self._odd = _BoundedMean(self.alpha / 6.0)
+        self._odd_buf: list[float] = []
         self._lat = Moments()
         self._lat_hist = SignedLogHistogram()
         self._lat_buf: list[float] = []
@@ -1441,6 +1471,7 @@ class ShadowMirror:
         within: list[float] = []  # L1 distances of probability vectors
         unit: list[float] = []  # differences of two scalars in [0, 1]
         beyond: list[float] = []  # distances of other vectors, differences of other scalars
+        odd: list[float] = []  # 1.0 for a pair in beyond, 0.0 for one in within or unit
         agree = disagree = wide = 0
         for kind, value, pvalue in pairs:
             if kind == _LABEL:
@@ -1460,18 +1491,23 @@ class ShadowMirror:
                 if abs(d) <= _LIMIT:
                     if _is_distribution(value) and _is_distribution(pvalue):
                         within.append(d)
+                        odd.append(0.0)
                     else:
                         beyond.append(d)
+                        odd.append(1.0)
             else:
                 d = value - pvalue
                 if abs(d) <= _LIMIT:
                     if not _UNIT_LOW <= pvalue <= _UNIT_HIGH:
                         wide += 1
                         beyond.append(d)
+                        odd.append(1.0)
                     elif _UNIT_LOW <= value <= _UNIT_HIGH:
                         unit.append(d)
+                        odd.append(0.0)
                     else:
                         beyond.append(d)
+                        odd.append(1.0)
             if abs(d) <= _LIMIT:  # what the summaries take (a NaN fails it too)
                 diffs.append(d)
         with self._stats_lock:
@@ -1481,6 +1517,7 @@ class ShadowMirror:
             self._bounded_buf.extend(within)
             self._unit_buf.extend(unit)
             self._other_buf.extend(beyond)
+            self._odd_buf.extend(odd)
             self._primary_wide += wide
             if (
                 isinstance(primary_latency, int | float)
@@ -1508,6 +1545,8 @@ class ShadowMirror:
                 self._unit.update(np.clip(moved, 0.0, 1.0))
             if self._other_buf:
                 self._other.update_many(self._other_buf)
+            if self._odd_buf:
+                self._odd.update(np.asarray(self._odd_buf, dtype=np.float64))
             if self._lat_buf:
                 self._lat.update_many(self._lat_buf)
                 self._lat_hist.update_many(self._lat_buf)
@@ -1520,6 +1559,7 @@ class ShadowMirror:
             self._bounded_buf.clear()
             self._unit_buf.clear()
             self._other_buf.clear()
+            self._odd_buf.clear()
             self._lat_buf.clear()
             self._primary_buf.clear()
             self._shadow_buf.clear()
@@ -1696,13 +1736,14 @@ class ShadowMirror:
         lower = upper = math.nan
         numeric_verdict: Verdict | None = None
         # Probability vectors (or, for differences, scalars in [0, 1]) only so far: the
-        # bounded sequence's bounds, which need no sample variance. Vectors of both kinds: each
-        # kind is judged by its own sequence (the bounded one on the probability vectors', the
-        # normal one on the others'): FAIL when either kind's mean is shown beyond the margin,
-        # PASS when both are shown within it (the mean of all is then within it too, and a kind
-        # whose mean is beyond it passes with probability alpha at most). (The normal sequence
-        # on every pair passed the pairs the bounded one held back, on a sample variance of 0,
-        # and FAILed them wrongly as often.) Scalars: the same while every primary output is in
+        # bounded sequence's bounds, which need no sample variance. Vectors of both kinds:
+        # PASS when each kind's mean is shown within the margin (the bounded sequence on the
+        # probability vectors', the normal one on the others'; the mean of all is then within
+        # it too, and a kind whose mean is beyond it passes with probability alpha at most);
+        # FAIL when the probability vectors' mean, or the mean of all (bounded from both
+        # kinds' and their shares'), is shown beyond it. (The normal sequence on every pair
+        # passed the pairs the bounded one held back, on a sample variance of 0, and FAILed
+        # them wrongly as often.) Scalars: the same while every primary output is in
         # [0, 1] (pairs whose shadow output is not are the other kind); once a primary output
         # is outside, the normal-mixture sequence alone (a regression model's outputs fall in
         # [0, 1] now and then, and a kind with few pairs would hold PASS back for long).
@@ -1733,70 +1774,80 @@ class ShadowMirror:
         if two_sided:
             scores = self._primary_wide == 0  # every primary output so far in [0, 1]
             bounded = scores and seq.n == d.n
-            mixed = scores and not bounded
+            mixed = scores and not bounded and seq.n > 0
         else:
             bounded = metric is not None and seq.n == d.n
             mixed = metric is not None and not bounded and seq.n > 0
+        m = self.margin
+
+        def mixed_bounds(level: float) -> tuple[float, float, float, float]:
+            # Pairs of both kinds, at ``level`` in all: the bounded kind's bounds, and bounds
+            # on the mean of all pairs from three sequences at level / 3 each (the bounded
+            # kind's; the normal-mixture one on the other kind, once it has MIN_PAIRS pairs,
+            # as anywhere; and the share of the other kind, whose every value within its
+            # bounds is taken: the mix of the pairs seen is not the traffic's).
+            # seq is at alpha a side for vectors, at alpha / 2 a side for scalars (two-sided):
+            # at level / 3 in all, that is one and the same extra.
+            k_lo, k_hi = back(seq.bounds(math.log(3.0 * alpha / level)))
+            o_lo, o_hi = (
+                self._difference_bounds(
+                    other.n, other.mean, other.variance, two_sided=two_sided, alpha=level / 3
+                )
+                if other.n >= MIN_PAIRS
+                else (-math.inf, math.inf)
+            )
+            q_lo, q_hi = self._odd.bounds(math.log(alpha / level))
+            q_lo, q_hi = min(max(q_lo, 0.0), 1.0), min(max(q_hi, 0.0), 1.0)
+            lo = min(_mix(q, k_lo, o_lo) for q in (q_lo, q_hi))
+            hi = max(_mix(q, k_hi, o_hi) for q in (q_lo, q_hi))
+            return k_lo, k_hi, lo, hi
+
+        def mixed_fail(level: float) -> bool:
+            # FAIL: the bounded kind's mean, or the mean of all, shown beyond the margin.
+            assert m is not None
+            k_lo, k_hi, lo, hi = mixed_bounds(level)
+            return beyond(k_lo, k_hi, m) or beyond(lo, hi, m)
+
         if metric is not None and d.n >= 2:
             if bounded:
                 lower, upper = back(seq.bounds())
             elif mixed:
-                # Each kind by its own sequence at alpha / 2 (the bounded one on the pairs it
-                # takes, the normal-mixture one on the others), never the normal-mixture one on
-                # every pair: one odd pair laid the bounded kind's rare large values open to its
-                # false FAILs (49 of 200 runs of a shadow within the margin). The reported
-                # interval weighs each kind's bounds by its share of the pairs; it is unbounded
-                # while the odd kind has fewer than 2 pairs (nothing is known of its values).
-                k_lo, k_hi = back(seq.bounds(_LOG2))
-                o_lo, o_hi = (
-                    self._difference_bounds(
-                        other.n, other.mean, other.variance, two_sided=two_sided, alpha=alpha / 2
-                    )
-                    if other.n >= 2
-                    else (-math.inf, math.inf)
-                )
-                lower = _weigh(k_lo, seq.n, o_lo, other.n)
-                upper = _weigh(k_hi, seq.n, o_hi, other.n)
+                # The bounded kind's values are never judged by the normal-mixture sequence:
+                # on every pair, it gave false FAILs on their rare large values once a single
+                # pair was of the other kind (49 of 200 runs of a shadow within the margin),
+                # and on the other kind alone, on that kind's (143 of 400).
+                lower, upper = mixed_bounds(alpha)[2:]
             else:
                 lower, upper = self._difference_bounds(d.n, mean, var, two_sided=two_sided)
-            if self.margin is not None and d.n >= MIN_PAIRS:
-                m = self.margin
+            if m is not None and d.n >= MIN_PAIRS:
                 if mixed:
-                    # FAIL when either kind's mean is shown beyond the margin (each at alpha
-                    # / 2), PASS when both are shown within it (each at alpha): the verdict is
-                    # on each kind, and a mean of all beyond the margin has a kind beyond it.
-                    fail = beyond(k_lo, k_hi, m) or (other.n >= MIN_PAIRS and beyond(o_lo, o_hi, m))
+                    # FAIL when the bounded kind's mean, or the mean of all, is shown beyond
+                    # the margin (alpha in all); PASS when each kind's mean is shown within it
+                    # (each at alpha): the bounded kind's by its own sequence, the other's by
+                    # the normal-mixture one (with MIN_PAIRS pairs at least).
+                    fail = mixed_fail(alpha)
                     b_lo, b_hi = back(seq.bounds())
                     ok = b_hi < m and (not two_sided or -m < b_lo) and other_within(m)
+                    # The smallest level at which the rule FAILs: at most alpha exactly when
+                    # it FAILs at alpha.
+                    p = _smallest_level(mixed_fail, alpha, fail)
                 else:
                     fail = beyond(lower, upper, m)
                     ok = upper < m and (not two_sided or -m < lower)
-                self._numeric_fail |= fail
-                self._numeric_pass |= ok
-                if bounded or mixed:
-                    if two_sided:
+                    if bounded and two_sided:
                         evidence = max(
                             seq.log_evidence((m + 1.0) / 2.0),
                             seq.log_evidence_below((1.0 - m) / 2.0),
                         )
                         # (exp(-evidence) overflows for a shadow far within the margin.)
                         p = 1.0 if evidence <= _LOG2 else 2.0 * math.exp(-evidence)
-                    else:
+                    elif bounded:
                         evidence = seq.log_evidence(m / 2.0)
                         p = math.exp(-evidence) if evidence > 0 else 1.0
-                    if mixed:
-                        # Against both kinds within the margin: the smaller of the two
-                        # kinds' p-values, doubled (at most alpha exactly when one FAILs).
-                        p_other = (
-                            self._p_beyond_margin(
-                                other.n, other.mean, other.variance, metric, alpha=alpha / 2
-                            )
-                            if other.n >= MIN_PAIRS
-                            else 1.0
-                        )
-                        p = min(1.0, 2.0 * min(p, p_other))
-                else:
-                    p = self._p_beyond_margin(d.n, mean, var, metric)
+                    else:
+                        p = self._p_beyond_margin(d.n, mean, var, metric)
+                self._numeric_fail |= fail
+                self._numeric_pass |= ok
                 self._p_difference = min(self._p_difference, p)
         if metric is not None and self.margin is not None:
             numeric_verdict = (
@@ -1816,8 +1867,8 @@ class ShadowMirror:
                         if two_sided
                         else "not of two distributions"
                     )
-                    + " judged apart: each kind's mean is judged against the margin, and PASS"
-                    " needs both within it)"
+                    + " judged apart: FAIL needs the mean of all or of the others shown beyond"
+                    " the margin, PASS each kind's shown within it)"
                     if mixed
                     else ""
                 )
