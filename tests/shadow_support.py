@@ -157,6 +157,16 @@ def _refuse() -> Any:
     raise RuntimeError("cannot be rebuilt here")
 
 
+def far_primary(i: int) -> float:
+    """Scores: 1.0 on 1 row in 10, 0.0 or 0.9 elsewhere."""
+    return 1.0 if i % 10 == 0 else (0.0 if i % 2 else 0.9)
+
+
+def far_shadow(i: int) -> float:
+    """As :func:`far_primary`, but 1e150 where it answers 1.0 (too far off to compare)."""
+    return 1e150 if i % 10 == 0 else far_primary(i)
+
+
 def row_sum(x: Any) -> float:
     """A numeric shadow of array inputs: the sum of the input's values."""
     return float(np.sum(x))

@@ -22,6 +22,7 @@ import safeserve._shadow as shadow_module
 from safeserve._errors import ConfigError
 from safeserve._shadow import ShadowMirror, ShadowPair, ShadowReport, disagreement_log_bf
 from safeserve.stats import Verdict
+from tests import shadow_support as sm
 from tests.shadow_support import (
     WAIT,
     ManualClock,
@@ -238,6 +239,27 @@ def test_shadow_exceptions_never_reach_the_caller(cleanup: list[Any]) -> None:
     assert r.verdict is Verdict.FAIL
 
 
+def test_an_answer_too_far_off_to_compare_is_an_error(cleanup: list[Any]) -> None:
+    """A finite shadow answer whose difference from the primary's is beyond +-1e100 (what the
+    summaries take), 1e150 on 1 row in 10, and 1e150 on each class for vectors: a
+    'too_large' error each, so the error check FAILs the shadow (left out of the comparison
+    in silence, such answers let it PASS). Process isolation: tests/test_shadow_process.py."""
+    m = ShadowMirror(sm.far_shadow, workers=1, margin=0.05, name="far")
+    cleanup.append(m)
+    for i in range(600):
+        m.submit(i, sm.far_primary(i), 0.0)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert r.error_reasons == {"exception": 0, "non_finite": 0, "too_large": 60, "mismatch": 0}
+    assert (r.compared, r.error_verdict, r.verdict) == (540, Verdict.FAIL, Verdict.FAIL)
+    check_identities(r)
+    v = ShadowMirror(lambda i: np.array([1e150, -1e150]), workers=1, name="far-vec")
+    cleanup.append(v)
+    v.submit(0, np.array([0.5, 0.5]), 0.0)
+    assert v.wait_idle(WAIT)
+    assert v.report().error_reasons["too_large"] == 1
+
+
 def test_non_finite_and_mismatched_shadow_outputs_are_errors(cleanup: list[Any]) -> None:
     """NaN/inf shadow outputs count as 'non_finite' errors, outputs of another kind as
     'mismatch'; a non-finite primary output is skipped, not compared."""
@@ -249,7 +271,7 @@ def test_non_finite_and_mismatched_shadow_outputs_are_errors(cleanup: list[Any])
     m.submit(0, float("nan"), 0.0)  # unusable primary: skipped
     assert m.wait_idle(WAIT)
     r = m.report()
-    assert r.error_reasons == {"exception": 0, "non_finite": 2, "mismatch": 1}
+    assert r.error_reasons == {"exception": 0, "non_finite": 2, "too_large": 0, "mismatch": 1}
     assert (r.completed, r.compared, r.skipped) == (3, 2, 1)
     assert r.difference_mean == pytest.approx(np.mean([1.0 - 1.5, 2.0 - 1.5]))
     check_identities(r)
@@ -259,8 +281,8 @@ def test_values_past_what_the_summaries_take_leave_the_mirror_working(
     cleanup: list[Any],
 ) -> None:
     """A finite difference of 1e150, a primary latency of 1e200 and an int output past float's
-    range: kept out of the statistics (or a mismatch), never a dead worker or a report that
-    raises, over more pairs than one flush of the buffers holds."""
+    range: kept out of the statistics (a 'too_large' error, a mismatch), never a dead worker or
+    a report that raises, over more pairs than one flush of the buffers holds."""
     outs = {0: 1e150, 1: 10**400, 2: 2.0}
     m = ShadowMirror(lambda x: outs[x % 3], workers=1, outputs="numeric", max_stuck=0)
     cleanup.append(m)
@@ -271,14 +293,16 @@ def test_values_past_what_the_summaries_take_leave_the_mirror_working(
     assert m.wait_idle(WAIT)
     r = m.report()
     check_identities(r)
-    assert (r.compared, r.error_reasons["mismatch"], r.stuck, r.state) == (800, 400, 0, "running")
+    assert (r.compared, r.error_reasons["mismatch"], r.stuck, r.state) == (400, 400, 0, "running")
+    assert r.error_reasons["too_large"] == 400
     assert r.difference_mean == pytest.approx(2.0)  # the 1e150 differences are not in it
     assert m.thread_count() == 2  # the worker and the watchdog
 
 
 def test_a_difference_that_overflows_leaves_the_worker_running(cleanup: list[Any]) -> None:
     """Finite outputs whose difference overflows: numpy warns, and where warnings are errors
-    (as in this suite) the warning must not end the worker thread; the next pair is compared."""
+    (as in this suite) the warning must not end the worker thread; the pair is a 'too_large'
+    error and the next pair is compared."""
     big = np.array([1e308, 1e308, -1.0])
     outs = {0: -big, 1: big, 2: np.array([1.0, np.nan, 2.0]), 3: np.array([np.inf, -np.inf, 0.0])}
     m = ShadowMirror(outs.__getitem__, workers=1, name="vectors")
@@ -288,8 +312,8 @@ def test_a_difference_that_overflows_leaves_the_worker_running(cleanup: list[Any
     assert m.wait_idle(WAIT)
     r = m.report()
     check_identities(r)
-    assert r.error_reasons == {"exception": 0, "non_finite": 2, "mismatch": 0}
-    assert (r.completed, r.compared) == (2, 2)
+    assert r.error_reasons == {"exception": 0, "non_finite": 2, "too_large": 1, "mismatch": 0}
+    assert (r.completed, r.compared) == (1, 1)
     assert r.difference_mean == 0.0  # the pair whose difference overflowed is not in the mean
     assert m.thread_count() == 2  # the worker and the watchdog
 
@@ -311,7 +335,7 @@ def test_an_output_whose_repr_raises_is_a_mismatch_and_the_worker_goes_on(
     assert m.wait_idle(WAIT)
     r = m.report()
     check_identities(r)
-    assert r.error_reasons == {"exception": 0, "non_finite": 0, "mismatch": 1}
+    assert r.error_reasons == {"exception": 0, "non_finite": 0, "too_large": 0, "mismatch": 1}
     assert r.compared == 1
     error = pairs[0].error
     assert error is not None
@@ -565,6 +589,7 @@ def test_counts_match_the_behaviour_of_each_request(behaviours: list[str]) -> No
     assert r.error_reasons == {
         "exception": tally["raise"],
         "non_finite": tally["nan"],
+        "too_large": 0,
         "mismatch": tally["mismatch"],
     }
     check_identities(r)

@@ -89,6 +89,7 @@ def test_row_counts_match_the_behaviour_of_each_row(behaviours: list[str], size:
     assert r.error_reasons == {
         "exception": 0,
         "non_finite": tally["nan"],
+        "too_large": 0,
         "mismatch": tally["mismatch"],
     }
     check_identities(r)
@@ -112,7 +113,7 @@ def test_a_failed_batch_call_is_an_error_on_every_row(cleanup: list[Any]) -> Non
     assert m.wait_idle(WAIT)
     r = m.report()
     check_identities(r)
-    assert r.error_reasons == {"exception": 3, "non_finite": 0, "mismatch": 4}
+    assert r.error_reasons == {"exception": 3, "non_finite": 0, "too_large": 0, "mismatch": 4}
     assert (r.compared, r.disagreements) == (2, 1)
     by_id = {p.request_id: p for p in pairs}
     assert sorted(by_id) == [100, 101, 102, 200, 201, 202, 203, 300, 301]

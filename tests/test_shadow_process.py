@@ -116,6 +116,21 @@ def test_a_score_shadow_far_within_the_margin_keeps_its_worker(
     assert (r.numeric_verdict, r.p_difference) == (Verdict.PASS, 1.0)
 
 
+def test_an_answer_too_far_off_to_compare_is_an_error_in_the_worker(
+    mirrors: list[ShadowMirror],
+) -> None:
+    """As with threads: a shadow answering 1e150 on 1 row in 10 gets 60 'too_large' errors in
+    600 requests, and the error check FAILs it."""
+    m = started(mirrors, sm.far_shadow, margin=0.05, name="far")
+    for i in range(600):
+        m.submit(i, sm.far_primary(i), 0.001, i)
+    assert m.wait_idle(WAIT)
+    r = m.report()
+    assert r.error_reasons == {"exception": 0, "non_finite": 0, "too_large": 60, "mismatch": 0}
+    assert (r.compared, r.error_verdict, r.verdict) == (540, Verdict.FAIL, Verdict.FAIL)
+    check_identities(r)
+
+
 def test_requests_before_the_worker_is_ready_are_dropped_and_counted(
     mirrors: list[ShadowMirror],
 ) -> None:

@@ -88,7 +88,7 @@ class ShadowPair:
         primary_latency: Seconds the primary took.
         shadow_latency: Seconds the shadow took (until now for a timeout, by the mirror's clock).
         error: None for a completed call, else why not: ``"timeout"``, ``"exception: ..."``,
-            ``"non_finite"`` or ``"mismatch: ..."``.
+            ``"non_finite"``, ``"too_large"`` or ``"mismatch: ..."``.
 
     >>> p = ShadowPair(request_id=7, input=[1.0], primary_output="cat", shadow_output="dog",
     ...                primary_latency=0.002, shadow_latency=0.02, error=None)
@@ -145,7 +145,9 @@ class ShadowReport:
         skipped: Completed calls not compared because the primary's output was unusable
             (non-finite, or of another kind than the first one seen).
         errors: Shadow calls that raised or returned an unusable output.
-        error_reasons: ``errors`` by reason: ``exception``, ``non_finite``, ``mismatch``.
+        error_reasons: ``errors`` by reason: ``exception``, ``non_finite``, ``too_large`` (a
+            finite output whose difference from the primary's is beyond +-1e100, the limit of
+            the summaries), ``mismatch``.
         timeouts: Shadow calls that ran past ``timeout`` (their result is never compared).
         late: Timed-out calls that returned since (a subset of ``timeouts``).
         discarded: Queued requests thrown away unrun (while suspended, at close, after a fork).
@@ -312,7 +314,8 @@ def _smallest_level(fails: Callable[[float], bool], alpha: float, at_alpha: bool
     """The smallest level in (0, 1] at which ``fails`` (monotone: True from some level on)
     holds, found by bisection on its logarithm to 0.1%; 1.0 if it never does. It is at most
     ``alpha`` exactly when ``at_alpha`` (``fails(alpha)``, which the caller has), whatever
-    the rounding.
+    the rounding. (A one-sided normal-mixture half-width widens again as the level nears 1,
+    so a result above about 0.25 may be off; never on which side of ``alpha`` it lies.)
 
     >>> round(_smallest_level(lambda level: level >= 0.01, 0.05, True), 4)
     0.01
@@ -475,6 +478,17 @@ def _finite(kind: str | None, value: Any) -> bool:
     return True
 
 
+def _too_large(kind: str | None, value: Any, pvalue: Any) -> bool:
+    """Whether two finite outputs of a kind are farther apart than the summaries take (beyond
+    +-1e100, the L1 distance for vectors; an overflow is as far): no usable answer."""
+    if kind == _NUMERIC:
+        return not abs(value - pvalue) <= _LIMIT
+    if kind == _VECTOR:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return not float(np.abs(value - pvalue).sum()) <= _LIMIT
+    return False
+
+
 def _judge(
     out: Any,
     y: Any,
@@ -485,8 +499,11 @@ def _judge(
     expected: str | None,
 ) -> tuple[str, str | None]:
     """The outcome of one returned request - ``"compared"``, ``"skipped"`` (nothing to compare
-    with), ``"non_finite"`` or ``"mismatch"`` - and its error (None unless an error), given the
-    kind of output compared so far (``expected``, None before the first pair)."""
+    with), ``"non_finite"``, ``"too_large"`` or ``"mismatch"`` - and its error (None unless an
+    error), given the kind of output compared so far (``expected``, None before the first
+    pair). An answer so far off that its difference is beyond the summaries' limit is an
+    error: left out of the comparison in silence, it let a shadow answering 1e150 on 1 row in
+    10 PASS."""
     primary_ok = (
         pkind != _OTHER and (expected is None or pkind == expected) and _finite(pkind, pvalue)
     )
@@ -501,6 +518,8 @@ def _judge(
         return "mismatch", why
     if not _finite(kind, value):
         return "non_finite", "non_finite"
+    if _too_large(kind, value, pvalue):
+        return "too_large", "too_large"
     return "compared", None
 
 
@@ -798,7 +817,12 @@ class ShadowMirror:
         self._completed = 0
         self._compared = 0
         self._skipped = 0
-        self._errors: dict[str, int] = {"exception": 0, "non_finite": 0, "mismatch": 0}
+        self._errors: dict[str, int] = {
+            "exception": 0,
+            "non_finite": 0,
+            "too_large": 0,
+            "mismatch": 0,
+        }
         self._timeouts = 0
         self._late = 0
         # The error check's observations, in two streams (see _report_locked): single
@@ -1359,7 +1383,7 @@ class ShadowMirror:
         mode = self.outputs
         errors: list[str | None] = []
         pairs: list[tuple[str | None, Any, Any]] = []
-        counts = dict.fromkeys(("compared", "skipped", "non_finite", "mismatch"), 0)
+        counts = dict.fromkeys(("compared", "skipped", "non_finite", "too_large", "mismatch"), 0)
         for out, y in zip(outs, ys, strict=True):
             kind, value = _kind_of(out, mode)
             pkind, pvalue = _kind_of(y, mode)
@@ -1867,8 +1891,8 @@ class ShadowMirror:
                         if two_sided
                         else "not of two distributions"
                     )
-                    + " judged apart: FAIL needs the mean of all or of the others shown beyond"
-                    " the margin, PASS each kind's shown within it)"
+                    + " judged apart: FAIL needs the mean of all or of the in-range pairs"
+                    " shown beyond the margin, PASS each kind's shown within it)"
                     if mixed
                     else ""
                 )

@@ -264,6 +264,22 @@ def test_p_value_is_dual_to_the_fail_decision(
         assert (r.p_value <= alpha) == (r.verdict is Verdict.FAIL)
 
 
+@pytest.mark.parametrize("alpha", [0.45, 0.5, 0.6, 0.9])
+def test_a_one_sided_sequence_at_a_large_alpha_stays_finite(alpha: float) -> None:
+    """One-sided sequences at alpha of 0.5 or more (whose tuning formula needs 2 alpha < 1)
+    give finite bounds and p-values, still dual to FAIL (they were NaN)."""
+    p = float(always_valid_p(0.1, 0.02, 10_000, alternative="greater", alpha=alpha))
+    assert 0.0 < p <= 1.0
+    for mc in (10.0, 10.2, 10.5):
+        r = mean_difference_cs(
+            5000, mc, 4.0, 5000, 10.0, 4.0, direction=Direction.HIGHER_IS_WORSE, alpha=alpha
+        )
+        assert math.isfinite(r.lower)
+        assert math.isfinite(r.upper)
+        assert math.isfinite(r.p_value)
+        assert (r.p_value <= alpha) == (r.verdict is Verdict.FAIL)
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     data=st.lists(

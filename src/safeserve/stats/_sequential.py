@@ -52,8 +52,13 @@ _ROUNDING = 1e-12
 
 
 def _rho2(alpha: float, tuning: float, *, one_sided: bool) -> float:
-    """Mixing variance per unit variance, tuned to make the interval tightest at ``tuning``."""
-    a = 2.0 * alpha if one_sided else alpha
+    """Mixing variance per unit variance, tuned to make the interval tightest at ``tuning``.
+
+    The tuning needs ``2 * alpha < 1`` for a one-sided sequence: at ``alpha >= 0.45`` it is
+    tuned as at 0.45 (any mixing variance keeps the sequence valid; ``alpha`` of 0.5 or more
+    gave NaN bounds and p-values).
+    """
+    a = min(2.0 * alpha, 0.9) if one_sided else alpha
     return float((-2.0 * np.log(a) + np.log(1.0 - 2.0 * np.log(a))) / tuning)
 
 
