@@ -397,8 +397,8 @@ class _BoundedMean:
 
     def bounds(self, extra: float = 0.0) -> tuple[float, float]:
         """The lower and the upper bound (each one-sided at ``alpha``; at ``alpha *
-        exp(-extra)`` with ``extra`` > 0: the bets stay as they are, which keeps the sequence
-        valid at any level)."""
+        exp(-extra)`` with an ``extra``, of either sign, that keeps it below 1: the bets stay
+        as they are, which keeps the sequence valid at any level)."""
         if not self.s_l:
             return -math.inf, math.inf
         center = self.s_lx / self.s_l
@@ -682,7 +682,9 @@ class ShadowMirror:
       mean (for probability vectors, and for scalars while every primary output is in [0, 1],
       one valid for bounded values: see ``_BoundedMean``):
       FAIL when it lies wholly beyond the margin (``|mean| > margin`` for differences),
-      PASS when wholly within it, after at least 100 pairs;
+      PASS when wholly within it, after at least 100 pairs (where some shadow outputs fall
+      outside [0, 1], or some vectors are not distributions, the two kinds are judged apart:
+      see docs/explanation/shadow.md);
     - always: paired latency (shadow - primary), and a sequential test that the shadow's error
       rate (exceptions, unusable outputs, timeouts) exceeds ``max_error_rate``.
 
@@ -1836,10 +1838,10 @@ class ShadowMirror:
             if bounded:
                 lower, upper = back(seq.bounds())
             elif mixed:
-                # The bounded kind's values are never judged by the normal-mixture sequence:
-                # on every pair, it gave false FAILs on their rare large values once a single
-                # pair was of the other kind (49 of 200 runs of a shadow within the margin),
-                # and on the other kind alone, on that kind's (143 of 400).
+                # The bounded kind's values are never judged by the normal-mixture sequence
+                # (on every pair, it FAILed 49 of 200 runs of a shadow within the margin, on
+                # their rare large values, once a single pair was of the other kind), nor is
+                # the other kind alone (on its own rare large values, 143 of 400 such runs).
                 lower, upper = mixed_bounds(alpha)[2:]
             else:
                 lower, upper = self._difference_bounds(d.n, mean, var, two_sided=two_sided)
@@ -2037,13 +2039,9 @@ class ShadowMirror:
         hw = float(_halfwidth(se, np.array([float(n)]), a, TUNING, one_sided=not two_sided)[0])
         return mean - hw, mean + hw
 
-    def _p_beyond_margin(
-        self, n: int, mean: float, var: float, metric: str, *, alpha: float | None = None
-    ) -> float:
-        """Always-valid p-value against "the mean lies within the margin" (the sequence tuned
-        for ``alpha``, by default the mirror's: at most ``alpha`` exactly when its bounds at
-        ``alpha`` lie beyond the margin)."""
-        a = self.alpha if alpha is None else alpha
+    def _p_beyond_margin(self, n: int, mean: float, var: float, metric: str) -> float:
+        """Always-valid p-value against "the mean lies within the margin"."""
+        a = self.alpha
         se = math.sqrt(var / n)
         m = float(self.margin or 0.0)
         if metric == "difference":
