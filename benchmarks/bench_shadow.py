@@ -332,7 +332,8 @@ def busy_process(what: str | None) -> Iterator[None]:
     try:
         if what == "model":
             assert busy.stdout is not None
-            busy.stdout.readline()  # the model is built and warm
+            if busy.stdout.readline().strip() != "ready":  # the model is built and warm
+                raise RuntimeError("the reference process did not start: its error is above")
         time.sleep(0.2)
         yield
     finally:
