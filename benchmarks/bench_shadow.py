@@ -9,7 +9,9 @@ latency benchmark five times and pools the runs, which is what a target should b
    paths of process isolation for one request of the latency benchmark (a row of 32 float64,
    2 class probabilities): the shared-memory ring, and encoding plus one non-blocking send on
    the socket (the ring turned off), paced in a tight loop and right after a model call (cold
-   caches, as when serving).
+   caches, as when serving); and the ring path's steps (a lock, the checks, each copy, the
+   header, the hash, a word store), each timed alone right after a model call, beside the
+   whole ``Ring.put`` and the whole ``submit``: what the request path's cost is made of.
 2. Request latency of a served primary (scikit-learn LogisticRegression.predict_proba on one row,
    plus the mirror's submit) in a closed loop, with no shadow and with a ShadowMirror at 100%
    mirroring whose shadow is 10x slower than the primary:
@@ -236,6 +238,76 @@ def bench_process_paths(calls: int) -> None:
             row("right after a model call, p99", cold, 0.99),
             ["sent by ring / socket / dropped", *sent.values()],
         ],
+    )
+
+
+def bench_cold_steps(calls: int) -> None:
+    """The ring path's steps, each timed alone right after a model call (cold caches), beside
+    the whole ``Ring.put`` and the whole ``submit``: what the request path's cost is made of."""
+    import mmap
+    import struct
+
+    import xxhash
+
+    primary, x = make_model()
+    y = primary(x)
+    mm = mmap.mmap(-1, 1 << 16)
+    view = memoryview(mm)
+    words = view.cast("Q")
+    header = struct.Struct("=QIB3xdqq")
+    lock = threading.Lock()
+    xn, yn = x.nbytes, y.nbytes
+    xdt, xs, ydt, ys = x.dtype, x.shape, y.dtype, y.shape
+    ring = _shadow_process.Ring.create(64, 4096)
+    mirror = ShadowMirror(Sleep(0.0, y), isolation="process", queue_size=1000, name="steps")
+    mirror.start()
+
+    def with_lock() -> None:
+        with lock:
+            pass
+
+    steps: dict[str, Callable[[Any, int], object]] = {
+        "an empty call": lambda out, i: None,
+        "a lock taken and released": lambda out, i: with_lock(),
+        "the type and layout checks": lambda out, i: (
+            type(x) is np.ndarray
+            and type(out) is np.ndarray
+            and x.dtype is xdt
+            and out.dtype is ydt
+            and x.shape == xs
+            and out.shape == ys
+        ),
+        f"copy the input ({xn} bytes) into shared memory": lambda out, i: mm.__setitem__(
+            slice(4096, 4096 + xn), x
+        ),
+        f"copy the output ({yn} bytes) into shared memory": lambda out, i: mm.__setitem__(
+            slice(8192, 8192 + yn), out
+        ),
+        "pack the header": lambda out, i: header.pack_into(mm, 16, i, 272, 1, 0.001, i, 0),
+        "xxh3 of the slot (header and payload)": lambda out, i: xxhash.xxh3_64_intdigest(
+            view[16 : 96 + xn + yn]
+        ),
+        "store one word": lambda out, i: words.__setitem__(1, i),
+        "the whole Ring.put": lambda out, i: ring.put(x, out, 0.001, i),
+        "the whole submit (process isolation)": lambda out, i: mirror.submit(x, out, 0.001, i),
+    }
+    times: dict[str, list[int]] = {k: [] for k in steps}
+    clock = time.perf_counter_ns
+    gc.collect()
+    for i in range(1, min(calls, 3000) + 1):
+        for k, step in steps.items():
+            ring.take()  # the reader keeps up (not timed)
+            out = primary(x)
+            t0 = clock()
+            step(out, i)
+            times[k].append(clock() - t0)
+    mirror.close(timeout=5)
+    ring.close()
+    print_table(
+        "The request path's steps (ns), each timed alone right after a model call, "
+        f"{len(times['an empty call'])} calls each, interleaved",
+        ["step", "p50", "p90"],
+        [[k, f"{np.quantile(v, 0.5):.0f}", f"{np.quantile(v, 0.9):.0f}"] for k, v in times.items()],
     )
 
 
@@ -657,6 +729,7 @@ def main() -> None:
     calls = 20_000 if args.quick else 200_000
     print_table("ShadowMirror.submit (ns per call)", ["case", "ns"], bench_submit(calls))
     bench_process_paths(calls)
+    bench_cold_steps(calls)
     n, blocks = (3_000, 6) if args.quick else (30_000, 20)
     runs = [
         bench_latency(

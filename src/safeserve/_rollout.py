@@ -542,7 +542,19 @@ class Rollout:
             )
 
     def _stay(self, reason: str, now: float, checks: tuple[CheckResult, ...] = ()) -> Decision:
-        """An automatic look that changes nothing (its decision is still recorded)."""
+        """An automatic look that changes nothing (its decision is still recorded, except
+        once the rollout is over: the same empty look again would push the decision that
+        ended it out of the bounded history)."""
+        last = self.history[-1] if self.history else None
+        if (
+            self.phase not in _ACTIVE
+            and not checks
+            and last is not None
+            and last.action is Action.CONTINUE
+            and last.reason == reason
+            and last.phase_after == self.phase.value
+        ):
+            return last
         return self._transition(
             Action.CONTINUE,
             reason,
@@ -873,14 +885,10 @@ class Rollout:
                 drift_flagged = drift_result.verdict is Verdict.FAIL
                 results = (*results, drift_result)
                 j = attrs.evolve(j, results=results)
-            # Paused by input drift: comparisons may reflect the traffic rather than the
-            # model, so they are not acted on; a guardrail is an absolute limit and still is.
-            drift_paused = self.phase is Phase.PAUSED and self.paused_by == "drift"
-            if not self.auto or (self.phase is Phase.PAUSED and not drift_paused):
-                why = "manual mode" if not self.auto else "paused"
+            if not self.auto:
                 return self._transition(
                     Action.CONTINUE,
-                    f"{why}: judged, not acted on",
+                    "manual mode: judged, not acted on",
                     checks=j.results,
                     manual=False,
                     now=now,
@@ -889,13 +897,18 @@ class Rollout:
             failing = [
                 r for r in j.results if r.verdict.value == "fail" and not r.dry_run and r.critical
             ]
+            # A guardrail is an absolute limit: it acts in every phase judged here, paused
+            # ones included (by hand, by a sample-ratio mismatch, at a deadline, by drift).
             if j.guardrail_breached:
                 why = "; ".join(f"{r.name}: {r.reason}" for r in failing if r.kind == "guardrail")
                 return self.rollback(f"guardrail breached: {why}", manual=False, checks=j.results)
-            if drift_paused:
+            if self.phase is Phase.PAUSED:
+                # Comparisons are not acted on while paused (by drift: they may reflect the
+                # traffic rather than the model).
+                by = " by input drift" if self.paused_by == "drift" else ""
                 return self._transition(
                     Action.CONTINUE,
-                    "paused by input drift: guardrails hold; comparisons judged, not acted on",
+                    f"paused{by}: guardrails hold; comparisons judged, not acted on",
                     checks=j.results,
                     manual=False,
                     now=now,

@@ -270,6 +270,13 @@ class Router:
             rollout = _stages(strategy) is not None
             window = TimeWindow(length=86_400.0, slices=48) if rollout else None
             recorder = Recorder(self._all, clock=self._clock, window=window)
+        elif tuple(recorder.variants) != self._all:
+            # Records name variants by index: another order would judge one model's requests
+            # as another's.
+            raise ConfigError(
+                f"recorder's variants {tuple(recorder.variants)!r} must be the router's, in "
+                f"its order (baseline, candidates, others): {self._all!r}"
+            )
         self._recorder = recorder
         # A request made _flush_every after the last flush flushes first, so that a record
         # waits in the buffer no longer than that past its request (an outcome's time to live
@@ -1327,7 +1334,8 @@ class Router:
         return self._need_rollout().rollback(reason)
 
     def pause(self, *, reason: str = "paused by hand") -> Decision:
-        """Freeze the weights: no promotion and no automatic rollback until :meth:`resume`."""
+        """Freeze the weights until :meth:`resume`: no promotion, and comparisons judged but
+        not acted on; a breached guardrail still rolls back (an absolute limit)."""
         return self._need_rollout().pause(reason)
 
     def resume(self) -> Decision:

@@ -193,7 +193,7 @@ def test_sample_ratio_mismatch_pauses(clock: Clock) -> None:
     """When the observed split drifts from the weights (broken logging), the rollout pauses."""
     policy = ss.Policy([ss.ErrorRate(margin=0.02), ss.SRM()])
     v2 = Model(clock, seed=2)
-    router = canary(clock, Model(clock, seed=1), v2, policy, min_duration=1e9)
+    router = canary(clock, Model(clock, seed=1), v2, policy, min_duration=1e9, deadline=None)
     # Simulate lost candidate records: drop half of v2's records before they reach the windows.
     append = router._append
 
@@ -229,7 +229,9 @@ def test_decisions_are_structlog_events_without_user_keys(clock: Clock) -> None:
 
 def test_history_is_bounded(clock: Clock) -> None:
     """The decision history keeps the most recent decisions only."""
-    router = canary(clock, Model(clock, seed=1), Model(clock, seed=2), LENIENT, min_duration=1e9)
+    router = canary(
+        clock, Model(clock, seed=1), Model(clock, seed=2), LENIENT, min_duration=1e9, deadline=None
+    )
     for _ in range(300):
         router.evaluate()
     assert len(router.status().decisions) == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from typing import Any
@@ -580,8 +581,8 @@ def test_a_str_key_that_is_not_utf8_raises_invalid_key_error(overrides: Any) -> 
 
 
 def test_a_proportion_check_on_values_that_are_not_0_or_1_names_the_cause(clock: Clock) -> None:
-    """MetricCheck(kind="proportion") fed revenue-like values: the evaluation raises a
-    DataError that names the check, the arm and the mean, and says to use kind="mean" (it
+    """MetricCheck(kind="proportion") fed revenue-like values: the check cannot be judged,
+    and its reason names the check, the arm and the mean, and says to use kind="mean" (it
     said only that a variance was negative)."""
     router = ss.Router(
         {"v1": lambda x: 1, "v2": lambda x: 2},
@@ -592,5 +593,143 @@ def test_a_proportion_check_on_values_that_are_not_0_or_1_names_the_cause(clock:
     for i in range(400):
         r = router.route(0, key=f"u{i}")
         router.record_outcome(r.request_id, "revenue", 5.0)
-    with pytest.raises(ss.DataError, match=r"kind='proportion'.*'revenue' values average 5.0"):
-        router.evaluate()
+    (check,) = router.evaluate().checks
+    assert check.verdict is ss.stats.Verdict.INCONCLUSIVE
+    assert re.search(
+        r"could not be judged: DataError: .*kind='proportion'.*'revenue' values average 5.0",
+        check.reason,
+    )
+
+
+def test_a_check_that_cannot_be_judged_leaves_the_guardrails_and_the_deadline_to_act(
+    clock: Clock,
+) -> None:
+    """One outcome of 2.0 on a proportion check made every later evaluation raise, so that a
+    breached guardrail never rolled back and the deadline never came; now the check alone is
+    INCONCLUSIVE and the rest acts."""
+
+    def broken(x: object) -> float:
+        raise RuntimeError("candidate broken")
+
+    for candidate, want in ((broken, "guardrail breached"), (lambda x: 1.0, "deadline")):
+        router = ss.Router(
+            {"v1": lambda x: 1.0, "v2": candidate},
+            strategy=ss.Canary("v1", "v2", min_duration=0, evaluate_every=100, deadline=600),
+            policy=ss.Policy(
+                [
+                    ss.MetricCheck(metric="converted"),
+                    ss.Guardrail(metric="error_rate", above=0.2, min_requests=20),
+                ]
+            ),
+            clock=clock,
+        )
+        seen: set[str] = set()
+        for i in range(1_000):
+            r = router.route(1, key=f"u{i}")
+            if r.variant not in seen:
+                seen.add(r.variant)
+                router.record_outcome(r.request_id, "converted", 2.0 if r.variant == "v1" else 0.0)
+        for i in range(2_000):
+            clock.t += 1.0
+            router.predict(1, key=f"k{i}")
+        status = router.status()
+        assert status.phase is ss.Phase.ROLLED_BACK
+        assert status.evaluation_errors == 0
+        (end,) = [d for d in status.decisions if d.action is ss.Action.ROLLBACK]
+        assert want in end.reason
+        converted = next(c for c in end.checks if c.name == "converted")
+        assert converted.reason.startswith("could not be judged: DataError")
+
+
+@pytest.mark.parametrize("how", ["deadline", "hand"])
+def test_a_breached_guardrail_rolls_back_a_paused_rollout(clock: Clock, how: str) -> None:
+    """A pause (at a deadline with on_deadline="pause", or by hand) holds the weights, but a
+    guardrail is an absolute limit: a candidate that breaks while paused is rolled back (a
+    pause other than by drift used to leave it serving its share)."""
+    broken = [False]
+
+    def candidate(x: object) -> float:
+        if broken[0]:
+            raise RuntimeError("candidate broken")
+        return 1.0
+
+    router = ss.Router(
+        {"v1": lambda x: 1.0, "v2": candidate},
+        strategy=ss.Canary(
+            "v1",
+            "v2",
+            min_duration=0,
+            min_samples=10**9,
+            evaluate_every=500,
+            deadline=60,
+            on_deadline="pause",
+        ),
+        policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.2, min_requests=20)]),
+        clock=clock,
+    )
+    if how == "hand":
+        router.pause()
+    for i in range(20_000):
+        if router.status().phase is ss.Phase.PAUSED:
+            break
+        clock.t += 0.01
+        router.predict(1, key=i)
+    assert router.status().phase is ss.Phase.PAUSED
+    router.evaluate()
+    assert router.status().phase is ss.Phase.PAUSED  # nothing breached yet: still paused
+    broken[0] = True
+    for i in range(10_000):
+        clock.t += 0.01
+        router.predict(1, key=f"k{i}")
+    status = router.status()
+    assert status.phase is ss.Phase.ROLLED_BACK
+    assert status.weights == {"v1": 100.0, "v2": 0.0}
+    (end,) = [d for d in status.decisions if d.action is ss.Action.ROLLBACK]
+    assert end.reason.startswith("guardrail breached")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ss.SRM(alpha=2.0), "alpha must lie strictly between 0 and 1, got 2.0"),
+        (lambda: ss.SRM(alpha="0.001"), "alpha must be a number in \\(0, 1\\), got '0.001'"),
+        (lambda: ss.LatencyQuantile(min_samples=-1), "min_samples must be an int >= 1, got -1"),
+        (
+            lambda: ss.Canary("v1", "v2", steps=(0.004, 100)),
+            "each step must be at least 0.01 \\(one bucket of 10,000\\), got 0.004",
+        ),
+        (
+            lambda: ss.Canary("v1", "v2", weight=0.001),
+            "weight must be 0 or at least 0.01 \\(one bucket of 10,000\\), got 0.001",
+        ),
+        (
+            lambda: ss.Canary("v1", "v2", min_duration=7200),
+            "deadline \\(3600.0\\) must be longer than min_duration \\(7200\\)",
+        ),
+        (
+            lambda: ss.Shadow("v1", "v2", min_duration=600, deadline=300),
+            "deadline \\(300\\) must be longer than min_duration \\(600\\)",
+        ),
+        (
+            lambda: ss.Router(
+                {"v1": lambda x: 0, "v2": lambda x: 1},
+                strategy=ss.Canary("v1", "v2"),
+                recorder=ss.metrics.Recorder(("v2", "v1"), clock=time.monotonic),
+            ),
+            "recorder's variants \\('v2', 'v1'\\) must be the router's",
+        ),
+    ],
+)
+def test_settings_that_could_never_work_are_refused(make: Any, message: str) -> None:
+    """Each was accepted and then misbehaved: an SRM alpha that made every evaluation raise,
+    a negative minimum that divided by zero, a step that rounds to no bucket (the candidate got
+    no traffic while the rollout said it progressed), a bake time past the deadline (a good
+    candidate rolled back at the deadline), a recorder whose variants swap the arms."""
+    with pytest.raises(ss.ConfigError, match=message):
+        make()
+
+
+def test_a_deadline_that_pauses_may_come_before_the_bake_time() -> None:
+    """With on_deadline="pause" a deadline before min_duration is a check-in by a person, not a
+    rollback of a good candidate: allowed."""
+    assert ss.Canary("v1", "v2", min_duration=7200, deadline=600, on_deadline="pause")

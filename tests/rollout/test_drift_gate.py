@@ -25,6 +25,7 @@ def setup(
     monitor = DriftMonitor(profile, sample_rate=1.0, window=2_000, min_samples=500, seed=1)
     options: dict[str, object] = {
         "min_duration": 1e9,  # never promote: these tests are about pausing
+        "deadline": None,
         "min_samples": 100,
         # Evaluated by the tests' own router.evaluate() after each batch only (batches also
         # count towards automatic evaluations, which would add looks between a route_batch and

@@ -98,7 +98,7 @@ def shadow_then_canary(shift: float) -> ss.Router:
                     min_duration=0.0,
                     evaluate_every=200,
                 ),
-                ss.Canary("v1", "v2", min_duration=1e9),
+                ss.Canary("v1", "v2", min_duration=1e9, deadline=None),
             ]
         ),
         clock=Clock(),
@@ -149,7 +149,12 @@ def test_batches_count_towards_automatic_evaluations() -> None:
     router = ss.Router(
         {"v1": classes(), "v2": classes()},
         strategy=ss.Canary(
-            "v1", "v2", evaluate_every=1_000, evaluate_interval=1e12, min_duration=1e9
+            "v1",
+            "v2",
+            evaluate_every=1_000,
+            evaluate_interval=1e12,
+            min_duration=1e9,
+            deadline=None,
         ),
         clock=clock,
     )

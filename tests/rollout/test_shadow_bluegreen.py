@@ -162,7 +162,7 @@ def test_each_phase_of_a_pipeline_evaluates_at_its_own_pace() -> None:
     pipeline took the fastest phase's pace: about 40)."""
     clock = Clock()
     canary = ss.Canary(
-        "v1", "v2", min_duration=1e9, evaluate_every=5_000, evaluate_interval=3_600.0
+        "v1", "v2", min_duration=1e9, deadline=None, evaluate_every=5_000, evaluate_interval=3_600.0
     )
     router = identical_shadow_then(canary, clock)
     rng = np.random.default_rng(2)
@@ -181,7 +181,7 @@ def test_each_phase_of_a_pipeline_evaluates_at_its_own_pace() -> None:
 def test_good_shadow_then_canary_promotes() -> None:
     """An identical candidate passes the shadow phase, then the canary starts at 5%."""
     clock = Clock()
-    router = identical_shadow_then(ss.Canary("v1", "v2", min_duration=1e9), clock)
+    router = identical_shadow_then(ss.Canary("v1", "v2", min_duration=1e9, deadline=None), clock)
     rng = np.random.default_rng(1)
     with router:
         serve_through_the_shadow_phase(router, clock, rng)

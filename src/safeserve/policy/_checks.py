@@ -19,6 +19,7 @@ from .._errors import ConfigError, DataError
 from ..metrics import VariantMetrics
 from ..metrics._summaries import quantile_from_cumulative
 from ..stats import Direction, RareErrorResult, RareErrorTest, Verdict
+from ..stats._common import check_alpha
 from ._bounds import binomial_cs, binomial_cs_side
 from ._decision import Action, CheckResult
 
@@ -61,6 +62,10 @@ def _name(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 def _count(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{attribute.name} must be an int >= 1, got {value!r}")
+
+
+def _alpha(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    check_alpha(value, attribute.name)
 
 
 def _direction(value: Any) -> Direction:
@@ -386,7 +391,7 @@ class LatencyQuantile(Check):
     name: str = attrs.field(validator=_name)
     critical: bool = True
     dry_run: bool = False
-    min_samples: int | None = None
+    min_samples: int | None = attrs.field(default=None, validator=attrs.validators.optional(_count))
     kind = "latency_quantile"
 
     @name.default
@@ -648,7 +653,7 @@ class SRM(Check):
     0.001
     """
 
-    alpha: float = 0.001
+    alpha: float = attrs.field(default=0.001, validator=_alpha)
     name: str = attrs.field(default="srm", validator=_name)
     critical: bool = True
     dry_run: bool = False

@@ -277,27 +277,51 @@ class Judge:
             tuning=policy.tuning,
             new_errors=(err_c, err_b),
         )
+        # A check that cannot be judged (its data is not what it needs, its callable raised)
+        # is INCONCLUSIVE with the reason, alone: the other checks, the guardrails among them,
+        # and the deadline still act.
+        broken: dict[str, str] = {}
         # The confidence sequences of all the checks that need one, computed together.
-        requests = {c.name: c._sequence(ctx, self._states[c.name]) for c in policy.checks}
+        requests: dict[str, Any] = {}
+        for c in policy.checks:
+            try:
+                requests[c.name] = c._sequence(ctx, self._states[c.name])
+            except Exception as exc:
+                broken[c.name] = _why(exc)
         batch = {n: r for n, r in requests.items() if r is not None}
         sequences: dict[str, Any] = {}
         if batch and comparative:
-            sequences = dict(zip(batch, self._run(list(batch.values()), ctx), strict=True))
+            try:
+                sequences = dict(zip(batch, self._run(list(batch.values()), ctx), strict=True))
+            except Exception:
+                for name, r in batch.items():  # one by one, to find the one that raises
+                    try:
+                        sequences[name] = self._run([r], ctx)[0]
+                    except Exception as exc:
+                        broken[name] = _why(exc)
         results: list[CheckResult] = []
         for check in policy.checks:
-            if isinstance(check, SRM):
-                results.append(self._srm(check, req_c, req_b, w_c, w_b))
-            elif check.comparative and not comparative:
-                results.append(
-                    check._result(
-                        Verdict.INCONCLUSIVE,
-                        "not comparable: one arm gets no traffic at this step",
+            why = broken.get(check.name)
+            try:
+                if why is not None:
+                    pass
+                elif isinstance(check, SRM):
+                    results.append(self._srm(check, req_c, req_b, w_c, w_b))
+                elif check.comparative and not comparative:
+                    results.append(
+                        check._result(
+                            Verdict.INCONCLUSIVE,
+                            "not comparable: one arm gets no traffic at this step",
+                        )
                     )
-                )
-            else:
-                results.append(
-                    check._judge(ctx, self._states[check.name], sequences.get(check.name))
-                )
+                else:
+                    results.append(
+                        check._judge(ctx, self._states[check.name], sequences.get(check.name))
+                    )
+            except Exception as exc:
+                why = _why(exc)
+            if why is not None:
+                results.append(check._result(Verdict.INCONCLUSIVE, f"could not be judged: {why}"))
         if policy.correction == "holm":
             results = self._holm(results, alpha_step)
         # One pass over the acting (non-dry-run) results. A critical FAIL fails the evaluation
@@ -496,3 +520,8 @@ class Judge:
         for c in self.policy.checks:
             if isinstance(c, SRM):
                 self._states[c.name] = c._new_state()
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as a check's reason."""
+    return f"{type(exc).__name__}: {exc}"

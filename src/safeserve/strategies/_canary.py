@@ -41,6 +41,10 @@ def _check_percent(role: str, value: object, *, zero_ok: bool) -> float:
     if not (math.isfinite(v) and low_ok and v <= 100.0):
         bounds = "[0, 100]" if zero_ok else "(0, 100]"
         raise ConfigError(f"{role} must be a number in {bounds}, got {value!r}")
+    if 0.0 < v < 0.01:
+        # It would round to no bucket: the model would get no traffic at all.
+        least = "0 or at least 0.01" if zero_ok else "at least 0.01"
+        raise ConfigError(f"{role} must be {least} (one bucket of 10,000), got {value!r}")
     return v
 
 
@@ -90,10 +94,17 @@ def _check_phase(
 ) -> None:
     """The options every timed phase shares: bake time, deadline and evaluation cadence."""
     _positive("min_duration", min_duration, allow_zero=True)
-    if deadline is not None:
-        _positive("deadline", deadline)
     if on_deadline not in ("rollback", "pause"):
         raise ConfigError(f"on_deadline must be 'rollback' or 'pause', got {on_deadline!r}")
+    if deadline is not None:
+        _positive("deadline", deadline)
+        if on_deadline == "rollback" and deadline <= min_duration:
+            # Every step would run into its deadline before it could be promoted, and roll a
+            # good candidate back.
+            raise ConfigError(
+                f"deadline ({deadline!r}) must be longer than min_duration ({min_duration!r}) "
+                "when on_deadline='rollback'; pass deadline=None for no deadline"
+            )
     _count("evaluate_every", evaluate_every, 1)
     _positive("evaluate_interval", evaluate_interval)
 
