@@ -370,6 +370,8 @@ class Rollout:
         failure, checks = got
         if failure:
             return self.rollback(f"validation failed: {failure}", manual=False, checks=checks)
+        # The validation may have taken a while: the switch (and its watch) starts now.
+        now = self._clock()
         assert self.blue_green is not None
         seen = self._snapshot().variant(self.baseline).requests if self._snapshot else 0
         if self.blue_green.auto_promote and seen < self.min_samples:
@@ -635,6 +637,8 @@ class Rollout:
                     return self.rollback(
                         f"validation failed: {failure}", manual=True, checks=checks
                     )
+                # The watch starts at the switch, after the validation, however long it took.
+                now = self._clock()
                 return self._switch(now, reason or "switched by hand", manual=True, checks=checks)
             if self.blue_green is not None and not full:
                 # Already switched (a switch made on its own just before this call, say):

@@ -451,7 +451,7 @@ class Router:
             passed = bool(ok)  # an array, say, has no truth value: a failure, not an error
         except Exception as exc:
             return f"validation raised {type(exc).__name__}: {exc}"
-        return None if passed else f"validation returned {ok!r}"
+        return None if passed else f"validation returned {_short(ok)}"
 
     def _release_baseline(self) -> None:
         """Drop the old version after keep_old (blue/green): it can no longer serve."""

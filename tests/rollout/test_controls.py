@@ -733,3 +733,21 @@ def test_a_deadline_that_pauses_may_come_before_the_bake_time() -> None:
     """With on_deadline="pause" a deadline before min_duration is a check-in by a person, not a
     rollback of a good candidate: allowed."""
     assert ss.Canary("v1", "v2", min_duration=7200, deadline=600, on_deadline="pause")
+
+
+def test_the_decision_that_ended_a_rollout_stays_in_its_history(clock: Clock) -> None:
+    """After the end, each look found nothing to judge and recorded that again, until the
+    rollback fell out of the bounded history (200 decisions)."""
+    router = ss.Router(
+        {"v1": lambda x: 1.0, "v2": lambda x: 2.0},
+        strategy=ss.Canary("v1", "v2", evaluate_every=10),
+        clock=clock,
+    )
+    router.rollback(reason="incident")
+    for i in range(5_000):
+        router.predict(1, key=i)
+    for _ in range(300):
+        router.evaluate()
+    decisions = router.status().decisions
+    assert [d.action for d in decisions] == [ss.Action.ROLLBACK, ss.Action.CONTINUE]
+    assert decisions[0].reason == "incident"

@@ -405,6 +405,66 @@ def test_a_validation_without_a_truth_value_fails_it_and_says_why() -> None:
     assert router.weights["green"] == 0.0
 
 
+def test_a_falsy_validation_result_that_cannot_be_printed_still_fails_the_preview() -> None:
+    """The reason quotes what the validation returned; a result whose repr raises used to
+    escape promote() and evaluate() and leave the rollout pending."""
+
+    class Report:
+        def __bool__(self) -> bool:
+            return False
+
+        def __repr__(self) -> str:
+            raise RuntimeError("report not rendered yet")
+
+    for how in ("promote", "evaluate"):
+        router = ss.Router(
+            {"blue": lambda x: 1, "green": lambda x: 2},
+            strategy=ss.BlueGreen("blue", "green", validation=lambda m: Report()),
+        )
+        d = router.promote() if how == "promote" else router.evaluate()
+        assert d.action is ss.Action.ROLLBACK
+        assert d.reason == "validation failed: validation returned unprintable"
+
+
+@pytest.mark.parametrize("how", ["promote", "evaluate"])
+def test_the_watch_starts_when_the_switch_is_made_after_a_long_validation(how: str) -> None:
+    """A validation that takes longer than the watch (400 s of synthetic requests against a
+    300 s watch) used to stamp the switch with the time before it ran, so that the first
+    evaluation after the switch ended the watch at once."""
+    clock = Clock()
+
+    def validation(model: Any) -> bool:
+        for _ in range(4_000):
+            clock.t += 0.1
+            model(0)
+        return True
+
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen(
+            "blue",
+            "green",
+            validation=validation,
+            watch=300.0,
+            min_samples=20,
+            auto_promote=how == "evaluate",
+        ),
+        policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.2, min_requests=20)]),
+        clock=clock,
+    )
+    for i in range(50):
+        router.predict(0, key=i)
+    switch = router.promote() if how == "promote" else router.evaluate()
+    assert router.weights["green"] == 100.0
+    assert switch.time == clock.t == pytest.approx(400.0)
+    for i in range(50):
+        clock.t += 0.02
+        router.predict(0, key=i)
+    d = router.evaluate()
+    assert d.phase_after == "progressing"
+    assert d.reason.startswith("baking: 1s of 300s")
+
+
 @pytest.mark.parametrize("form", ["blue_green_shadow", "pipeline"])
 def test_the_validation_callable_still_runs_after_a_shadow_phase(form: str) -> None:
     """With both a shadow phase and a validation callable, the callable runs once the shadow
