@@ -941,3 +941,26 @@ def test_a_request_made_inside_the_upkeep_on_its_own_thread_goes_on() -> None:
     outer.join(timeout=30)
     assert not outer.is_alive()
     assert state["done"]
+
+
+def test_an_outcome_for_another_routers_request_is_not_joined() -> None:
+    """Request ids started at 1 in every router, so an outcome meant for another router's
+    request (another process, a restarted one) was joined to this router's request of the
+    same id and counted for whichever model served it."""
+    a, b = (
+        ss.Router(
+            {"v1": lambda x: 1, "v2": lambda x: 2},
+            strategy=ss.FixedSplit(baseline="v1", weights={"v2": 50}),
+        )
+        for _ in range(2)
+    )
+    ids_a = [a.route(0, key=f"u{i}").request_id for i in range(100)]
+    ids_b = [b.route(0, key=f"u{i}").request_id for i in range(100)]
+    assert not set(ids_a) & set(ids_b)
+    a.flush()
+    b.flush()
+    results = {b.record_outcome(rid, "converted", 1.0) for rid in ids_a}
+    assert results == {ss.metrics.OutcomeResult.UNKNOWN}
+    assert {a.record_outcome(rid, "converted", 1.0) for rid in ids_a} == {
+        ss.metrics.OutcomeResult.ACCEPTED
+    }

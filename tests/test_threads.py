@@ -210,3 +210,37 @@ def test_the_at_fork_reset_skips_a_router_that_failed_to_build(
     assert all(r._flush_lock is not lock for r, lock in zip(healthy, before, strict=True))
     assert len(_router._ROUTERS) == 6  # the healthy ones and the broken one, not the half-built
     assert half_built.value is not None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_hands_out_request_ids_of_its_own() -> None:
+    """A child forked from a serving process (a pre-forking server) counted on from the
+    parent's request ids: an outcome for the parent's next request, sent to the child, was
+    joined to the child's request of the same id. Now the child's ids are its own, after the
+    parent's, and its own outcomes are joined as before."""
+    router = ss.Router(
+        {"v1": lambda x: 1, "v2": lambda x: 2},
+        strategy=ss.FixedSplit(baseline="v1", weights={"v2": 50}),
+    )
+    last = router.route(0, key="before").request_id
+    parents_next = last + 1  # what the parent hands out next, after the fork
+
+    def child() -> bool:
+        mine = [router.route(0, key=f"u{i}") for i in range(20)]
+        router.flush()
+        ids = [r.request_id for r in mine]
+        return (
+            parents_next not in ids
+            and min(ids) > last
+            and router.record_outcome(parents_next, "converted", 1.0)
+            is not ss.metrics.OutcomeResult.ACCEPTED
+            and all(
+                router.record_outcome(r.request_id, "converted", 1.0)
+                is ss.metrics.OutcomeResult.ACCEPTED
+                for r in mine
+            )
+        )
+
+    code = forked(child)
+    assert code == 0, code
+    assert router.route(0, key="after").request_id == parents_next

@@ -288,7 +288,10 @@ class Router:
         self._due_at = self._flush_due
         # Every record the router makes is a 4-tuple: the recorder's flat buffer takes it.
         self._append = self._recorder._extend
-        self._ids = itertools.count(1)
+        # Request ids start at a random point, so that an id from another router (another
+        # process, an earlier run) is not joined to one of this router's requests.
+        first_id = _first_request_id(0)
+        self._ids = itertools.count(first_id)
         # Rows served by predict_batch beyond the one request id each batch takes (under
         # _rows_lock): request ids plus these count the requests towards an evaluation.
         self._rows = 0
@@ -301,7 +304,7 @@ class Router:
         self._rollout: Rollout | None = None
         self._evaluation_errors = 0
         self._eval_lock = threading.Lock()
-        self._last_eval = (0, self._clock())
+        self._last_eval = (first_id - 1, self._clock())
         self._evaluate_every = FLUSH_EVERY
         self._evaluate_interval = math.inf
         self._paces: tuple[tuple[int, float], ...] = ((FLUSH_EVERY, math.inf),)
@@ -486,6 +489,13 @@ class Router:
         self._flush_lock = threading.Lock()
         self._keyless_lock = threading.Lock()
         self._eval_lock = threading.Lock()
+        # Ids of its own, after every id the parent had handed out (the outcome ring keeps
+        # the newer id of a slot) and far from those the parent hands out next: an outcome
+        # for a request served by the other process is not joined to one of this one's.
+        last = max(next(self._ids), self._recorder._ring.newest)
+        first = _first_request_id(last)
+        self._ids = itertools.count(first)
+        self._last_eval = (first - 1 + self._rows, self._last_eval[1])
         if self._eval_due == math.inf and self._rollout is not None and self._rollout.auto:
             self._set_eval_due(self._clock() + self._evaluate_interval)  # an evaluation's claim
         self._recorder._after_fork()
@@ -1282,7 +1292,11 @@ class Router:
         if self._rollout is not None and self._rollout.auto:
             self._set_eval_due(now + self._evaluate_interval)
         if wait:
-            return rollout.evaluate(self._recorder.snapshot(), wait=True)
+            # The snapshot under the rollout's lock, as below: taken before it, a change made
+            # meanwhile by another thread (a promotion) had the old step's window judged as
+            # the new step's.
+            with rollout.lock:
+                return rollout.evaluate(self._recorder.snapshot(), wait=True)
         if not rollout.lock.acquire(blocking=False):
             return None
         try:
@@ -1448,6 +1462,16 @@ def _describe_rows(ys: Any) -> str:
         return f"{len(ys)} outputs"
     except Exception:
         return f"a {type(ys).__name__} ({_short(ys)})"
+
+
+_random_ids = random.SystemRandom()
+
+
+def _first_request_id(after: int) -> int:
+    """A first request id, at random between 2**40 and 2**52 ids after ``after``: a router's
+    ids cannot meet another's (or another process's) for 2**40 requests, and 2**11 nested
+    forks still fit an int64."""
+    return after + 1 + _random_ids.randrange(1 << 40, 1 << 52)
 
 
 def _short(value: Any) -> str:

@@ -245,3 +245,17 @@ def test_the_outcome_map_takes_its_memory_at_construction_not_during_flushes() -
     # whole map and 248 for the duplicate markers alone when this was written; 4 with the
     # memory taken up front.
     assert faults < 100, faults
+
+
+def test_the_newer_of_two_requests_in_one_flush_owns_their_shared_slot():
+    """Two requests 8 ids apart share a slot of an 8-slot ring; when the newer finished first
+    (threads end in any order) the older overwrote it in the same flush, so the newer
+    request's outcome was "never recorded" and the evicted one's was accepted."""
+    rec = Recorder(["v1", "v2"], clock=lambda: 0.0, outcome_capacity=8)
+    rec.append((13, record_code(1), 0.01, 1.0))
+    rec.append((5, record_code(0), 0.01, 1.0))
+    rec.append((7, record_code(0), 0.01, 1.0))
+    rec.flush()
+    assert rec.record_outcome(13, "c", 1.0) is OutcomeResult.ACCEPTED
+    assert rec.record_outcome(5, "c", 1.0) is OutcomeResult.LATE
+    assert rec.record_outcome(7, "c", 1.0) is OutcomeResult.ACCEPTED

@@ -751,3 +751,47 @@ def test_the_decision_that_ended_a_rollout_stays_in_its_history(clock: Clock) ->
     decisions = router.status().decisions
     assert [d.action for d in decisions] == [ss.Action.ROLLBACK, ss.Action.CONTINUE]
     assert decisions[0].reason == "incident"
+
+
+def test_an_evaluation_judges_the_step_it_acts_on(clock: Clock) -> None:
+    """router.evaluate() took its snapshot before the rollout's lock: a promotion by another
+    thread in between had the 5% step's window judged as the 25% step's, and the evaluation
+    moved on to 50% with not one request served at 25%."""
+    router = ss.Router(
+        {"v1": lambda x: 1.0, "v2": lambda x: 1.0},
+        strategy=ss.Canary(
+            "v1",
+            "v2",
+            min_duration=0,
+            min_samples=100,
+            evaluate_every=10**9,
+            evaluate_interval=1e12,
+        ),
+        policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.2)]),
+        clock=clock,
+    )
+    for i in range(10_000):
+        router.predict(1, key=i)
+        clock.t += 0.001
+    recorder = router.recorder
+    snapshot = recorder.snapshot
+    other: list[threading.Thread] = []
+
+    def snapshot_then_another_thread_promotes() -> Any:
+        snap = snapshot()
+        if not other:
+            other.append(threading.Thread(target=router.promote))
+            other[0].start()
+            other[0].join(timeout=0.5)  # it waits for the lock now: no change in between
+        return snap
+
+    recorder.snapshot = snapshot_then_another_thread_promotes  # type: ignore[method-assign]
+    try:
+        decision = router.evaluate()
+    finally:
+        recorder.snapshot = snapshot  # type: ignore[method-assign]
+        for t in other:
+            t.join(timeout=30)
+    assert decision.weights_before["v2"] == 5.0
+    assert decision.weights_after["v2"] == 25.0
+    assert router.weights["v2"] == 50.0  # then the other thread's promotion

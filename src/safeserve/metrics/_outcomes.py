@@ -104,8 +104,10 @@ class _OutcomeRing:
                         seen[dst] = False
             self.newest = first + n - 1
             return
-        if n > self.capacity:
-            order = np.argsort(ids, kind="stable")  # so that the newest id is written last
+        if n > 1 and not bool((ids[1:] > ids[:-1]).all()):
+            # Out of order (threads finishing in another order): sorted, so that where two
+            # ids share a slot the newer is written last and owns it.
+            order = np.argsort(ids, kind="stable")
             ids, variant, override = ids[order], variant[order], override[order]
             when = when[order]
         slots = ids % self.capacity if int(ids.max()) >= self.capacity else ids
