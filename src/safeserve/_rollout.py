@@ -106,7 +106,7 @@ class Rollout:
         policy: Policy,
         clock: Callable[[], float],
         apply: Callable[[dict[str, float]], None],
-        reset_windows: Callable[[], Mapping[str, Mapping[str, int]] | None],
+        reset_windows: Callable[..., Mapping[str, Mapping[str, int]] | None],
         min_duration: float,
         min_samples: int,
         deadline: float | None,
@@ -476,7 +476,10 @@ class Rollout:
             self._apply(self.weights())
             self.step_started_at = now
             self.failures = self.consecutive = 0
-            self._new_windows()
+            # At the end of an attempt, outcomes still to come for its requests stay out of
+            # every later window (a retry's first look judged the failed attempt's late
+            # conversions); from step to step within an attempt they join the current one.
+            self._new_windows(end=phase in _ENDED and before_phase not in _ENDED)
         elif (phase in _ENDED) != (before_phase in _ENDED):
             # The same weights, but the forced keys change: a rolled-back candidate serves
             # nobody (also when its weight was already 0), and a retry lets them back.
@@ -568,12 +571,13 @@ class Rollout:
             checks=checks,
         )
 
-    def _new_windows(self) -> None:
+    def _new_windows(self, *, end: bool = False) -> None:
         """New weights: clear the metric windows, and start the judge's count of requests and
         errors there (those served at the old weights since the last evaluation are not judged
         at the new ones: a retry's first evaluation replayed the failed attempt's errors, and a
-        weight lowered by hand charged errors served at 50% to a 5% share)."""
-        totals = self._reset_windows()
+        weight lowered by hand charged errors served at 50% to a 5% share). ``end``: the
+        attempt ended, and outcomes of the requests it served are not judged any more."""
+        totals = self._reset_windows(new_epoch=True) if end else self._reset_windows()
         if totals is not None:
             self.judge.skip(totals)
 

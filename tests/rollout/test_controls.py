@@ -795,3 +795,44 @@ def test_an_evaluation_judges_the_step_it_acts_on(clock: Clock) -> None:
     assert decision.weights_before["v2"] == 5.0
     assert decision.weights_after["v2"] == 25.0
     assert router.weights["v2"] == 50.0  # then the other thread's promotion
+
+
+def test_outcomes_of_a_failed_attempt_are_not_judged_in_the_retry(clock: Clock) -> None:
+    """Outcomes joined the window current when they arrived: after a rollback (an unrelated
+    incident) and retry(), the first attempt's late conversions filled the new attempt's
+    window, and its first look rolled it back before it had served anyone. Now they are
+    LATE (late:previous_window); within an attempt, an outcome of the previous step's request
+    still joins the current step's window."""
+    router = ss.Router(
+        {"v1": lambda x: 1.0, "v2": lambda x: 1.0},
+        strategy=ss.Canary(
+            "v1",
+            "v2",
+            min_duration=0,
+            min_samples=0,
+            evaluate_every=10**9,
+            evaluate_interval=1e12,
+        ),
+        policy=ss.Policy([ss.MetricCheck(metric="converted", min_samples=100, min_events=30)]),
+        clock=clock,
+    )
+    served = [router.route(1, key=f"u{i}") for i in range(20_000)]
+    router.promote()  # 5% -> 25%: the same attempt
+    early = next(r for r in served if r.variant == "v2")
+    assert router.record_outcome(early.request_id, "converted", 1.0) is (
+        ss.metrics.OutcomeResult.ACCEPTED
+    )
+    assert router.status().metrics.variant("v2").outcomes["converted"].n == 1
+    router.rollback(reason="downstream outage")
+    router.retry()
+    results = [
+        router.record_outcome(r.request_id, "converted", 0.0 if r.variant == "v2" else 1.0)
+        for r in served
+        if r is not early
+    ]
+    assert set(results) == {ss.metrics.OutcomeResult.LATE}
+    status = router.status()
+    assert status.metrics.outcome_reasons["late:previous_window"] == len(results)
+    for v in ("v1", "v2"):
+        assert "converted" not in status.metrics.variant(v).outcomes
+    assert router.evaluate().phase_after == "progressing"

@@ -775,6 +775,7 @@ class Recorder:
             SlidingWindow(self._slice_factory(v), window, clock=clock) for v in range(self._nv)
         ]
         self._ring = _OutcomeRing(outcome_capacity, self._nv)
+        self._epoch = 0  # the windows' generation: reset() starts a new one
         self._lock = threading.RLock()
         self._flushing = False  # a flush is under way (see flush)
         self._count_lock = threading.Lock()
@@ -1134,11 +1135,11 @@ class Recorder:
         # When the requests were made: the batch's own time, else the flush's bound.
         when: Any = now if cols.t is None else cols.t
         if _MIN(rid) >= 0:
-            self._ring.store(rid, cols.var, cols.ov, when)
+            self._ring.store(rid, cols.var, cols.ov, when, self._epoch)
         elif _MAX(rid) >= 0:
             has_id = rid >= 0
             at = when if cols.t is None else when[has_id]
-            self._ring.store(rid[has_id], cols.var[has_id], cols.ov[has_id], at)
+            self._ring.store(rid[has_id], cols.var[has_id], cols.ov[has_id], at, self._epoch)
         if cols.ov.any():
             per = np.bincount(cols.var[cols.ov], minlength=nv)
             for v in np.flatnonzero(per).tolist():
@@ -1571,6 +1572,10 @@ class Recorder:
         now = float(self._clock())
         if now - float(ring.time[slot]) > self.outcome_ttl:
             return OutcomeResult.LATE, "late:expired", v
+        if int(ring.epoch[slot]) != self._epoch:
+            # Served in windows since cleared (an earlier step, a failed attempt): its outcome
+            # would be judged as the current step's.
+            return OutcomeResult.LATE, "late:previous_window", v
         seen = ring.seen_for(name)
         self._outcome_names.add(name)
         if seen[slot]:
@@ -1637,9 +1642,12 @@ class Recorder:
         self._count_lock = threading.Lock()
         self._flushing = False
 
-    def reset(self) -> dict[str, dict[str, int]]:
+    def reset(self, *, new_epoch: bool = False) -> dict[str, dict[str, int]]:
         """Clear every window (e.g. at a new rollout step); lifetime counters and the
-        outcome ring stay. Buffered records are flushed into the old windows first.
+        outcome ring stay. Buffered records are flushed into the old windows first. With
+        ``new_epoch`` (a rollout's attempt ended), an outcome of a request served before the
+        reset is counted ``LATE`` (``late:previous_window``) rather than judged in any later
+        window.
 
         Returns:
             Each variant's lifetime totals at the reset (as in a snapshot's ``totals``), so
@@ -1649,6 +1657,8 @@ class Recorder:
             self.flush()
             for r in self._rings:
                 r.reset()
+            if new_epoch:  # outcomes of the requests served so far no longer join a window
+                self._epoch += 1
             return {name: t.to_dict() for name, t in zip(self.variants, self._totals, strict=True)}
 
     def __repr__(self) -> str:
