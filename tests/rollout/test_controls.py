@@ -753,22 +753,29 @@ def test_the_decision_that_ended_a_rollout_stays_in_its_history(clock: Clock) ->
     assert decisions[0].reason == "incident"
 
 
-def test_an_evaluation_judges_the_step_it_acts_on(clock: Clock) -> None:
-    """router.evaluate() took its snapshot before the rollout's lock: a promotion by another
-    thread in between had the 5% step's window judged as the 25% step's, and the evaluation
-    moved on to 50% with not one request served at 25%."""
-    router = ss.Router(
+def twins_judged_by_hand(clock: Clock, policy: ss.Policy, *, min_samples: int) -> ss.Router:
+    """A canary of two identical models, evaluated only when the test says so."""
+    return ss.Router(
         {"v1": lambda x: 1.0, "v2": lambda x: 1.0},
         strategy=ss.Canary(
             "v1",
             "v2",
             min_duration=0,
-            min_samples=100,
+            min_samples=min_samples,
             evaluate_every=10**9,
             evaluate_interval=1e12,
         ),
-        policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.2)]),
+        policy=policy,
         clock=clock,
+    )
+
+
+def test_an_evaluation_judges_the_step_it_acts_on(clock: Clock) -> None:
+    """router.evaluate() took its snapshot before the rollout's lock: a promotion by another
+    thread in between had the 5% step's window judged as the 25% step's, and the evaluation
+    moved on to 50% with not one request served at 25%."""
+    router = twins_judged_by_hand(
+        clock, ss.Policy([ss.Guardrail(metric="error_rate", above=0.2)]), min_samples=100
     )
     for i in range(10_000):
         router.predict(1, key=i)
@@ -803,18 +810,10 @@ def test_outcomes_of_a_failed_attempt_are_not_judged_in_the_retry(clock: Clock) 
     window, and its first look rolled it back before it had served anyone. Now they are
     LATE (late:previous_window); within an attempt, an outcome of the previous step's request
     still joins the current step's window."""
-    router = ss.Router(
-        {"v1": lambda x: 1.0, "v2": lambda x: 1.0},
-        strategy=ss.Canary(
-            "v1",
-            "v2",
-            min_duration=0,
-            min_samples=0,
-            evaluate_every=10**9,
-            evaluate_interval=1e12,
-        ),
-        policy=ss.Policy([ss.MetricCheck(metric="converted", min_samples=100, min_events=30)]),
-        clock=clock,
+    router = twins_judged_by_hand(
+        clock,
+        ss.Policy([ss.MetricCheck(metric="converted", min_samples=100, min_events=30)]),
+        min_samples=0,
     )
     served = [router.route(1, key=f"u{i}") for i in range(20_000)]
     router.promote()  # 5% -> 25%: the same attempt
