@@ -827,7 +827,22 @@ class Rollout:
                 d = self._transition(
                     Action.RETRY, reason, phase=phase, weight=0.0, step=None, manual=True, now=now
                 )
-                self._enter_first_stage(now)
+                try:
+                    self._enter_first_stage(now)
+                except Exception as exc:
+                    # (The mirror's threads or process could not start.) Not left in a shadow
+                    # phase with no shadow, which no evaluation could ever end.
+                    self._transition(
+                        Action.ROLLBACK,
+                        f"the retry could not start its first phase: {type(exc).__name__}: "
+                        f"{exc}",
+                        phase=Phase.ROLLED_BACK,
+                        weight=0.0,
+                        step=None,
+                        manual=True,
+                        now=now,
+                    )
+                    raise
                 return d
             return self._transition(
                 Action.RETRY,

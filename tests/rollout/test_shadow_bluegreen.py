@@ -1068,3 +1068,42 @@ def test_requests_do_not_wait_for_a_validation_run_by_promote() -> None:
     assert served_meanwhile, "the requests waited for the validation"
     assert served == [1] * 20
     assert router.weights["green"] == 100.0
+
+
+def test_a_retry_whose_shadow_cannot_start_ends_rolled_back(monkeypatch: Any) -> None:
+    """retry() recorded the move to the shadow phase before starting the mirror; when that
+    failed (no thread or process to be had) the rollout stayed in a shadow phase with no
+    shadow, where every evaluation failed and no deadline came. Now retry() raises and the
+    rollout is rolled back again, saying why."""
+    import safeserve._router as router_module
+
+    clock = Clock()
+    router = ss.Router(
+        {"v1": lambda x: 1, "v2": lambda x: 1},
+        strategy=ss.Pipeline(
+            [ss.Shadow("v1", "v2", min_pairs=10**9, deadline=100.0), ss.Canary("v1", "v2")]
+        ),
+        clock=clock,
+    )
+    router.rollback()
+
+    def no_thread(*args: Any, **kw: Any) -> Any:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(router_module, "ShadowMirror", no_thread)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            router.retry()
+    status = router.status()
+    assert status.phase is ss.Phase.ROLLED_BACK
+    assert status.weights == {"v1": 100.0, "v2": 0.0}
+    assert status.decisions[-1].reason == (
+        "the retry could not start its first phase: RuntimeError: can't start new thread"
+    )
+    for i in range(200):
+        clock.t += 1.0
+        router.predict(0, key=i)
+    assert router.status().evaluation_errors == 0
+    router.retry()  # and a retry that can start does
+    assert router.status().phase is ss.Phase.SHADOW
+    router.close()
