@@ -8,6 +8,7 @@ import enum
 import functools
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Concatenate, ParamSpec
 
@@ -184,7 +185,8 @@ class Rollout:
         self._release = release
         self.frozen_baseline: VariantMetrics | None = None
         self._validated = False
-        self._validation_job: tuple[threading.Thread, list[str | None]] | None = None
+        # The validation running on its thread: the thread, its result, when it started.
+        self._validation_job: tuple[threading.Thread, list[str | None], float] | None = None
         self.release_at: float | None = None
         self.released = False
         self._enter_first_stage(now)
@@ -324,28 +326,38 @@ class Rollout:
     def _validation(self, wait: bool = True) -> tuple[str | None, tuple[CheckResult, ...]] | None:
         """Blue/green: validate the preview unless it already passed; (why it failed, check).
 
-        ``wait=False`` (an evaluation on a request's thread): the validation, which may run a
-        model on many synthetic requests, runs on a thread of its own, and this returns None
-        until it is done; the evaluation after that takes its result. ``wait=True`` runs it
-        here, or waits for the one already running.
+        The validation, which may run a model on many synthetic requests, runs on a thread of
+        its own. ``wait=False`` (an evaluation on a request's thread): this returns None until
+        it is done; the evaluation after that takes its result. ``wait=True`` waits for it.
+        Either way, one still running after the blue/green ``validation_timeout`` (wall-clock
+        seconds) has failed: it is left to finish unheard, and a hung validation no longer
+        holds the rollout (and every ``evaluate()``, ``promote()`` and ``rollback()``) for good.
         """
         if self._validated:
             return None, ()
         job = self._validation_job
-        if job is not None:
-            thread, box = job
-            if thread.is_alive() and not wait:
-                return None
-            thread.join()
-            self._validation_job = None
-            failure = box[0] if box else "the validation thread ended without a result"
-        elif self._validate is None:
+        if job is None and self._validate is not None:
+            job = self._validation_job = (*_start_validation(self._validate), time.monotonic())
+            if not wait:
+                return None  # a later evaluation takes its result
+        if job is None:
             failure = None
-        elif wait:
-            failure = self._validate()
         else:
-            self._validation_job = _start_validation(self._validate)
-            return None
+            thread, box, started = job
+            limit = self.blue_green.validation_timeout if self.blue_green is not None else None
+            if thread.is_alive():
+                left = None if limit is None else max(0.0, started + limit - time.monotonic())
+                if not wait and (left is None or left > 0):
+                    return None
+                thread.join(left)
+            self._validation_job = None
+            if thread.is_alive():
+                failure = (
+                    f"validation timed out after {limit:g}s (left running; its result will be "
+                    "ignored)"
+                )
+            else:
+                failure = box[0] if box else "the validation thread ended without a result"
         verdict = Verdict.FAIL if failure else Verdict.PASS
         check = CheckResult(
             name="validation",
@@ -834,8 +846,7 @@ class Rollout:
                     # phase with no shadow, which no evaluation could ever end.
                     self._transition(
                         Action.ROLLBACK,
-                        f"the retry could not start its first phase: {type(exc).__name__}: "
-                        f"{exc}",
+                        f"the retry could not start its first phase: {type(exc).__name__}: {exc}",
                         phase=Phase.ROLLED_BACK,
                         weight=0.0,
                         step=None,

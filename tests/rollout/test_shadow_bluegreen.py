@@ -1107,3 +1107,58 @@ def test_a_retry_whose_shadow_cannot_start_ends_rolled_back(monkeypatch: Any) ->
     router.retry()  # and a retry that can start does
     assert router.status().phase is ss.Phase.SHADOW
     router.close()
+
+
+@pytest.mark.parametrize("how", ["promote", "evaluate", "automatic"])
+def test_a_hung_validation_fails_after_its_timeout(how: str) -> None:
+    """A validation that never returns held the rollout for good: promote() and evaluate()
+    never returned, rollback() waited behind them, and the automatic evaluations said
+    "validating the preview" for ever. After validation_timeout it has failed: the rollout
+    rolls back, and the hung call is left to finish unheard. Bounded: the validation is
+    released at the end, and waits at most 60 s."""
+    release = threading.Event()
+
+    def hangs(model: Any) -> bool:
+        release.wait(60)
+        return True
+
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen(
+            "blue",
+            "green",
+            validation=hangs,
+            validation_timeout=0.2,
+            auto_promote=how != "promote",
+            evaluate_every=1,
+            evaluate_interval=1e12,
+        ),
+    )
+    try:
+        if how == "promote":
+            d = router.promote()
+        elif how == "evaluate":
+            d = router.evaluate()
+        else:
+            deadline = time.monotonic() + 30
+            while router.status().phase is ss.Phase.PENDING and time.monotonic() < deadline:
+                router.predict(0, key="u")
+                time.sleep(0.01)
+            (d,) = [x for x in router.status().decisions if x.action is ss.Action.ROLLBACK]
+        assert d.action is ss.Action.ROLLBACK
+        assert d.reason == (
+            "validation failed: validation timed out after 0.2s (left running; its result will "
+            "be ignored)"
+        )
+        status = router.status()
+        assert status.phase is ss.Phase.ROLLED_BACK
+        assert status.weights == {"blue": 100.0, "green": 0.0}
+    finally:
+        release.set()
+
+
+def test_a_validation_timeout_must_be_positive() -> None:
+    for bad in (0, -1.0, float("nan"), "10"):
+        with pytest.raises(ss.ConfigError, match="validation_timeout"):
+            ss.BlueGreen("blue", "green", validation_timeout=bad)  # type: ignore[arg-type]
+    assert ss.BlueGreen("blue", "green", validation_timeout=None).validation_timeout is None

@@ -172,7 +172,9 @@ class BlueGreen:
     without a truth value to fail), or by both: the callable then runs once the shadow phase
     passed. The router's automatic evaluations (run by requests) start the validation on a
     thread of its own and take its result at a later evaluation, so that no request waits for
-    it; :meth:`Router.evaluate` and :meth:`Router.promote` run it and wait. Then all traffic
+    it; :meth:`Router.evaluate` and :meth:`Router.promote` run it and wait. A validation
+    still running after ``validation_timeout`` seconds (wall clock; None: no limit) has
+    failed, and the rollout rolls back: a hung one no longer holds it for good. Then all traffic
     moves to the preview in one snapshot swap (automatically, or on
     :meth:`Router.promote` with ``auto_promote=False``, which validates first too). For
     ``watch`` seconds afterwards the policy judges the preview against the active version's
@@ -199,6 +201,7 @@ class BlueGreen:
     watch: float = attrs.field(default=300.0, kw_only=True)
     min_samples: int = attrs.field(default=500, kw_only=True)
     keep_old: float | None = attrs.field(default=None, kw_only=True)
+    validation_timeout: float | None = attrs.field(default=600.0, kw_only=True)
     evaluate_every: int = attrs.field(default=10_000, kw_only=True)
     evaluate_interval: float = attrs.field(default=10.0, kw_only=True)
 
@@ -223,6 +226,8 @@ class BlueGreen:
         _count("min_samples", self.min_samples, 0)
         if self.keep_old is not None:
             _positive("keep_old", self.keep_old, allow_zero=True)
+        if self.validation_timeout is not None:
+            _positive("validation_timeout", self.validation_timeout)
         _check_phase(
             min_duration=self.watch,
             deadline=None,
