@@ -298,6 +298,18 @@ class Rollout:
             checks=checks,
         )
 
+    def _baseline_needed(self) -> int:
+        """Requests the active version must have served before a blue/green switch for the
+        watch to compare with them: ``min_samples``, and what each critical comparison of the
+        policy needs per arm (the window from before the switch never grows: with fewer, a
+        comparison could never conclude and the watch never end)."""
+        need = [
+            c._requests_needed()
+            for c in self.policy.checks
+            if c.comparative and c.critical and not c.dry_run
+        ]
+        return max([self.min_samples, *need])
+
     @_changes_state
     def _switch(
         self, now: float, reason: str, *, manual: bool, checks: tuple[CheckResult, ...] = ()
@@ -305,11 +317,11 @@ class Rollout:
         """Blue/green: move 100% to the preview in one swap and start the watch."""
         if self._snapshot is not None:
             self.frozen_baseline = self._snapshot().variant(self.baseline)
-            n = self.frozen_baseline.requests
-            if n < self.min_samples:
+            n, need = self.frozen_baseline.requests, self._baseline_needed()
+            if n < need:
                 reason = (
                     f"{reason} (the active version served {n} requests before the switch, "
-                    f"fewer than min_samples={self.min_samples}: the watch judges the "
+                    f"fewer than the {need} the comparisons need: the watch judges the "
                     "guardrails alone)"
                 )
         return self._transition(
@@ -386,10 +398,11 @@ class Rollout:
         now = self._clock()
         assert self.blue_green is not None
         seen = self._snapshot().variant(self.baseline).requests if self._snapshot else 0
-        if self.blue_green.auto_promote and seen < self.min_samples:
+        need = self._baseline_needed()
+        if self.blue_green.auto_promote and seen < need:
             return self._stay(
                 f"preview validated: collecting the active version's baseline window "
-                f"({seen} of {self.min_samples} requests) before the switch",
+                f"({seen} of {need} requests) before the switch",
                 now,
                 checks=checks,
             )
@@ -901,7 +914,7 @@ class Rollout:
                     now,
                 )
             frozen = self.frozen_baseline
-            if frozen is not None and frozen.requests < self.min_samples:
+            if frozen is not None and frozen.requests < self._baseline_needed():
                 # Too few requests before the switch to compare with (a switch by hand early
                 # on): the watch judges the guardrails alone, as at a step where one arm gets
                 # no traffic, rather than waiting for ever on comparisons that cannot conclude.

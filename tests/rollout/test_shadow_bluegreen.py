@@ -1162,3 +1162,42 @@ def test_a_validation_timeout_must_be_positive() -> None:
         with pytest.raises(ss.ConfigError, match="validation_timeout"):
             ss.BlueGreen("blue", "green", validation_timeout=bad)  # type: ignore[arg-type]
     assert ss.BlueGreen("blue", "green", validation_timeout=None).validation_timeout is None
+
+
+@pytest.mark.parametrize("switch", ["automatic", "by hand, before any baseline"])
+def test_the_watch_ends_with_the_default_policy(switch: str) -> None:
+    """The switch came once the active version had served min_samples=500 requests, but the
+    default policy's p99 check needs 1,000 per arm and the window from before the switch never
+    grows: the watch of identical models never ended. Now an automatic switch waits for what
+    the comparisons need, and a switch by hand with less judges the guardrails alone."""
+    clock = Clock()
+    rng = np.random.default_rng(0)
+
+    def model(x: Any) -> float:
+        clock.t += 0.01 * float(rng.lognormal(0, 0.25))
+        return 1.0
+
+    router = ss.Router(
+        {"blue": model, "green": model},
+        strategy=ss.BlueGreen(
+            "blue", "green", keep_old=60.0, min_samples=0, auto_promote=switch == "automatic"
+        ),
+        clock=clock,
+    )
+    if switch != "automatic":
+        router.promote()
+    for i in range(20_000):  # 0.2 s apart: about 70 simulated minutes
+        clock.t += 0.2
+        router.predict(0.0, key=i)
+        if router.status().phase is ss.Phase.PROMOTED:
+            break
+    status = router.status()
+    assert status.phase is ss.Phase.PROMOTED, status.decisions[-1].reason
+    promote = next(d for d in status.decisions if d.action is ss.Action.PROMOTE)  # the switch
+    if switch == "automatic":
+        assert promote.reason.startswith("preview validated: switching all traffic")
+        waited = [d.reason for d in status.decisions if "baseline window" in d.reason]
+        assert waited
+        assert "of 1000 requests" in waited[-1]
+    else:
+        assert "fewer than the 1000 the comparisons need" in promote.reason

@@ -160,6 +160,10 @@ class Check:
     def _judge(self, ctx: _Context, state: Any, seq: Any) -> CheckResult:
         raise TypeError(f"{type(self).__name__} does not judge")  # pragma: no cover
 
+    def _requests_needed(self) -> int:
+        """Requests each arm needs before this check can conclude (at least)."""
+        return int(getattr(self, "min_samples", 0) or 0)
+
     def _result(self, verdict: Verdict, reason: str, **kw: Any) -> CheckResult:
         kind = kw.pop("kind", getattr(self, "kind", type(self).__name__.lower()))
         return CheckResult(
@@ -402,10 +406,13 @@ class LatencyQuantile(Check):
         if not isinstance(self.q, float | int) or not 0.5 <= self.q < 1.0:
             raise ConfigError(f"q must be in [0.5, 1), got {self.q!r}")
 
+    def _requests_needed(self) -> int:
+        return self.min_samples or math.ceil(10 / (1 - self.q))
+
     def _judge(self, ctx: _Context, state: Any, seq: Any) -> CheckResult:
         c, b = ctx.candidate.latency, ctx.baseline.latency
         n_c, n_b = ctx.latency_n("candidate"), ctx.latency_n("baseline")
-        need = self.min_samples or math.ceil(10 / (1 - self.q))
+        need = self._requests_needed()
         if min(n_c, n_b) < need:
             return self._result(
                 Verdict.INCONCLUSIVE,

@@ -180,8 +180,10 @@ class BlueGreen:
     ``watch`` seconds afterwards the policy judges the preview against the active version's
     metrics from *before* the switch: a non-concurrent comparison, so a change of traffic
     during the watch is blamed on the preview; guardrails judge absolute limits (alone, when
-    the active version served fewer than ``min_samples`` requests before a switch made by
-    hand: there is nothing to compare with). Any failure
+    the active version served fewer requests before a switch made by hand than
+    ``min_samples`` and each critical comparison of the policy need: that window never grows,
+    and a comparison short of its samples could never conclude; an automatic switch waits for
+    them). Any failure
     switches back at once. The old version stays loaded for ``keep_old`` seconds after the
     watch ends, so :meth:`Router.rollback` can switch back instantly (None: as long as the
     router lives). Once it is released nothing falls back to it: the new version's exceptions
