@@ -964,3 +964,72 @@ def test_an_outcome_for_another_routers_request_is_not_joined() -> None:
     assert {a.record_outcome(rid, "converted", 1.0) for rid in ids_a} == {
         ss.metrics.OutcomeResult.ACCEPTED
     }
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        lambda X: np.stack([X.sum(axis=1), -X.sum(axis=1)], 1),  # another shape per row
+        lambda X: np.array(["yes"] * len(X)),  # text beside the baseline's numbers
+    ],
+    ids=["shape", "text"],
+)
+def test_a_batch_candidate_whose_outputs_cannot_stand_beside_the_baselines_is_invalid(
+    candidate: Any,
+) -> None:
+    """predict_batch merged every slice's outputs in one array: a candidate answering
+    another shape per row raised numpy's own error from the router (its slice recorded as
+    OK), was broadcast in silence into a 2-row baseline slice's place, or turned the
+    baseline's numbers into text. Now its rows are invalid (counted) and the baseline
+    answers them."""
+    router = ss.Router(
+        {"v1": lambda X: X.sum(axis=1), "v2": candidate},
+        strategy=ss.Canary("v1", "v2", weight=50),
+    )
+    routed = np.array([router.route(np.ones((1, 3)), key=int(k)).variant for k in range(200)])
+    keys = np.concatenate([np.flatnonzero(routed == "v2")[:3], np.flatnonzero(routed == "v1")[:2]])
+    out = router.predict_batch(np.ones((5, 3)), keys=keys)
+    assert isinstance(out, np.ndarray)
+    assert out.dtype == np.float64
+    assert out.tolist() == [3.0] * 5
+    v2 = router.status().metrics.variant("v2")
+    assert v2.errors == 3
+    assert (v2.totals["invalid"], v2.totals["fallbacks"]) == (3, 3)
+
+
+def test_a_batch_candidate_answering_a_list_beside_the_baselines_array_is_served() -> None:
+    """A list of numbers is taken as the array it makes (the caller gets one array)."""
+    router = ss.Router(
+        {"v1": lambda X: X.sum(axis=1), "v2": lambda X: [float(v) for v in X.sum(axis=1)]},
+        strategy=ss.Canary("v1", "v2", weight=50),
+    )
+    out = router.predict_batch(np.ones((200, 3)), keys=np.arange(200))
+    assert isinstance(out, np.ndarray)
+    assert out.tolist() == [3.0] * 200
+    assert router.status().metrics.variant("v2").errors == 0
+    assert router.status().metrics.variant("v2").requests > 50
+
+
+def test_outputs_that_cannot_be_merged_raise_a_typed_error_naming_both() -> None:
+    """Where no baseline row was there to check against (every row went to the candidate),
+    the baseline answers some rows in the candidate's place, and the two kinds of outputs
+    cannot make one array: an InvalidOutputError that says what each was (numpy's own
+    broadcasting error escaped before)."""
+
+    def candidate(X: Any) -> Any:
+        out = np.stack([X.sum(axis=1), -X.sum(axis=1)], 1)
+        out[0] = np.nan  # one row the validator rejects: the baseline answers it
+        return out
+
+    router = ss.Router(
+        {"v1": lambda X: X.sum(axis=1), "v2": candidate},
+        strategy=ss.Canary("v1", "v2", weight=100),
+        validators={"v2": ss.is_finite},
+    )
+    with pytest.raises(
+        ss.InvalidOutputError,
+        match=r"cannot be put in one array: per row, shape \(\) of numbers and shape \(2,\) of",
+    ):
+        router.predict_batch(np.ones((4, 3)), keys=np.arange(4))
+    v2 = router.status().metrics.variant("v2")
+    assert (v2.requests, v2.totals["invalid"]) == (4, 1)

@@ -940,8 +940,11 @@ class Router:
                 break
             if count:
                 groups.append((j, np.flatnonzero(hit)))
-        # The baseline's slice last, so that fallback rows can join it in one call.
-        groups.sort(key=lambda g: g[0] == 0)
+        # The baseline's slice first: a candidate's outputs that could not stand beside its
+        # own (another shape per row, text beside numbers) are invalid, and the baseline
+        # answers those rows instead.
+        groups.sort(key=lambda g: g[0] != 0)
+        like: tuple[tuple[int, ...], bool] | None = None  # the baseline's (row shape, numeric)
         any_override = bool(override.any())
         redo: list[NDArray[np.intp] | None] = []
         # Per slice, what its record holds: (variant, rows, per-row seconds, status, the
@@ -969,7 +972,12 @@ class Router:
                 continue
             latency = (clock() - t0) / m
             whole = _has_rows(ys, m)
-            if not whole:
+            if whole and j == 0 and isinstance(ys, np.ndarray):
+                like = _row_kind(ys)
+            elif whole and like is not None and not isinstance(ys, np.ndarray):
+                with contextlib.suppress(Exception):  # a list beside the baseline's array
+                    ys = np.asarray(ys)
+            if not whole or (j != 0 and like is not None and not _fits(ys, like)):
                 bad: NDArray[np.bool_] | None = np.ones(m, dtype=bool)
             elif snap.validators[j] is None:
                 bad = None
@@ -1482,9 +1490,31 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _row_kind(ys: NDArray[Any]) -> tuple[tuple[int, ...], bool]:
+    """An array of outputs' shape per row, and whether its values are numbers."""
+    return ys.shape[1:], ys.dtype.kind in "biufc"
+
+
+def _fits(ys: Any, like: tuple[tuple[int, ...], bool]) -> bool:
+    """Whether a candidate's outputs can stand beside the baseline's in one array: an array
+    of the same shape per row, of numbers if the baseline's are (text if not)."""
+    return isinstance(ys, np.ndarray) and _row_kind(ys) == like
+
+
 def _scatter(parts: list[tuple[NDArray[np.intp] | None, Any]], n: int) -> Any:
     if parts and all(isinstance(ys, np.ndarray) for _, ys in parts):
         first = parts[0][1]
+        kinds = {_row_kind(ys) for _, ys in parts}
+        if len(kinds) > 1:
+            # (Only where the baseline served no row of the batch but answered the rows it
+            # took over from a candidate: its outputs were not there to check against.)
+            raise InvalidOutputError(
+                "the models' outputs for one batch cannot be put in one array: per row, "
+                + " and ".join(
+                    f"shape {shape} of {'numbers' if numeric else 'text or objects'}"
+                    for shape, numeric in sorted(kinds, key=repr)
+                )
+            )
         dtype = np.result_type(*[ys.dtype for _, ys in parts])
         out = np.empty((n, *first.shape[1:]), dtype=dtype)
         # One value per row (shape (n,) or (n, 1)): scattering flat values is cheaper.
