@@ -572,13 +572,12 @@ class Rollout:
             )
 
     def _stay(self, reason: str, now: float, checks: tuple[CheckResult, ...] = ()) -> Decision:
-        """An automatic look that changes nothing (its decision is still recorded, except
-        once the rollout is over: the same empty look again would push the decision that
-        ended it out of the bounded history)."""
+        """An automatic look that changes nothing (its decision is still recorded, except the
+        same look with nothing judged again: after the end, or while a validation runs, such
+        looks pushed the decisions that mattered out of the bounded history)."""
         last = self.history[-1] if self.history else None
         if (
-            self.phase not in _ACTIVE
-            and not checks
+            not checks
             and last is not None
             and last.action is Action.CONTINUE
             and last.reason == reason

@@ -196,9 +196,11 @@ def test_never_two_evaluations_at_once(clock: Clock) -> None:
     assert rollout is not None
     inside = []
     overlap = []
+    calls = []
     original = rollout.evaluate
 
     def watched(snap: object, **kw: Any) -> object:
+        calls.append(1)
         inside.append(1)
         if len(inside) > 1:
             overlap.append(len(inside))
@@ -220,7 +222,7 @@ def test_never_two_evaluations_at_once(clock: Clock) -> None:
     for th in threads:
         th.join(timeout=120)
     assert not overlap
-    assert len(router.status().decisions) > 10
+    assert len(calls) > 10
 
 
 def test_canary_config_errors() -> None:

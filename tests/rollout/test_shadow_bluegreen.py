@@ -1201,3 +1201,29 @@ def test_the_watch_ends_with_the_default_policy(switch: str) -> None:
         assert "of 1000 requests" in waited[-1]
     else:
         assert "fewer than the 1000 the comparisons need" in promote.reason
+
+
+def test_looks_while_the_validation_runs_are_recorded_once() -> None:
+    """Each automatic evaluation while the validation ran recorded "validating the preview"
+    again, and a long validation pushed every earlier decision out of the history. Bounded:
+    the validation is released at the end."""
+    release = threading.Event()
+
+    def slow(model: Any) -> bool:
+        release.wait(60)
+        return True
+
+    router = ss.Router(
+        {"blue": lambda x: 1, "green": lambda x: 2},
+        strategy=ss.BlueGreen(
+            "blue", "green", validation=slow, evaluate_every=1, evaluate_interval=1e12
+        ),
+    )
+    try:
+        for i in range(500):
+            router.predict(0, key=i)
+        decisions = router.status().decisions
+        assert len(decisions) == 1
+        assert decisions[0].reason.startswith("validating the preview")
+    finally:
+        release.set()
