@@ -46,7 +46,13 @@ def _weight_buckets(name: str, weight: object) -> int:
     if not math.isfinite(w) or w < 0.0 or w > 100.0:
         raise ConfigError(f"weight of {name!r} must be a number in [0, 100], got {weight!r}")
     # Percent with a resolution of 0.01 (one bucket of 10,000).
-    return round(w * BUCKETS / 100.0)
+    buckets = round(w * BUCKETS / 100.0)
+    if w > 0.0 and buckets == 0:
+        raise ConfigError(
+            f"weight of {name!r} rounds to no bucket (one is 0.01%): the model would get no "
+            f"traffic; use 0 or at least 0.005, got {weight!r}"
+        )
+    return buckets
 
 
 @attrs.frozen(eq=False, repr=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import enum
 import functools
 import math
@@ -55,13 +56,14 @@ _STOPPED = (Phase.ROLLED_BACK, Phase.ABORTED)
 def _start_validation(
     validate: Callable[[], str | None],
 ) -> tuple[threading.Thread, list[str | None]]:
-    """Run ``validate`` on a daemon thread; its result (why it failed, or None) lands in the
-    returned list."""
+    """Run ``validate`` on a daemon thread, in a copy of the caller's context variables; its
+    result (why it failed, or None) lands in the returned list."""
     box: list[str | None] = []
+    context = contextvars.copy_context()
 
     def run() -> None:
         try:
-            box.append(validate())
+            box.append(context.run(validate))
         except Exception as exc:  # the router's validate catches; this is a backstop
             box.append(f"validation raised {type(exc).__name__}: {exc}")
 
@@ -298,18 +300,6 @@ class Rollout:
             checks=checks,
         )
 
-    def _baseline_needed(self) -> int:
-        """Requests the active version must have served before a blue/green switch for the
-        watch to compare with them: ``min_samples``, and what each critical comparison of the
-        policy needs per arm (the window from before the switch never grows: with fewer, a
-        comparison could never conclude and the watch never end)."""
-        need = [
-            c._requests_needed()
-            for c in self.policy.checks
-            if c.comparative and c.critical and not c.dry_run
-        ]
-        return max([self.min_samples, *need])
-
     @_changes_state
     def _switch(
         self, now: float, reason: str, *, manual: bool, checks: tuple[CheckResult, ...] = ()
@@ -317,11 +307,11 @@ class Rollout:
         """Blue/green: move 100% to the preview in one swap and start the watch."""
         if self._snapshot is not None:
             self.frozen_baseline = self._snapshot().variant(self.baseline)
-            n, need = self.frozen_baseline.requests, self._baseline_needed()
-            if n < need:
+            n = self.frozen_baseline.requests
+            if n < self.min_samples:
                 reason = (
                     f"{reason} (the active version served {n} requests before the switch, "
-                    f"fewer than the {need} the comparisons need: the watch judges the "
+                    f"fewer than min_samples={self.min_samples}: the watch judges the "
                     "guardrails alone)"
                 )
         return self._transition(
@@ -339,24 +329,27 @@ class Rollout:
         """Blue/green: validate the preview unless it already passed; (why it failed, check).
 
         The validation, which may run a model on many synthetic requests, runs on a thread of
-        its own. ``wait=False`` (an evaluation on a request's thread): this returns None until
-        it is done; the evaluation after that takes its result. ``wait=True`` waits for it.
-        Either way, one still running after the blue/green ``validation_timeout`` (wall-clock
-        seconds) has failed: it is left to finish unheard, and a hung validation no longer
-        holds the rollout (and every ``evaluate()``, ``promote()`` and ``rollback()``) for good.
+        its own (in a copy of the caller's context variables). ``wait=False`` (an evaluation
+        on a request's thread): this returns None until it is done; the evaluation after that
+        takes its result. ``wait=True`` waits for it. Either way, one still running after the
+        blue/green ``validation_timeout`` (wall-clock seconds) has failed: it is left to finish
+        unheard, and a hung validation no longer holds the rollout (and every ``evaluate()``,
+        ``promote()`` and ``rollback()``) for good. With no timeout, ``wait=True`` runs it on
+        the calling thread, as before.
         """
         if self._validated:
             return None, ()
         job = self._validation_job
-        if job is None and self._validate is not None:
+        limit = self.blue_green.validation_timeout if self.blue_green is not None else None
+        if job is None and self._validate is not None and (limit is not None or not wait):
             job = self._validation_job = (*_start_validation(self._validate), time.monotonic())
             if not wait:
                 return None  # a later evaluation takes its result
         if job is None:
-            failure = None
+            # No timeout, and waited for: on the calling thread (objects bound to it work).
+            failure = None if self._validate is None else self._validate()
         else:
             thread, box, started = job
-            limit = self.blue_green.validation_timeout if self.blue_green is not None else None
             if thread.is_alive():
                 left = None if limit is None else max(0.0, started + limit - time.monotonic())
                 if not wait and (left is None or left > 0):
@@ -398,11 +391,10 @@ class Rollout:
         now = self._clock()
         assert self.blue_green is not None
         seen = self._snapshot().variant(self.baseline).requests if self._snapshot else 0
-        need = self._baseline_needed()
-        if self.blue_green.auto_promote and seen < need:
+        if self.blue_green.auto_promote and seen < self.min_samples:
             return self._stay(
                 f"preview validated: collecting the active version's baseline window "
-                f"({seen} of {need} requests) before the switch",
+                f"({seen} of {self.min_samples} requests) before the switch",
                 now,
                 checks=checks,
             )
@@ -583,6 +575,8 @@ class Rollout:
             and last.reason == reason
             and last.phase_after == self.phase.value
         ):
+            # The same entry, at the time of this look.
+            self.history[-1] = last = attrs.evolve(last, time=now)
             return last
         return self._transition(
             Action.CONTINUE,
@@ -601,7 +595,7 @@ class Rollout:
         at the new ones: a retry's first evaluation replayed the failed attempt's errors, and a
         weight lowered by hand charged errors served at 50% to a 5% share). ``end``: the
         attempt ended, and outcomes of the requests it served are not judged any more."""
-        totals = self._reset_windows(new_epoch=True) if end else self._reset_windows()
+        totals = self._reset_windows(end=True) if end else self._reset_windows()
         if totals is not None:
             self.judge.skip(totals)
 
@@ -913,7 +907,7 @@ class Rollout:
                     now,
                 )
             frozen = self.frozen_baseline
-            if frozen is not None and frozen.requests < self._baseline_needed():
+            if frozen is not None and frozen.requests < self.min_samples:
                 # Too few requests before the switch to compare with (a switch by hand early
                 # on): the watch judges the guardrails alone, as at a step where one arm gets
                 # no traffic, rather than waiting for ever on comparisons that cannot conclude.

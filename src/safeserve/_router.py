@@ -347,7 +347,7 @@ class Router:
                 policy=policy or Policy(),
                 clock=self._clock,
                 apply=self._apply_weights,
-                reset_windows=self._recorder.reset,
+                reset_windows=self._reset_windows,
                 min_duration=(
                     canary.min_duration if canary else blue_green.watch if blue_green else 0.0
                 ),
@@ -441,6 +441,12 @@ class Router:
         bucket = _xxh3(kb, snap.seed) % BUCKETS
         if bucket < mirror.mirror_bucket_limit:
             mirror.submit(x, y, latency, rid)
+
+    def _reset_windows(self, *, end: bool = False) -> Mapping[str, Mapping[str, int]]:
+        """New metric windows for the rollout; ``end``: its attempt ended, and outcomes of the
+        requests it served (those with an id below the next one, still running ones too) are
+        judged in no later window."""
+        return self._recorder.reset(first_judged_id=next(self._ids) if end else None)
 
     def _validate_preview(self) -> str | None:
         """Run the blue/green validation callable on the preview; return why it failed."""
@@ -944,7 +950,7 @@ class Router:
         # own (another shape per row, text beside numbers) are invalid, and the baseline
         # answers those rows instead.
         groups.sort(key=lambda g: g[0] != 0)
-        like: tuple[tuple[int, ...], bool] | None = None  # the baseline's (row shape, numeric)
+        like: _RowKind | None = None  # the baseline's outputs: shape per row, kind of values
         any_override = bool(override.any())
         redo: list[NDArray[np.intp] | None] = []
         # Per slice, what its record holds: (variant, rows, per-row seconds, status, the
@@ -974,9 +980,6 @@ class Router:
             whole = _has_rows(ys, m)
             if whole and j == 0 and isinstance(ys, np.ndarray):
                 like = _row_kind(ys)
-            elif whole and like is not None and not isinstance(ys, np.ndarray):
-                with contextlib.suppress(Exception):  # a list beside the baseline's array
-                    ys = np.asarray(ys)
             if not whole or (j != 0 and like is not None and not _fits(ys, like)):
                 bad: NDArray[np.bool_] | None = np.ones(m, dtype=bool)
             elif snap.validators[j] is None:
@@ -1476,10 +1479,14 @@ _random_ids = random.SystemRandom()
 
 
 def _first_request_id(after: int) -> int:
-    """A first request id, at random between 2**40 and 2**52 ids after ``after``: a router's
-    ids cannot meet another's (or another process's) for 2**40 requests, and 2**11 nested
-    forks still fit an int64."""
-    return after + 1 + _random_ids.randrange(1 << 40, 1 << 52)
+    """A first request id: for a new router (``after`` 0) at random in [2**32, 2**43), where
+    two routers' first billion ids meet with a chance of about 1 in 4,000; in a forked child,
+    2**36 to 2**40 past the last id the parent handed out, which the parent then needs tens of
+    billions of requests to reach. Below 2**45 (for 15 nested forks), where the recorder's
+    fast flush path takes ids."""
+    if after == 0:
+        return _random_ids.randrange(1 << 32, 1 << 43)
+    return after + 1 + _random_ids.randrange(1 << 36, 1 << 40)
 
 
 def _short(value: Any) -> str:
@@ -1490,29 +1497,39 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _row_kind(ys: NDArray[Any]) -> tuple[tuple[int, ...], bool]:
-    """An array of outputs' shape per row, and whether its values are numbers."""
-    return ys.shape[1:], ys.dtype.kind in "biufc"
+_RowKind = tuple[tuple[int, ...], str]
 
 
-def _fits(ys: Any, like: tuple[tuple[int, ...], bool]) -> bool:
-    """Whether a candidate's outputs can stand beside the baseline's in one array: an array
-    of the same shape per row, of numbers if the baseline's are (text if not)."""
-    return isinstance(ys, np.ndarray) and _row_kind(ys) == like
+def _row_kind(ys: NDArray[Any]) -> _RowKind:
+    """An array of outputs' shape per row ((): one value, also for shape (1,)), and what its
+    values are: numbers, text, or objects (which stand beside anything)."""
+    shape = ys.shape[1:]
+    kind = ys.dtype.kind
+    what = "numbers" if kind in "biufc" else "text" if kind in "USa" else "objects"
+    return (() if math.prod(shape) == 1 else shape), what
+
+
+def _fits(ys: Any, like: _RowKind) -> bool:
+    """Whether a candidate's outputs can stand beside the baseline's array in one array: the
+    same shape per row (one value per row: (k,) beside (k, 1) too) and values of one kind, or
+    objects. Outputs that are not an array go back as a list, as before, unchecked."""
+    if not isinstance(ys, np.ndarray):
+        return True
+    shape, what = _row_kind(ys)
+    return shape == like[0] and (what == like[1] or "objects" in (what, like[1]))
 
 
 def _scatter(parts: list[tuple[NDArray[np.intp] | None, Any]], n: int) -> Any:
     if parts and all(isinstance(ys, np.ndarray) for _, ys in parts):
         first = parts[0][1]
-        kinds = {_row_kind(ys) for _, ys in parts}
-        if len(kinds) > 1:
+        kinds = [_row_kind(ys) for _, ys in parts]
+        if any(not _fits(ys, kinds[0]) for _, ys in parts):
             # (Only where the baseline served no row of the batch but answered the rows it
             # took over from a candidate: its outputs were not there to check against.)
             raise InvalidOutputError(
                 "the models' outputs for one batch cannot be put in one array: per row, "
                 + " and ".join(
-                    f"shape {shape} of {'numbers' if numeric else 'text or objects'}"
-                    for shape, numeric in sorted(kinds, key=repr)
+                    f"shape {shape} of {what}" for shape, what in sorted(set(kinds), key=repr)
                 )
             )
         dtype = np.result_type(*[ys.dtype for _, ys in parts])

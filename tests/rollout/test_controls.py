@@ -695,14 +695,20 @@ def test_a_breached_guardrail_rolls_back_a_paused_rollout(clock: Clock, how: str
     [
         (lambda: ss.SRM(alpha=2.0), "alpha must lie strictly between 0 and 1, got 2.0"),
         (lambda: ss.SRM(alpha="0.001"), "alpha must be a number in \\(0, 1\\), got '0.001'"),
-        (lambda: ss.LatencyQuantile(min_samples=-1), "min_samples must be an int >= 1, got -1"),
+        (lambda: ss.LatencyQuantile(min_samples=-1), "min_samples must be an int >= 0 .*, got -1"),
         (
             lambda: ss.Canary("v1", "v2", steps=(0.004, 100)),
-            "each step must be at least 0.01 \\(one bucket of 10,000\\), got 0.004",
+            "each step must be at least 0.005: it rounds to no bucket .*, got 0.004",
         ),
         (
             lambda: ss.Canary("v1", "v2", weight=0.001),
-            "weight must be 0 or at least 0.01 \\(one bucket of 10,000\\), got 0.001",
+            "weight must be 0 or at least 0.005: it rounds to no bucket .*, got 0.001",
+        ),
+        (
+            lambda: ss.Router(
+                {"v1": lambda x: 0, "v2": lambda x: 1}, strategy=ss.Canary("v1", "v2", weight=5)
+            ).set_weights({"v2": 0.004}),
+            "weight of 'v2' rounds to no bucket",
         ),
         (
             lambda: ss.Canary("v1", "v2", min_duration=7200),
@@ -731,10 +737,18 @@ def test_settings_that_could_never_work_are_refused(make: Any, message: str) -> 
         make()
 
 
-def test_a_deadline_that_pauses_may_come_before_the_bake_time() -> None:
-    """With on_deadline="pause" a deadline before min_duration is a check-in by a person, not a
-    rollback of a good candidate: allowed."""
+def test_settings_near_those_refused_that_work_are_accepted() -> None:
+    """A deadline before min_duration that pauses (a check-in by a person, not a rollback of a
+    good candidate) or that a pinned canary never acts on; LatencyQuantile's min_samples=0
+    (its default); a share that rounds to one bucket."""
     assert ss.Canary("v1", "v2", min_duration=7200, deadline=600, on_deadline="pause")
+    assert ss.Canary("v1", "v2", weight=10, min_duration=7200)
+    assert ss.LatencyQuantile(min_samples=0)._requests_needed() == 1000
+    router = ss.Router(
+        {"v1": lambda x: 0, "v2": lambda x: 1},
+        strategy=ss.Canary("v1", "v2", steps=(0.007, 100)),
+    )
+    assert router.weights["v2"] == 0.01
 
 
 def test_the_decision_that_ended_a_rollout_stays_in_its_history(clock: Clock) -> None:
@@ -837,3 +851,38 @@ def test_outcomes_of_a_failed_attempt_are_not_judged_in_the_retry(clock: Clock) 
     for v in ("v1", "v2"):
         assert "converted" not in status.metrics.variant(v).outcomes
     assert router.evaluate().phase_after == "progressing"
+
+
+def test_an_outcome_of_a_request_still_running_at_the_rollback_is_not_judged_in_the_retry() -> None:
+    """The request was still being served when the attempt ended: recorded after the reset,
+    its outcome joined the retry's window. Bounded: the call is released after 10 s at most."""
+    entered, release = threading.Event(), threading.Event()
+
+    def candidate(x: object) -> float:
+        if x == "slow":
+            entered.set()
+            release.wait(10)
+        return 2.0
+
+    router = ss.Router(
+        {"v1": lambda x: 1.0, "v2": candidate},
+        strategy=ss.Canary("v1", "v2", weight=50, evaluate_every=10**9, evaluate_interval=1e12),
+    )
+    key = next(f"k{i}" for i in range(1_000) if router.route(0, key=f"k{i}").variant == "v2")
+    box: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: box.setdefault("r", router.route("slow", key=key)))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        router.rollback(reason="incident")
+        router.retry()
+    finally:
+        release.set()
+        worker.join(10)
+    routed = box["r"]
+    assert routed.variant == "v2"
+    assert router.record_outcome(routed.request_id, "converted", 1.0) is (
+        ss.metrics.OutcomeResult.LATE
+    )
+    assert "converted" not in router.status().metrics.variant("v2").outcomes
+    router.close()

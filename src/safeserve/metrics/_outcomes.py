@@ -50,7 +50,7 @@ class _OutcomeRing:
     older than the slot's is known to be evicted (late), a newer one was never stored.
     """
 
-    __slots__ = ("capacity", "epoch", "ids", "newest", "override", "seen", "time", "variant")
+    __slots__ = ("capacity", "ids", "newest", "override", "seen", "time", "variant")
 
     def __init__(self, capacity: int, n_variants: int) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
@@ -65,8 +65,6 @@ class _OutcomeRing:
         self.variant: NDArray[np.signedinteger] = np.full(capacity, 0, dtype=dtype)
         self.override: NDArray[np.bool_] = np.full(capacity, False, dtype=np.bool_)
         self.time: NDArray[np.float64] = np.full(capacity, 0.0, dtype=np.float64)
-        #: The windows' generation each request was served in (see Recorder.reset).
-        self.epoch: NDArray[np.int64] = np.full(capacity, 0, dtype=np.int64)
         self.seen: dict[str, NDArray[np.bool_]] = {}
         self.newest = -1
 
@@ -76,12 +74,10 @@ class _OutcomeRing:
         variant: NDArray[np.int64],
         override: NDArray[np.bool_],
         now: float | NDArray[np.float64],
-        epoch: int = 0,
     ) -> None:
         """Remember non-negative request ids (vectorized); a newer id owns a shared slot.
 
-        ``now`` is when the requests were made: one time for all, or one per id; ``epoch``
-        the generation of the windows they were served in.
+        ``now`` is when the requests were made: one time for all, or one per id.
         """
         n = ids.size
         if n == 0:
@@ -105,7 +101,6 @@ class _OutcomeRing:
                     self.variant[dst] = variant[lo:hi]
                     self.override[dst] = override[lo:hi]
                     self.time[dst] = when[lo:hi]
-                    self.epoch[dst] = epoch
                     for seen in self.seen.values():
                         seen[dst] = False
             self.newest = first + n - 1
@@ -127,7 +122,6 @@ class _OutcomeRing:
         self.variant[slots] = variant
         self.override[slots] = override
         self.time[slots] = when
-        self.epoch[slots] = epoch
         for seen in self.seen.values():
             seen[slots] = False
         if ids.size:

@@ -775,7 +775,8 @@ class Recorder:
             SlidingWindow(self._slice_factory(v), window, clock=clock) for v in range(self._nv)
         ]
         self._ring = _OutcomeRing(outcome_capacity, self._nv)
-        self._epoch = 0  # the windows' generation: reset() starts a new one
+        # Outcomes of requests with a lower id are judged in no window (see reset).
+        self._first_judged_id = 0
         self._lock = threading.RLock()
         self._flushing = False  # a flush is under way (see flush)
         self._count_lock = threading.Lock()
@@ -1135,11 +1136,11 @@ class Recorder:
         # When the requests were made: the batch's own time, else the flush's bound.
         when: Any = now if cols.t is None else cols.t
         if _MIN(rid) >= 0:
-            self._ring.store(rid, cols.var, cols.ov, when, self._epoch)
+            self._ring.store(rid, cols.var, cols.ov, when)
         elif _MAX(rid) >= 0:
             has_id = rid >= 0
             at = when if cols.t is None else when[has_id]
-            self._ring.store(rid[has_id], cols.var[has_id], cols.ov[has_id], at, self._epoch)
+            self._ring.store(rid[has_id], cols.var[has_id], cols.ov[has_id], at)
         if cols.ov.any():
             per = np.bincount(cols.var[cols.ov], minlength=nv)
             for v in np.flatnonzero(per).tolist():
@@ -1572,9 +1573,9 @@ class Recorder:
         now = float(self._clock())
         if now - float(ring.time[slot]) > self.outcome_ttl:
             return OutcomeResult.LATE, "late:expired", v
-        if int(ring.epoch[slot]) != self._epoch:
-            # Served in windows since cleared (an earlier step, a failed attempt): its outcome
-            # would be judged as the current step's.
+        if rid < self._first_judged_id:
+            # Served by a rollout attempt that has ended: its outcome would be judged as the
+            # next attempt's.
             return OutcomeResult.LATE, "late:previous_window", v
         seen = ring.seen_for(name)
         self._outcome_names.add(name)
@@ -1642,12 +1643,12 @@ class Recorder:
         self._count_lock = threading.Lock()
         self._flushing = False
 
-    def reset(self, *, new_epoch: bool = False) -> dict[str, dict[str, int]]:
+    def reset(self, *, first_judged_id: int | None = None) -> dict[str, dict[str, int]]:
         """Clear every window (e.g. at a new rollout step); lifetime counters and the
         outcome ring stay. Buffered records are flushed into the old windows first. With
-        ``new_epoch`` (a rollout's attempt ended), an outcome of a request served before the
-        reset is counted ``LATE`` (``late:previous_window``) rather than judged in any later
-        window.
+        ``first_judged_id`` (a rollout's attempt ended: the router's next request id), an
+        outcome of a request with a lower id, recorded yet or still being served, is counted
+        ``LATE`` (``late:previous_window``) rather than judged in any later window.
 
         Returns:
             Each variant's lifetime totals at the reset (as in a snapshot's ``totals``), so
@@ -1657,8 +1658,8 @@ class Recorder:
             self.flush()
             for r in self._rings:
                 r.reset()
-            if new_epoch:  # outcomes of the requests served so far no longer join a window
-                self._epoch += 1
+            if first_judged_id is not None:
+                self._first_judged_id = max(self._first_judged_id, int(first_judged_id))
             return {name: t.to_dict() for name, t in zip(self.variants, self._totals, strict=True)}
 
     def __repr__(self) -> str:

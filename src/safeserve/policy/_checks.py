@@ -64,6 +64,11 @@ def _count(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ConfigError(f"{attribute.name} must be an int >= 1, got {value!r}")
 
 
+def _size(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{attribute.name} must be an int >= 0 (0: the default), got {value!r}")
+
+
 def _alpha(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     check_alpha(value, attribute.name)
 
@@ -163,6 +168,10 @@ class Check:
     def _requests_needed(self) -> int:
         """Requests each arm needs before this check can conclude (at least)."""
         return int(getattr(self, "min_samples", 0) or 0)
+
+    def _samples_in(self, v: VariantMetrics) -> int:
+        """This check's samples in an arm's metrics (requests, unless it judges values)."""
+        return v.requests
 
     def _result(self, verdict: Verdict, reason: str, **kw: Any) -> CheckResult:
         kind = kw.pop("kind", getattr(self, "kind", type(self).__name__.lower()))
@@ -395,7 +404,7 @@ class LatencyQuantile(Check):
     name: str = attrs.field(validator=_name)
     critical: bool = True
     dry_run: bool = False
-    min_samples: int | None = attrs.field(default=None, validator=attrs.validators.optional(_count))
+    min_samples: int | None = attrs.field(default=None, validator=attrs.validators.optional(_size))
     kind = "latency_quantile"
 
     @name.default
@@ -504,6 +513,10 @@ class MetricCheck(Check):
             return v.output
         table = v.outcomes if self.source == "outcome" else v.custom
         return table.get(self.metric)
+
+    def _samples_in(self, v: VariantMetrics) -> int:
+        m = self._moments(v)
+        return 0 if m is None else int(m.n)
 
     def _sequence(self, ctx: _Context, state: Any) -> _CS | None:
         c, b = self._moments(ctx.candidate), self._moments(ctx.baseline)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import attrs
 import numpy as np
+import structlog
 
 from .._errors import ConfigError
 from ..metrics import MetricsSnapshot, VariantMetrics
@@ -33,6 +34,8 @@ from ._checks import (
 from ._decision import Action, CheckResult
 
 __all__ = ["Judge", "Judgement", "Policy", "default_checks"]
+
+_log = structlog.get_logger("safeserve")
 
 
 def default_checks() -> tuple[Check, ...]:
@@ -299,6 +302,19 @@ class Judge:
                         sequences[name] = self._run([r], ctx)[0]
                     except Exception as exc:
                         broken[name] = _why(exc)
+        # Blue/green after the switch: the window from before it never grows, so a check it
+        # holds too few samples for could never conclude (and the watch never end); judged
+        # not comparable, as at a step where one arm gets no traffic.
+        short: dict[str, str] = {}
+        if frozen_baseline is not None and comparative:
+            for c in policy.checks:
+                if c.comparative and not isinstance(c, SRM):
+                    have, need = c._samples_in(frozen_baseline), c._requests_needed()
+                    if have < need:
+                        short[c.name] = (
+                            f"not comparable: the window from before the switch holds {have} "
+                            f"samples, and this check needs {need}"
+                        )
         results: list[CheckResult] = []
         for check in policy.checks:
             why = broken.get(check.name)
@@ -307,6 +323,8 @@ class Judge:
                     pass
                 elif isinstance(check, SRM):
                     results.append(self._srm(check, req_c, req_b, w_c, w_b))
+                elif check.name in short:
+                    results.append(check._result(Verdict.INCONCLUSIVE, short[check.name]))
                 elif check.comparative and not comparative:
                     results.append(
                         check._result(
@@ -322,6 +340,7 @@ class Judge:
                 why = _why(exc)
             if why is not None:
                 results.append(check._result(Verdict.INCONCLUSIVE, f"could not be judged: {why}"))
+                _log.warning("safeserve.check_not_judged", check=check.name, error=why)
         if policy.correction == "holm":
             results = self._holm(results, alpha_step)
         # One pass over the acting (non-dry-run) results. A critical FAIL fails the evaluation
@@ -345,6 +364,7 @@ class Judge:
                 r.critical
                 and kind != "srm"
                 and (comparative or kind == "guardrail")
+                and r.name not in short
                 and r.verdict is not Verdict.PASS
             ):
                 all_pass = False

@@ -12,6 +12,7 @@ import attrs
 import numpy as np
 
 from .._errors import ConfigError
+from .._hashing import BUCKETS
 
 __all__ = ["Canary", "FixedSplit", "Strategy"]
 
@@ -41,10 +42,12 @@ def _check_percent(role: str, value: object, *, zero_ok: bool) -> float:
     if not (math.isfinite(v) and low_ok and v <= 100.0):
         bounds = "[0, 100]" if zero_ok else "(0, 100]"
         raise ConfigError(f"{role} must be a number in {bounds}, got {value!r}")
-    if 0.0 < v < 0.01:
+    if v > 0.0 and round(v * BUCKETS / 100.0) == 0:
         # It would round to no bucket: the model would get no traffic at all.
-        least = "0 or at least 0.01" if zero_ok else "at least 0.01"
-        raise ConfigError(f"{role} must be {least} (one bucket of 10,000), got {value!r}")
+        least = "0 or at least 0.005" if zero_ok else "at least 0.005"
+        raise ConfigError(
+            f"{role} must be {least}: it rounds to no bucket (one is 0.01%), got {value!r}"
+        )
     return v
 
 
@@ -91,14 +94,16 @@ def _check_phase(
     on_deadline: str,
     evaluate_every: int,
     evaluate_interval: float,
+    automatic: bool = True,
 ) -> None:
-    """The options every timed phase shares: bake time, deadline and evaluation cadence."""
+    """The options every timed phase shares: bake time, deadline and evaluation cadence
+    (``automatic``: the phase acts on its deadline by itself)."""
     _positive("min_duration", min_duration, allow_zero=True)
     if on_deadline not in ("rollback", "pause"):
         raise ConfigError(f"on_deadline must be 'rollback' or 'pause', got {on_deadline!r}")
     if deadline is not None:
         _positive("deadline", deadline)
-        if on_deadline == "rollback" and deadline <= min_duration:
+        if automatic and on_deadline == "rollback" and deadline <= min_duration:
             # Every step would run into its deadline before it could be promoted, and roll a
             # good candidate back.
             raise ConfigError(
@@ -188,6 +193,7 @@ class Canary:
             on_deadline=self.on_deadline,
             evaluate_every=self.evaluate_every,
             evaluate_interval=self.evaluate_interval,
+            automatic=self.automatic,
         )
         _count("drift_confirmations", self.drift_confirmations, 1)
         if self.drift_resume_after is not None:

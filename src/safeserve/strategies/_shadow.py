@@ -172,18 +172,20 @@ class BlueGreen:
     without a truth value to fail), or by both: the callable then runs once the shadow phase
     passed. The router's automatic evaluations (run by requests) start the validation on a
     thread of its own and take its result at a later evaluation, so that no request waits for
-    it; :meth:`Router.evaluate` and :meth:`Router.promote` run it and wait. A validation
-    still running after ``validation_timeout`` seconds (wall clock; None: no limit) has
-    failed, and the rollout rolls back: a hung one no longer holds it for good. Then all traffic
+    it; :meth:`Router.evaluate` and :meth:`Router.promote` run it on a thread too (in a copy
+    of the caller's context variables) and wait for it. A validation still running after
+    ``validation_timeout`` seconds (wall clock) has failed, and the rollout rolls back: a hung
+    one no longer holds it for good. ``validation_timeout=None``: no limit, and those two run
+    it on the calling thread (for a validation that needs objects bound to it). Then all traffic
     moves to the preview in one snapshot swap (automatically, or on
     :meth:`Router.promote` with ``auto_promote=False``, which validates first too). For
     ``watch`` seconds afterwards the policy judges the preview against the active version's
     metrics from *before* the switch: a non-concurrent comparison, so a change of traffic
     during the watch is blamed on the preview; guardrails judge absolute limits (alone, when
-    the active version served fewer requests before a switch made by hand than
-    ``min_samples`` and each critical comparison of the policy need: that window never grows,
-    and a comparison short of its samples could never conclude; an automatic switch waits for
-    them). Any failure
+    the active version served fewer than ``min_samples`` requests before a switch made by
+    hand: there is nothing to compare with). That window never grows: a comparison it holds
+    too few samples for (the default p99 check needs 1,000 requests a side; an outcome check
+    its outcomes) is not comparable, and does not hold the watch back. Any failure
     switches back at once. The old version stays loaded for ``keep_old`` seconds after the
     watch ends, so :meth:`Router.rollback` can switch back instantly (None: as long as the
     router lives). Once it is released nothing falls back to it: the new version's exceptions
