@@ -171,8 +171,6 @@ def test_a_child_forked_during_a_blue_green_validation_validates_on_its_own() ->
         strategy=ss.BlueGreen(
             "blue", "green", validation=validation, evaluate_every=1, min_samples=0
         ),
-        # Guardrails alone: a switch needs no baseline window before it.
-        policy=ss.Policy([ss.Guardrail(metric="error_rate", above=0.5)]),
         name="bg-fork",
     )
     try:
