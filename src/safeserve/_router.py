@@ -1502,10 +1502,13 @@ _RowKind = tuple[tuple[int, ...], str]
 
 def _row_kind(ys: NDArray[Any]) -> _RowKind:
     """An array of outputs' shape per row ((): one value, also for shape (1,)), and what its
-    values are: numbers, text, or objects (which stand beside anything)."""
+    values are: numbers, text, objects (which stand beside anything), or another dtype (times,
+    records), which stands beside its own kind only."""
     shape = ys.shape[1:]
     kind = ys.dtype.kind
-    what = "numbers" if kind in "biufc" else "text" if kind in "USa" else "objects"
+    what = {"U": "text", "S": "text", "a": "text", "O": "objects"}.get(kind, "numbers")
+    if kind not in "biufcUSaO":
+        what = f"values of dtype {ys.dtype.str}"
     return (() if math.prod(shape) == 1 else shape), what
 
 

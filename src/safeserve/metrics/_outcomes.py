@@ -28,7 +28,7 @@ class OutcomeResult(enum.IntEnum):
     #: The same request id and outcome name were accepted before.
     DUPLICATE = 1
     #: Older than the time-to-live, its slot in the ring reused by a newer request, or its
-    #: request served before the windows were last cleared (an earlier step or attempt).
+    #: request served by a rollout attempt that has ended (rolled back).
     LATE = 2
     #: Never recorded: a negative id, an id of the wrong type, or one not (yet) recorded.
     UNKNOWN = 3

@@ -308,8 +308,12 @@ class Judge:
         short: dict[str, str] = {}
         if frozen_baseline is not None and comparative:
             for c in policy.checks:
-                if c.comparative and not isinstance(c, SRM):
-                    have, need = c._samples_in(frozen_baseline), c._requests_needed()
+                if c.comparative and not isinstance(c, SRM) and c.name not in broken:
+                    try:
+                        have, need = c._samples_in(frozen_baseline), c._requests_needed()
+                    except Exception as exc:
+                        broken[c.name] = _why(exc)
+                        continue
                     if have < need:
                         short[c.name] = (
                             f"not comparable: the window from before the switch holds {have} "
