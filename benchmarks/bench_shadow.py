@@ -245,16 +245,13 @@ def bench_cold_steps(calls: int) -> None:
     """The ring path's steps, each timed alone right after a model call (cold caches), beside
     the whole ``Ring.put`` and the whole ``submit``: what the request path's cost is made of."""
     import mmap
-    import struct
-
-    import xxhash
 
     primary, x = make_model()
     y = primary(x)
     mm = mmap.mmap(-1, 1 << 16)
     view = memoryview(mm)
     words = view.cast("Q")
-    header = struct.Struct("=QIB3xdqq")
+    header, xxh3 = _shadow_process._DYNAMIC_Q, _shadow_process._hash
     lock = threading.Lock()
     xn, yn = x.nbytes, y.nbytes
     xdt, xs, ydt, ys = x.dtype, x.shape, y.dtype, y.shape
@@ -284,9 +281,7 @@ def bench_cold_steps(calls: int) -> None:
             slice(8192, 8192 + yn), out
         ),
         "pack the header": lambda out, i: header.pack_into(mm, 16, i, 272, 1, 0.001, i, 0),
-        "xxh3 of the slot (header and payload)": lambda out, i: xxhash.xxh3_64_intdigest(
-            view[16 : 96 + xn + yn]
-        ),
+        "xxh3 of the slot (header and payload)": lambda out, i: xxh3(view[16 : 96 + xn + yn]),
         "store one word": lambda out, i: words.__setitem__(1, i),
         "the whole Ring.put": lambda out, i: ring.put(x, out, 0.001, i),
         "the whole submit (process isolation)": lambda out, i: mirror.submit(x, out, 0.001, i),

@@ -39,14 +39,18 @@ def validate_variant_names(names: Sequence[str]) -> tuple[str, ...]:
     return out
 
 
+def percent_buckets(percent: float) -> int:
+    """Buckets of a share in percent (a resolution of 0.01%: one bucket of 10,000)."""
+    return round(percent * BUCKETS / 100.0)
+
+
 def _weight_buckets(name: str, weight: object) -> int:
     if isinstance(weight, bool) or not isinstance(weight, int | float | np.integer | np.floating):
         raise ConfigError(f"weight of {name!r} must be a number in [0, 100], got {weight!r}")
     w = float(weight)
     if not math.isfinite(w) or w < 0.0 or w > 100.0:
         raise ConfigError(f"weight of {name!r} must be a number in [0, 100], got {weight!r}")
-    # Percent with a resolution of 0.01 (one bucket of 10,000).
-    buckets = round(w * BUCKETS / 100.0)
+    buckets = percent_buckets(w)
     if w > 0.0 and buckets == 0:
         raise ConfigError(
             f"weight of {name!r} rounds to no bucket (one is 0.01%): the model would get no "

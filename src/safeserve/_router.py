@@ -1038,7 +1038,7 @@ class Router:
             raise InvalidOutputError(
                 f"{name!r} answered {m} rows with {_describe_rows(ys)}, not one output per row"
             )
-        values = _scatter(parts, n)
+        values = _scatter(parts, n, checked=like is not None)
         if snap.observe is not None and n:
             self._drift.observe_batch(X, vi)  # type: ignore[union-attr]
         if snap.mirror is not None and n:
@@ -1522,11 +1522,15 @@ def _fits(ys: Any, like: _RowKind) -> bool:
     return shape == like[0] and (what == like[1] or "objects" in (what, like[1]))
 
 
-def _scatter(parts: list[tuple[NDArray[np.intp] | None, Any]], n: int) -> Any:
+def _scatter(
+    parts: list[tuple[NDArray[np.intp] | None, Any]], n: int, *, checked: bool = False
+) -> Any:
+    """The parts' outputs in row order: one array if every part is one, else a list.
+    ``checked``: every part was checked against the baseline's outputs already."""
     if parts and all(isinstance(ys, np.ndarray) for _, ys in parts):
         first = parts[0][1]
-        kinds = [_row_kind(ys) for _, ys in parts]
-        if any(not _fits(ys, kinds[0]) for _, ys in parts):
+        kinds = [] if checked else [_row_kind(ys) for _, ys in parts]
+        if kinds and any(not _fits(ys, kinds[0]) for _, ys in parts):
             # (Only where the baseline served no row of the batch but answered the rows it
             # took over from a candidate: its outputs were not there to check against.)
             raise InvalidOutputError(

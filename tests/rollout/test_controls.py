@@ -741,8 +741,10 @@ def test_settings_near_those_refused_that_work_are_accepted() -> None:
     """A deadline before min_duration that pauses (a check-in by a person, not a rollback of a
     good candidate) or that a pinned canary never acts on; LatencyQuantile's min_samples=0
     (its default); a share that rounds to one bucket."""
-    assert ss.Canary("v1", "v2", min_duration=7200, deadline=600, on_deadline="pause")
-    assert ss.Canary("v1", "v2", weight=10, min_duration=7200)
+    paused = ss.Canary("v1", "v2", min_duration=7200, deadline=600, on_deadline="pause")
+    assert (paused.min_duration, paused.deadline) == (7200, 600)
+    pinned = ss.Canary("v1", "v2", weight=10, min_duration=7200)
+    assert (pinned.weight, pinned.automatic, pinned.deadline) == (10, False, 3600.0)
     assert ss.LatencyQuantile(min_samples=0)._requests_needed() == 1000
     router = ss.Router(
         {"v1": lambda x: 0, "v2": lambda x: 1},

@@ -322,29 +322,27 @@ class Judge:
         results: list[CheckResult] = []
         for check in policy.checks:
             why = broken.get(check.name)
-            try:
-                if why is not None:
-                    pass
-                elif isinstance(check, SRM):
-                    results.append(self._srm(check, req_c, req_b, w_c, w_b))
-                elif check.name in short:
-                    results.append(check._result(Verdict.INCONCLUSIVE, short[check.name]))
-                elif check.comparative and not comparative:
-                    results.append(
-                        check._result(
+            if why is None:
+                try:
+                    if isinstance(check, SRM):
+                        result = self._srm(check, req_c, req_b, w_c, w_b)
+                    elif check.name in short or (check.comparative and not comparative):
+                        result = check._result(
                             Verdict.INCONCLUSIVE,
-                            "not comparable: one arm gets no traffic at this step",
+                            short.get(
+                                check.name, "not comparable: one arm gets no traffic at this step"
+                            ),
                         )
-                    )
-                else:
-                    results.append(
-                        check._judge(ctx, self._states[check.name], sequences.get(check.name))
-                    )
-            except Exception as exc:
-                why = _why(exc)
+                    else:
+                        result = check._judge(
+                            ctx, self._states[check.name], sequences.get(check.name)
+                        )
+                except Exception as exc:
+                    why = _why(exc)
             if why is not None:
-                results.append(check._result(Verdict.INCONCLUSIVE, f"could not be judged: {why}"))
+                result = check._result(Verdict.INCONCLUSIVE, f"could not be judged: {why}")
                 _log.warning("safeserve.check_not_judged", check=check.name, error=why)
+            results.append(result)
         if policy.correction == "holm":
             results = self._holm(results, alpha_step)
         # One pass over the acting (non-dry-run) results. A critical FAIL fails the evaluation

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 import attrs
 import numpy as np
 
+from .._allocation import percent_buckets
 from .._errors import ConfigError
-from .._hashing import BUCKETS
 
 __all__ = ["Canary", "FixedSplit", "Strategy"]
 
@@ -42,7 +42,7 @@ def _check_percent(role: str, value: object, *, zero_ok: bool) -> float:
     if not (math.isfinite(v) and low_ok and v <= 100.0):
         bounds = "[0, 100]" if zero_ok else "(0, 100]"
         raise ConfigError(f"{role} must be a number in {bounds}, got {value!r}")
-    if v > 0.0 and round(v * BUCKETS / 100.0) == 0:
+    if v > 0.0 and percent_buckets(v) == 0:
         # It would round to no bucket: the model would get no traffic at all.
         least = "0 or at least 0.005" if zero_ok else "at least 0.005"
         raise ConfigError(
